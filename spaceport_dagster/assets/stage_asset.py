@@ -1,0 +1,53 @@
+"""The one thing every asset does: run its stage through the compute resource and publish the result.
+
+Publishing happens only when every blocking check passed; otherwise the output is kept beside the artifact
+as `<asset>.rejected/` for inspection and the last good artifact stays where it was.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, Failure, MaterializeResult, MetadataValue
+
+from spaceport_dagster.resources.compute import StageLauncher, StageRequest
+from spaceport_dagster.resources.storage import StorageResource
+from spaceport_dagster.stages.dataset_id import validate_dataset_id
+
+
+def run_stage_asset(
+    context: AssetExecutionContext,
+    storage: StorageResource,
+    compute: StageLauncher,
+    *,
+    stage: str,
+    artifacts: dict[str, str] | None = None,
+    sources: dict[str, str] | None = None,
+    config: dict[str, Any] | None = None,
+    accelerator: str = "cpu",
+) -> MaterializeResult:
+    dataset = validate_dataset_id(context.partition_key)
+    asset = context.asset_key.to_user_string()
+    store = storage.store()
+    for name, upstream in (artifacts or {}).items():
+        if not store.exists(dataset, upstream):
+            raise Failure(f"{asset} needs {upstream} for dataset {dataset!r}, but none is published at "
+                          f"{store.uri(dataset, upstream)}; materialize {upstream} first")
+    request = StageRequest(stage, dataset, asset, dict(artifacts or {}), dict(sources or {}), dict(config or {}),
+                           accelerator)
+    with store.staging(dataset, asset) as staging:
+        results = compute.launch(context, store, request, staging)
+        reported = [r for r in results if isinstance(r, MaterializeResult)]
+        checks = [r for r in results if isinstance(r, AssetCheckResult)]
+        failed = [c for c in checks if not c.passed and c.severity == AssetCheckSeverity.ERROR]
+        if failed:
+            location = store.reject(staging)
+            context.log.error(f"{asset} failed {len(failed)} quality gate(s); output kept at {location}, "
+                              f"the published artifact (if any) is unchanged")
+        else:
+            location = store.publish(staging, info={"run_id": context.run_id})
+            context.log.info(f"{asset} published at {location}")
+    metadata: dict[str, Any] = dict(reported[0].metadata or {}) if reported else {}
+    metadata["published"] = not failed
+    metadata["uri"] = MetadataValue.path(location)
+    return MaterializeResult(metadata=metadata, check_results=checks)

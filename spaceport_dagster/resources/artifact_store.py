@@ -1,0 +1,227 @@
+"""Where artifacts live: `<root>/<dataset>/<asset>/`, published atomically, on a local disk or an S3 prefix.
+
+Local: a stage writes into a hidden temporary sibling; publishing renames it to a versioned folder and
+swaps the `<asset>` symlink onto it with one atomic rename, then drops the previous version.
+S3: files go under `<asset>/<version>/`; the `_SUCCESS` manifest naming that version is written last, so
+readers (which start from the manifest) never see a half-written artifact and a failed run leaves the
+previous manifest, and its files, in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spaceport_dagster.stages.dataset_id import validate_dataset_id
+from spaceport_dagster.stages.s3uri import is_s3_uri, list_keys, s3_client, split_s3_uri
+
+MANIFEST = "_SUCCESS"
+
+
+class ArtifactMissing(FileNotFoundError):
+    pass
+
+
+def _new_version() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+def _file_list(folder: Path) -> list[dict[str, Any]]:
+    return [
+        {"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    ]
+
+
+@dataclass
+class Staging:
+    """A stage's output before publishing: `local_dir` always; `remote_prefix` for S3 roots."""
+
+    dataset: str
+    asset: str
+    version: str
+    local_dir: Path
+    remote_prefix: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output_uri(self) -> str:
+        return self.remote_prefix or str(self.local_dir)
+
+
+class LocalArtifactStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def uri(self, dataset: str, asset: str) -> str:
+        return str(self.root / validate_dataset_id(dataset) / asset) + "/"
+
+    def _link(self, dataset: str, asset: str) -> Path:
+        return self.root / validate_dataset_id(dataset) / asset
+
+    def exists(self, dataset: str, asset: str) -> bool:
+        return (self._link(dataset, asset) / MANIFEST).is_file()
+
+    def manifest(self, dataset: str, asset: str) -> dict[str, Any]:
+        path = self._link(dataset, asset) / MANIFEST
+        if not path.is_file():
+            raise ArtifactMissing(f"no published {asset} for dataset {dataset!r} at {self.uri(dataset, asset)}")
+        return json.loads(path.read_text())
+
+    def fetch(self, dataset: str, asset: str) -> Path:
+        """The published folder (resolved, so a later publish cannot swap it under a running reader)."""
+        self.manifest(dataset, asset)
+        return self._link(dataset, asset).resolve()
+
+    @contextmanager
+    def staging(self, dataset: str, asset: str) -> Iterator[Staging]:
+        version = _new_version()
+        parent = self.root / validate_dataset_id(dataset)
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = parent / f".{asset}.{version}.tmp"
+        tmp.mkdir()
+        try:
+            yield Staging(dataset, asset, version, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def publish(self, staging: Staging, info: dict[str, Any] | None = None) -> str:
+        parent = staging.local_dir.parent
+        final = parent / f".{staging.asset}.{staging.version}"
+        manifest = {"dataset": staging.dataset, "asset": staging.asset, "version": staging.version,
+                    "published_at": time.time(), "files": _file_list(staging.local_dir), **(info or {})}
+        (staging.local_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        os.replace(staging.local_dir, final)
+        link = parent / staging.asset
+        previous = link.resolve() if link.is_symlink() else None
+        if link.exists() and not link.is_symlink():
+            raise RuntimeError(f"{link} is a real folder, not a published artifact link; move it away")
+        tmp_link = parent / f".{staging.asset}.{staging.version}.link"
+        os.symlink(final.name, tmp_link)
+        os.replace(tmp_link, link)  # the atomic step
+        if previous is not None and previous != final:
+            shutil.rmtree(previous, ignore_errors=True)
+        return self.uri(staging.dataset, staging.asset)
+
+    def reject(self, staging: Staging) -> str:
+        """Keep a gate-failing output for inspection at `<dataset>/<asset>.rejected/`, never as the artifact."""
+        target = staging.local_dir.parent / f"{staging.asset}.rejected"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(staging.local_dir, target)
+        return str(target) + "/"
+
+
+class S3ArtifactStore:
+    def __init__(self, root: str, endpoint_url: str | None = None, cache_dir: str | Path | None = None):
+        self.bucket, prefix = split_s3_uri(root.rstrip("/") + "/")
+        self.prefix = prefix
+        self.endpoint_url = endpoint_url
+        self.client = s3_client(endpoint_url)
+        self.cache = Path(cache_dir or Path(tempfile.gettempdir()) / "spaceport-s3-cache")
+
+    def _key(self, dataset: str, asset: str, *parts: str) -> str:
+        return self.prefix + "/".join([validate_dataset_id(dataset), asset, *parts])
+
+    def uri(self, dataset: str, asset: str) -> str:
+        return f"s3://{self.bucket}/{self._key(dataset, asset)}/"
+
+    def manifest(self, dataset: str, asset: str) -> dict[str, Any]:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(dataset, asset, MANIFEST))["Body"]
+        except self.client.exceptions.NoSuchKey:
+            raise ArtifactMissing(f"no published {asset} for dataset {dataset!r} at {self.uri(dataset, asset)}") from None
+        return json.loads(body.read())
+
+    def exists(self, dataset: str, asset: str) -> bool:
+        try:
+            self.manifest(dataset, asset)
+            return True
+        except ArtifactMissing:
+            return False
+
+    def version_uri(self, dataset: str, asset: str) -> str:
+        """The S3 prefix holding the published version's files (what a SageMaker input channel reads)."""
+        return f"s3://{self.bucket}/{self._key(dataset, asset, self.manifest(dataset, asset)['version'])}/"
+
+    def fetch(self, dataset: str, asset: str) -> Path:
+        manifest = self.manifest(dataset, asset)
+        target = self.cache / dataset / asset / manifest["version"]
+        if (target / MANIFEST).is_file():
+            return target
+        tmp = target.with_name(target.name + f".{uuid.uuid4().hex[:6]}.tmp")
+        base = self._key(dataset, asset, manifest["version"]) + "/"
+        for entry in manifest["files"]:
+            dest = tmp / entry["path"]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.client.download_file(self.bucket, base + entry["path"], str(dest))
+        (tmp / MANIFEST).write_text(json.dumps(manifest))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        return target
+
+    @contextmanager
+    def staging(self, dataset: str, asset: str) -> Iterator[Staging]:
+        version = _new_version()
+        tmp = Path(tempfile.mkdtemp(prefix=f"spaceport-{dataset}-{asset}-"))
+        remote = f"s3://{self.bucket}/{self._key(dataset, asset, version)}/"
+        try:
+            yield Staging(dataset, asset, version, tmp, remote_prefix=remote)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _upload_folder(self, folder: Path, key_prefix: str) -> None:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                self.client.upload_file(str(path), self.bucket, key_prefix + path.relative_to(folder).as_posix())
+
+    def publish(self, staging: Staging, info: dict[str, Any] | None = None) -> str:
+        base = self._key(staging.dataset, staging.asset, staging.version) + "/"
+        self._upload_folder(staging.local_dir, base)
+        files = [
+            {"path": obj["Key"][len(base):], "bytes": obj["Size"]}
+            for obj in list_keys(self.client, self.bucket, base)
+            if obj["Key"][len(base):] != MANIFEST
+        ]
+        if not files:
+            raise RuntimeError(f"refusing to publish an empty {staging.asset} for {staging.dataset!r}")
+        previous = self.manifest(staging.dataset, staging.asset)["version"] if self.exists(staging.dataset, staging.asset) else None
+        manifest = {"dataset": staging.dataset, "asset": staging.asset, "version": staging.version,
+                    "published_at": time.time(), "files": files, **(info or {})}
+        self.client.put_object(Bucket=self.bucket, Key=self._key(staging.dataset, staging.asset, MANIFEST),
+                               Body=json.dumps(manifest, indent=2).encode(), ContentType="application/json")
+        if previous and previous != staging.version:
+            self._delete_prefix(self._key(staging.dataset, staging.asset, previous) + "/")
+        return self.uri(staging.dataset, staging.asset)
+
+    def _delete_prefix(self, prefix: str) -> None:
+        keys = [{"Key": o["Key"]} for o in list_keys(self.client, self.bucket, prefix)]
+        for i in range(0, len(keys), 1000):
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[i : i + 1000]})
+
+    def discard(self, staging: Staging) -> None:
+        """Remove whatever a failed remote job left under the staging version prefix."""
+        self._delete_prefix(self._key(staging.dataset, staging.asset, staging.version) + "/")
+
+    def reject(self, staging: Staging) -> str:
+        base = self._key(staging.dataset, staging.asset + ".rejected") + "/"
+        self._delete_prefix(base)
+        self._upload_folder(staging.local_dir, base)
+        return f"s3://{self.bucket}/{base}"
+
+
+ArtifactStore = LocalArtifactStore | S3ArtifactStore
+
+
+def open_store(root: str, endpoint_url: str | None = None) -> ArtifactStore:
+    return S3ArtifactStore(root, endpoint_url) if is_s3_uri(root) else LocalArtifactStore(root)

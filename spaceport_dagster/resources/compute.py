@@ -1,0 +1,67 @@
+"""How a stage runs: the launcher interface, and the local launcher (a subprocess under Dagster Pipes).
+
+A launcher takes a StageRequest (which stage, which upstream artifacts and raw sources, which config) and
+the staging area of the output, runs the stage, and returns what the stage reported through Pipes. The
+SageMaker launcher implements the same `launch`, so assets never change when compute moves to AWS.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    ConfigurableResource,
+    MaterializeResult,
+    PipesSubprocessClient,
+)
+
+from .artifact_store import ArtifactStore, Staging
+
+PipesResult = MaterializeResult | AssetCheckResult
+
+
+@dataclass
+class StageRequest:
+    stage: str  # module under spaceport_dagster.stages, e.g. "ingest"
+    dataset: str
+    asset: str
+    artifacts: dict[str, str] = field(default_factory=dict)  # input name -> upstream asset name
+    sources: dict[str, str] = field(default_factory=dict)  # input name -> raw URI (uploads)
+    config: dict[str, Any] = field(default_factory=dict)
+    accelerator: str = "cpu"  # "cpu" or "gpu": which instance family a remote launcher picks
+
+    @property
+    def module(self) -> str:
+        return f"spaceport_dagster.stages.{self.stage}"
+
+
+class StageLauncher(ConfigurableResource):
+    """Base of every compute resource."""
+
+    def launch(
+        self, context: AssetExecutionContext, store: ArtifactStore, request: StageRequest, staging: Staging
+    ) -> list[PipesResult]:
+        raise NotImplementedError
+
+
+class LocalStageLauncher(StageLauncher):
+    """Runs `python -m spaceport_dagster.stages.<stage>` on this machine; logs reach the run log via Pipes."""
+
+    python: str = ""  # interpreter for the stage; this one by default
+    env: dict[str, str] = {}
+
+    def launch(
+        self, context: AssetExecutionContext, store: ArtifactStore, request: StageRequest, staging: Staging
+    ) -> list[PipesResult]:
+        inputs = {name: str(store.fetch(request.dataset, asset)) for name, asset in request.artifacts.items()}
+        inputs.update(request.sources)
+        extras = {"inputs": inputs, "output": str(staging.local_dir), "config": request.config,
+                  "dataset": request.dataset}
+        client = PipesSubprocessClient(env={**os.environ, **self.env})
+        command = [self.python or sys.executable, "-m", request.module]
+        return list(client.run(context=context, command=command, extras=extras).get_results())

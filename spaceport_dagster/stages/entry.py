@@ -1,0 +1,63 @@
+"""The command-line entry point every stage shares.
+
+Under Dagster Pipes (local subprocess or a SageMaker job) the stage reads its inputs, output folder and
+config from the Pipes extras and reports metadata, checks and logs through Pipes. Run by hand it takes
+`--input NAME=PATH`, `--output PATH` and `--config JSON` and prints the report as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+
+from .report import StageReport
+
+StageFn = Callable[[dict[str, str], Path, dict[str, Any], logging.Logger], StageReport]
+
+
+def _plain(value: Any) -> Any:
+    return value["raw_value"] if isinstance(value, dict) and "raw_value" in value else value
+
+
+def _cli(stage: str, fn: StageFn, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m spaceport_dagster.stages.{stage}")
+    parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--config", default="{}", help="JSON object of stage options")
+    args = parser.parse_args(argv)
+    inputs = dict(item.split("=", 1) for item in args.input)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    report = fn(inputs, Path(args.output), json.loads(args.config), logging.getLogger(stage))
+    out = {
+        "metadata": {k: _plain(v) for k, v in report.metadata.items()},
+        "checks": [
+            {"name": c.name, "passed": c.passed, "blocking": c.blocking, "description": c.description}
+            for c in report.checks
+        ],
+    }
+    print(json.dumps(out, indent=2, default=str))
+    return 1 if report.failed_gates() else 0
+
+
+def main(stage: str, fn: StageFn, argv: list[str] | None = None) -> int:
+    if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:
+        return _cli(stage, fn, sys.argv[1:] if argv is None else argv)
+    with open_dagster_pipes() as pipes:
+        extras = pipes.extras
+        report = fn(dict(extras.get("inputs", {})), Path(extras["output"]), dict(extras.get("config", {})), pipes.log)
+        pipes.report_asset_materialization(metadata=report.metadata)
+        for check in report.checks:
+            pipes.report_asset_check(
+                check_name=check.name,
+                passed=check.passed,
+                severity=check.severity,
+                metadata={"description": check.description, **check.metadata},
+            )
+    return 0

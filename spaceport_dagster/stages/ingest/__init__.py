@@ -1,0 +1,1 @@
+"""Stage 1: uploads to a validated image set with EXIF facts."""

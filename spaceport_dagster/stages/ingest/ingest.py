@@ -1,0 +1,143 @@
+"""Ingest: decode every uploaded file, refuse what cannot be used (with a reason), record camera facts.
+
+Output: `images/` (usable photos, byte-identical to the upload unless EXIF orientation had to be applied)
+and `manifest.json` (usable images with EXIF facts and decoded size, refused files with reasons).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from spaceport_dagster.stages.config import from_dict
+from spaceport_dagster.stages.report import CheckOutcome, StageReport, md
+
+from .exif import read_camera_exif
+from .sources import iter_source
+
+ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "TIFF"}
+Image.MAX_IMAGE_PIXELS = 400_000_000  # 400 MP: far above any drone camera, below a decompression bomb
+
+
+@dataclass
+class IngestConfig:
+    min_images: int = 5
+    recommended_images: int = 20
+
+
+def _safe_name(name: str, taken: set[str]) -> str:
+    flat = re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("/", "__")).lstrip(".") or "image"
+    stem, dot, ext = flat.rpartition(".")
+    candidate, i = flat, 1
+    while candidate.lower() in taken:
+        candidate = f"{stem or flat}-{i}{dot}{ext}" if dot else f"{flat}-{i}"
+        i += 1
+    taken.add(candidate.lower())
+    return candidate
+
+
+def decode(data: bytes) -> Image.Image:
+    """Open and fully decode `data`; raises ValueError with a readable reason."""
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ValueError("not an image (no known image signature)") from None
+    if image.format not in ACCEPTED_FORMATS:
+        raise ValueError(f"unsupported image format {image.format}; accepted: JPEG (incl. MPO), PNG, TIFF")
+    try:
+        image.load()
+    except OSError as exc:
+        text = str(exc)
+        reason = "truncated file" if "truncated" in text.lower() else f"corrupt image data ({text})"
+        raise ValueError(reason) from None
+    except Exception as exc:  # decoders raise assorted errors on garbage
+        raise ValueError(f"corrupt image data ({type(exc).__name__}: {exc})") from None
+    if image.width < 64 or image.height < 64:
+        raise ValueError(f"image is too small for reconstruction ({image.width}x{image.height} px)")
+    return image
+
+
+def ingest(source: str, output: Path, config: IngestConfig, log: logging.Logger) -> StageReport:
+    images_dir = output / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    usable: list[dict[str, Any]] = []
+    refused: list[dict[str, str]] = []
+    seen: dict[str, str] = {}
+    taken: set[str] = set()
+    for item in iter_source(source):
+        digest = hashlib.sha256(item.data).hexdigest()
+        if digest in seen:
+            refused.append({"source": item.name, "reason": f"exact duplicate of {seen[digest]}"})
+            continue
+        try:
+            image = decode(item.data)
+        except ValueError as exc:
+            refused.append({"source": item.name, "reason": str(exc)})
+            log.warning(f"refused {item.name}: {exc}")
+            continue
+        seen[digest] = item.name
+        exif = read_camera_exif(image, item.data)
+        name = _safe_name(item.name, taken)
+        if exif.orientation != 1:
+            upright = ImageOps.exif_transpose(image)
+            upright.convert("RGB").save(images_dir / name, format="JPEG", quality=95, exif=image.getexif())
+            width, height = upright.size
+        else:
+            (images_dir / name).write_bytes(item.data)
+            width, height = image.size
+        usable.append({
+            "name": name, "source": item.name, "sha256": digest, "format": image.format,
+            "width": width, "height": height, "bytes": len(item.data), **exif.to_dict(),
+            "camera": exif.camera_key,
+        })
+    usable.sort(key=lambda r: r["name"])
+    manifest = {"source": source, "images": usable, "refused": refused}
+    (output / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    log.info(f"ingest: {len(usable)} usable, {len(refused)} refused from {source}")
+    return _report(manifest, config)
+
+
+def _report(manifest: dict[str, Any], config: IngestConfig) -> StageReport:
+    usable, refused = manifest["images"], manifest["refused"]
+    cameras = Counter(r["camera"] for r in usable)
+    sizes = Counter(f"{r['width']}x{r['height']}" for r in usable)
+    with_gps = sum(1 for r in usable if r["gps"])
+    refused_table = "\n".join(f"| {r['source']} | {r['reason']} |" for r in refused)
+    metadata: dict[str, Any] = {
+        "usable_images": len(usable),
+        "refused_files": len(refused),
+        "cameras": dict(cameras),
+        "resolutions": dict(sizes),
+        "gps_images": with_gps,
+        "gps_coverage": round(with_gps / len(usable), 3) if usable else 0.0,
+        "total_bytes": sum(r["bytes"] for r in usable),
+    }
+    if refused:
+        metadata["refused"] = md("| file | reason |\n|---|---|\n" + refused_table)
+    checks = [
+        CheckOutcome("enough_usable_images", len(usable) >= config.min_images,
+                     f"{len(usable)} usable images (need at least {config.min_images})"),
+        CheckOutcome("recommended_image_count", len(usable) >= config.recommended_images,
+                     f"{len(usable)} usable images ({config.recommended_images}+ recommended for a good splat)",
+                     blocking=False),
+        CheckOutcome("no_refused_files", not refused,
+                     f"{len(refused)} file(s) refused and excluded" + (": " + "; ".join(
+                         f"{r['source']}: {r['reason']}" for r in refused[:10]) if refused else ""),
+                     blocking=False),
+    ]
+    return StageReport(metadata, checks)
+
+
+def run(inputs: dict[str, str], output: Path, config: dict[str, Any], log: logging.Logger) -> StageReport:
+    if "source" not in inputs:
+        raise ValueError("ingest needs an input named 'source' (a folder or an s3:// prefix of uploads)")
+    return ingest(inputs["source"], output, from_dict(IngestConfig, config), log)
