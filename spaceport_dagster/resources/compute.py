@@ -16,9 +16,14 @@ from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
     ConfigurableResource,
+    Failure,
     MaterializeResult,
     PipesSubprocessClient,
 )
+
+from dagster._core.errors import DagsterPipesExecutionError
+
+from spaceport_dagster.stages.entry import FAILURE_FILE
 
 from .artifact_store import ArtifactStore, Staging
 
@@ -64,4 +69,9 @@ class LocalStageLauncher(StageLauncher):
                   "dataset": request.dataset}
         client = PipesSubprocessClient(env={**os.environ, **self.env})
         command = [self.python or sys.executable, "-m", request.module]
-        return list(client.run(context=context, command=command, extras=extras).get_results())
+        try:
+            return list(client.run(context=context, command=command, extras=extras).get_results())
+        except DagsterPipesExecutionError as exc:
+            failure = staging.local_dir / FAILURE_FILE
+            reason = failure.read_text().strip() if failure.is_file() else str(exc)
+            raise Failure(f"stage {request.stage} failed for dataset {request.dataset!r}: {reason}") from exc

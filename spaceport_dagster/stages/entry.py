@@ -22,6 +22,32 @@ from .report import StageReport
 StageFn = Callable[[dict[str, str], Path, dict[str, Any], logging.Logger], StageReport]
 
 
+FAILURE_FILE = "_FAILURE"  # the stage's own failure message, read by the launcher (SageMaker's failure file too)
+
+
+def pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Plain dicts and lists become JSON metadata; typed values ({raw_value, type}) pass through."""
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if isinstance(value, dict) and "raw_value" in value and "type" in value:
+            out[key] = value
+        elif isinstance(value, dict | list | tuple):
+            out[key] = {"raw_value": value, "type": "json"}
+        else:
+            out[key] = value
+    return out
+
+
+def write_failure(output: Path, exc: BaseException, extra_path: str | None = None) -> None:
+    message = f"{type(exc).__name__}: {exc}"
+    for target in filter(None, [output / FAILURE_FILE, Path(extra_path) if extra_path else None]):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(message[:1000])
+        except OSError:
+            pass
+
+
 def _plain(value: Any) -> Any:
     return value["raw_value"] if isinstance(value, dict) and "raw_value" in value else value
 
@@ -51,13 +77,19 @@ def main(stage: str, fn: StageFn, argv: list[str] | None = None) -> int:
         return _cli(stage, fn, sys.argv[1:] if argv is None else argv)
     with open_dagster_pipes() as pipes:
         extras = pipes.extras
-        report = fn(dict(extras.get("inputs", {})), Path(extras["output"]), dict(extras.get("config", {})), pipes.log)
-        pipes.report_asset_materialization(metadata=report.metadata)
+        output = Path(extras["output"])
+        try:
+            report = fn(dict(extras.get("inputs", {})), output, dict(extras.get("config", {})), pipes.log)
+        except Exception as exc:
+            pipes.log.error(f"{stage} failed: {type(exc).__name__}: {exc}")
+            write_failure(output, exc, extras.get("failure_file"))
+            raise
+        pipes.report_asset_materialization(metadata=pipes_metadata(report.metadata))
         for check in report.checks:
             pipes.report_asset_check(
                 check_name=check.name,
                 passed=check.passed,
                 severity=check.severity,
-                metadata={"description": check.description, **check.metadata},
+                metadata=pipes_metadata({"description": check.description, **check.metadata}),
             )
     return 0

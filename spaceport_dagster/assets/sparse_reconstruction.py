@@ -1,0 +1,33 @@
+"""sparse_reconstruction: cameras and a sparse point cloud from the image set (pycolmap, or OpenSfM)."""
+
+from dagster import AssetExecutionContext, MaterializeResult, asset
+
+from spaceport_dagster.partitions import datasets_partitions
+from spaceport_dagster.resources.compute import StageLauncher
+from spaceport_dagster.resources.storage import StorageResource
+
+from .stage_asset import run_stage_asset
+from .stage_config import StageConfig, check_specs
+
+
+@asset(
+    partitions_def=datasets_partitions,
+    deps=["image_set"],
+    group_name="reconstruction",
+    kinds={"python", "colmap"},
+    check_specs=check_specs(
+        "sparse_reconstruction",
+        gates={
+            "min_points": "at least 1000 3D points (the old pipeline trained on 31)",
+            "registered_fraction": "at least half of the images registered",
+        },
+        warnings={"reprojection_error": "mean reprojection error at most 1.5 px"},
+    ),
+)
+def sparse_reconstruction(
+    context: AssetExecutionContext, config: StageConfig, storage: StorageResource, compute: StageLauncher
+) -> MaterializeResult:
+    """SIFT features, matching (exhaustive, spatial or sequential), incremental or global mapping, and
+    georegistration to local east-north-up metres when the photos carry GPS. The largest model is kept."""
+    return run_stage_asset(context, storage, compute, stage="sfm", artifacts={"image_set": "image_set"},
+                           config=config.stage_config())

@@ -1,0 +1,28 @@
+"""The one Definitions object of the project (loaded by `dagster dev` through workspace.yaml)."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job
+
+from spaceport_dagster.assets.colmap_export import colmap_export
+from spaceport_dagster.assets.image_set import image_set
+from spaceport_dagster.assets.sogs_bundle import sogs_bundle
+from spaceport_dagster.assets.sparse_reconstruction import sparse_reconstruction
+from spaceport_dagster.assets.splat_model import splat_model
+from spaceport_dagster.partitions import datasets_partitions
+from spaceport_dagster.resources.selection import resources_from_env
+
+PIPELINE_ASSETS = [image_set, sparse_reconstruction, colmap_export, splat_model, sogs_bundle]
+
+main_job = define_asset_job(
+    "spaceport_main",
+    selection=AssetSelection.assets(*PIPELINE_ASSETS),
+    partitions_def=datasets_partitions,
+    description="Photos to a web-ready splat: every asset of one dataset partition.",
+)
+
+defs = Definitions(
+    assets=PIPELINE_ASSETS,
+    jobs=[main_job],
+    resources=resources_from_env(),
+)

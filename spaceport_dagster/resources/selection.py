@@ -1,0 +1,23 @@
+"""Resources chosen by environment: local folder and local subprocesses unless configured otherwise."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .compute import LocalStageLauncher, StageLauncher
+from .storage import StorageResource, default_artifact_root
+
+
+def compute_from_env() -> StageLauncher:
+    kind = os.environ.get("SPACEPORT_COMPUTE", "local")
+    if kind == "local":
+        return LocalStageLauncher()
+    raise ValueError(f"SPACEPORT_COMPUTE={kind!r} is not a known launcher; use 'local'")
+
+
+def resources_from_env() -> dict[str, Any]:
+    return {
+        "storage": StorageResource(root=default_artifact_root(), endpoint_url=os.environ.get("AWS_ENDPOINT_URL")),
+        "compute": compute_from_env(),
+    }

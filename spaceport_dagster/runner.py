@@ -1,0 +1,174 @@
+"""Materialise the pipeline for one dataset through a real Dagster instance, reporting as it goes.
+
+Used by `spaceport run`: the runs, metadata and check results land in the instance under DAGSTER_HOME, so
+`dagster dev` shows them afterwards.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagster import AssetKey, DagsterEventType, DagsterInstance, RunsFilter, materialize
+
+from spaceport_dagster.definitions import PIPELINE_ASSETS
+from spaceport_dagster.partitions import register_dataset
+from spaceport_dagster.presets import stage_presets
+from spaceport_dagster.resources.selection import resources_from_env
+
+ASSET_ORDER = [a.key.to_user_string() for a in PIPELINE_ASSETS]
+# The figures the summary table shows per stage.
+KEY_FIGURES = {
+    "image_set": ["usable_images", "refused_files", "gps_images"],
+    "sparse_reconstruction": ["registered_images", "num_points", "mean_reprojection_error", "matcher"],
+    "colmap_export": ["images", "points", "min_correspondences"],
+    "splat_model": ["steps", "gaussians", "psnr", "ssim", "device"],
+    "sogs_bundle": ["splats", "bundle_bytes", "ratio", "psnr_drop_db"],
+}
+
+
+@dataclass
+class StageOutcome:
+    asset: str
+    status: str = "not run"
+    seconds: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    failed_checks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class PipelineOutcome:
+    dataset: str
+    run_id: str | None
+    stages: list[StageOutcome]
+
+    @property
+    def success(self) -> bool:
+        return all(s.status == "ok" for s in self.stages)
+
+    def failure_message(self) -> str | None:
+        for stage in self.stages:
+            if stage.failed_checks:
+                return f"{stage.asset}: quality gate failed: " + "; ".join(stage.failed_checks)
+            if stage.error:
+                return f"{stage.asset}: {stage.error}"
+        return None
+
+
+def selection_until(until: str | None) -> list[str]:
+    if until is None:
+        return ASSET_ORDER
+    if until not in ASSET_ORDER:
+        raise ValueError(f"unknown asset {until!r}; choose one of {', '.join(ASSET_ORDER)}")
+    return ASSET_ORDER[: ASSET_ORDER.index(until) + 1]
+
+
+def run_config_for(assets: list[str], source: str | None, preset: str) -> dict[str, Any]:
+    presets = stage_presets(preset)
+    ops: dict[str, Any] = {}
+    for name in assets:
+        cfg: dict[str, Any] = {}
+        if name in presets:
+            cfg["preset"] = presets[name]
+        if name == "image_set" and source:
+            cfg["source"] = source
+        ops[name] = {"config": cfg}
+    return {"ops": ops, "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", getattr(value, "text", value))
+
+
+def _collect(instance: DagsterInstance, run_id: str, outcomes: dict[str, StageOutcome],
+             on_event: Callable[[StageOutcome], None] | None, seen: set[int]) -> None:
+    starts: dict[str, float] = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None:
+            continue
+        name = event.step_key if event.step_key in outcomes else None
+        if event.event_type == DagsterEventType.STEP_START and name:
+            starts[name] = record.timestamp
+            outcomes[name].status = "running"
+        elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            mat = event.event_specific_data.materialization
+            key = mat.asset_key.to_user_string()
+            if key in outcomes:
+                outcomes[key].metadata = {k: _plain(v) for k, v in mat.metadata.items()}
+        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            key = evaluation.asset_key.to_user_string()
+            if key in outcomes and not evaluation.passed and evaluation.severity.value == "ERROR":
+                text = _plain(evaluation.metadata.get("description", evaluation.check_name))
+                message = f"{evaluation.check_name}: {text}"
+                if message not in outcomes[key].failed_checks:
+                    outcomes[key].failed_checks.append(message)
+        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE) and name:
+            outcome = outcomes[name]
+            if name in starts:
+                outcome.seconds = record.timestamp - starts[name]
+            if event.event_type == DagsterEventType.STEP_FAILURE:
+                error = event.event_specific_data.error
+                outcome.status = "failed"
+                outcome.error = error.message.strip().splitlines()[0] if error else "step failed"
+            else:
+                outcome.status = "gate failed" if outcome.failed_checks else "ok"
+            marker = hash((name, outcome.status))
+            if on_event and marker not in seen:
+                seen.add(marker)
+                on_event(outcome)
+
+
+def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, preset: str = "preview",
+                 instance: DagsterInstance | None = None, resources: dict[str, Any] | None = None,
+                 on_stage: Callable[[StageOutcome], None] | None = None, poll_seconds: float = 0.5) -> PipelineOutcome:
+    instance = instance or DagsterInstance.get()
+    register_dataset(instance, dataset)
+    selected = selection_until(until)
+    token = uuid.uuid4().hex
+    outcomes = {name: StageOutcome(name) for name in selected}
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            materialize(
+                PIPELINE_ASSETS,
+                selection=[AssetKey(name) for name in selected],
+                instance=instance,
+                partition_key=dataset,
+                run_config=run_config_for(selected, source, preset),
+                resources=resources or resources_from_env(),
+                tags={"spaceport/cli": token, "spaceport/preset": preset},
+                raise_on_error=False,
+            )
+        except BaseException as exc:  # surfaced to the caller below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    run_id = None
+    seen: set[int] = set()
+    while True:
+        finished = done.wait(poll_seconds)
+        if run_id is None:
+            runs = instance.get_runs(filters=RunsFilter(tags={"spaceport/cli": token}), limit=1)
+            run_id = runs[0].run_id if runs else None
+        if run_id:
+            _collect(instance, run_id, outcomes, on_stage, seen)
+        if finished:
+            break
+    thread.join()
+    if errors:
+        raise errors[0]
+    for outcome in outcomes.values():
+        if outcome.status in ("running", "not run") and any(o.status != "ok" for o in outcomes.values()):
+            outcome.status = "skipped" if outcome.status == "not run" else outcome.status
+    return PipelineOutcome(dataset, run_id, [outcomes[n] for n in selected])

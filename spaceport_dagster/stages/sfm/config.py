@@ -1,0 +1,96 @@
+"""SfM stage options and presets.
+
+`fast` (default) is tuned on this 2-core machine (benchmarks/RESULTS.md): no up-sampled first octave and
+fewer features, which is most of the SIFT and brute-force matching time. `quality` carries the values the
+old pipeline tuned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from spaceport_dagster.stages.config import ConfigError, with_preset
+
+Matcher = Literal["auto", "exhaustive", "spatial", "sequential", "vocab_tree"]
+MATCHERS = ("auto", "exhaustive", "spatial", "sequential", "vocab_tree")
+
+
+@dataclass
+class SfmConfig:
+    engine: Literal["colmap", "opensfm"] = "colmap"
+    # features
+    max_image_size: int = 1600
+    max_num_features: int = 4096
+    first_octave: int = 0
+    num_octaves: int = 4
+    octave_resolution: int = 3
+    peak_threshold: float = 0.0066667
+    camera_model: str = "SIMPLE_RADIAL"
+    # matching
+    matcher: Matcher = "auto"
+    exhaustive_max_images: int = 60  # auto: up to this many images, match every pair
+    spatial_max_neighbors: int = 20
+    spatial_max_distance_m: float = 200.0
+    sequential_overlap: int = 10
+    vocab_tree_path: str = ""  # auto uses the vocabulary tree only when this is set
+    max_ratio: float = 0.8
+    max_distance: float = 0.7
+    cross_check: bool = True
+    guided_matching: bool = False
+    max_num_matches: int = 32768
+    min_num_inliers: int = 15
+    # mapping
+    mapper: Literal["incremental", "global"] = "incremental"
+    ba_global_max_num_iterations: int = -1  # -1: COLMAP default
+    ba_local_max_num_iterations: int = -1
+    ba_global_frames_ratio: float = 1.1
+    ba_global_points_ratio: float = 1.1
+    random_seed: int = 0
+    num_threads: int = -1
+    # georegistration
+    georegister: bool = True
+    georegister_min_images: int = 3
+    georegister_max_error_m: float = 10.0
+    # quality gates
+    min_points: int = 1000
+    min_registered_fraction: float = 0.5
+    max_reprojection_error_px: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("colmap", "opensfm"):
+            raise ValueError(f"engine must be 'colmap' or 'opensfm', not {self.engine!r}")
+        if self.matcher not in MATCHERS:
+            raise ValueError(f"matcher must be one of {', '.join(MATCHERS)}, not {self.matcher!r}")
+        if self.mapper not in ("incremental", "global"):
+            raise ValueError(f"mapper must be 'incremental' or 'global', not {self.mapper!r}")
+        if self.matcher == "vocab_tree" and not self.vocab_tree_path:
+            raise ValueError("matcher 'vocab_tree' needs vocab_tree_path (a COLMAP vocabulary tree file)")
+        if not 0.0 <= self.min_registered_fraction <= 1.0:
+            raise ValueError("min_registered_fraction must be within [0, 1]")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {},
+    "quality": {
+        "max_image_size": 4096,
+        "max_num_features": 16384,
+        "first_octave": -1,
+        "num_octaves": 4,
+        "octave_resolution": 3,
+        "max_ratio": 0.8,
+        "max_distance": 0.7,
+        "cross_check": True,
+        "guided_matching": True,
+        "max_num_matches": 32768,
+    },
+}
+
+
+def load_config(values: dict[str, Any] | None) -> SfmConfig:
+    """Config from a plain dict: optional key `preset` (default `fast`), other keys override it."""
+    values = dict(values or {})
+    preset = values.pop("preset", "fast")
+    if not isinstance(preset, str):
+        raise ConfigError(f"preset must be a name, not {preset!r}")
+    return with_preset(SfmConfig, PRESETS, preset, values)

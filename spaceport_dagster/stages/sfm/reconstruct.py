@@ -1,0 +1,118 @@
+"""COLMAP engine: SIFT features, matching and mapping on a fresh database; every step timed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pycolmap
+
+from .cameras import camera_params, group_cameras
+from .config import SfmConfig
+from .matching import run_matcher, select_matcher, write_position_priors
+
+
+@dataclass
+class EngineResult:
+    models: list[pycolmap.Reconstruction]
+    seconds: dict[str, float]
+    matcher: str
+    matcher_reason: str
+    cameras: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def extraction_options(config: SfmConfig) -> pycolmap.FeatureExtractionOptions:
+    options = pycolmap.FeatureExtractionOptions()
+    options.max_image_size = config.max_image_size
+    options.num_threads = config.num_threads
+    options.sift.max_num_features = config.max_num_features
+    options.sift.first_octave = config.first_octave
+    options.sift.num_octaves = config.num_octaves
+    options.sift.octave_resolution = config.octave_resolution
+    options.sift.peak_threshold = config.peak_threshold
+    return options
+
+
+def extract(database: Path, image_dir: Path, manifest_images: list[dict[str, Any]], config: SfmConfig,
+            log: logging.Logger) -> int:
+    """Features for every image; one COLMAP camera per EXIF camera group, focal prior from EXIF."""
+    groups = group_cameras(manifest_images)
+    cameras = 0
+    for group in groups:
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = config.camera_model
+        reader.camera_params = camera_params(config.camera_model, group)
+        mode = pycolmap.CameraMode.SINGLE if group.shared else pycolmap.CameraMode.PER_IMAGE
+        cameras += 1 if group.shared else len(group.images)
+        prior = f"{group.focal_prior_px:.1f} px" if group.focal_prior_px else "none (COLMAP default)"
+        log.info(f"camera {group.camera!r} {group.width}x{group.height}: {len(group.images)} images, "
+                 f"{'shared' if group.shared else 'per-image'} intrinsics, focal prior {prior}")
+        pycolmap.extract_features(database, image_dir, image_names=group.images, camera_mode=mode,
+                                  reader_options=reader, extraction_options=extraction_options(config),
+                                  device=pycolmap.Device.cpu)
+    return cameras
+
+
+def incremental_options(config: SfmConfig) -> pycolmap.IncrementalPipelineOptions:
+    options = pycolmap.IncrementalPipelineOptions()
+    options.num_threads = config.num_threads
+    options.random_seed = config.random_seed
+    options.ba_global_frames_ratio = config.ba_global_frames_ratio
+    options.ba_global_points_ratio = config.ba_global_points_ratio
+    options.ba_global_max_num_iterations = config.ba_global_max_num_iterations
+    options.ba_local_max_num_iterations = config.ba_local_max_num_iterations
+    options.min_num_matches = config.min_num_inliers
+    return options
+
+
+def global_options(config: SfmConfig) -> pycolmap.GlobalPipelineOptions:
+    options = pycolmap.GlobalPipelineOptions()
+    options.num_threads = config.num_threads
+    options.random_seed = config.random_seed
+    options.min_num_matches = config.min_num_inliers
+    return options
+
+
+def map_models(database: Path, image_dir: Path, work_dir: Path, config: SfmConfig) -> list[pycolmap.Reconstruction]:
+    out = work_dir / "models"
+    out.mkdir(parents=True, exist_ok=True)
+    if config.mapper == "global":
+        models = pycolmap.global_mapping(database, image_dir, out, global_options(config))
+    else:
+        models = pycolmap.incremental_mapping(database, image_dir, out, incremental_options(config))
+    return list(models.values())
+
+
+def reconstruct(image_dir: Path, work_dir: Path, manifest_images: list[dict[str, Any]], config: SfmConfig,
+                gps_enu: dict[str, np.ndarray], log: logging.Logger) -> EngineResult:
+    """Run features, matching and mapping; `gps_enu` (image name -> ENU metres) feeds the spatial matcher."""
+    database = work_dir / "database.db"
+    database.unlink(missing_ok=True)
+    pycolmap.set_random_seed(config.random_seed)
+    seconds: dict[str, float] = {}
+
+    start = time.perf_counter()
+    cameras = extract(database, image_dir, manifest_images, config, log)
+    seconds["features"] = time.perf_counter() - start
+
+    matcher, why = select_matcher(config, manifest_images)
+    if matcher == "spatial" and len(gps_enu) < 2:
+        matcher, why = "exhaustive", "spatial matching needs GPS; fell back to every pair"
+    log.info(f"matching: {matcher} ({why})")
+    start = time.perf_counter()
+    if matcher == "spatial":
+        write_position_priors(database, gps_enu)
+    run_matcher(matcher, database, config)
+    seconds["matching"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    models = map_models(database, image_dir, work_dir, config)
+    seconds["mapping"] = time.perf_counter() - start
+    log.info(f"mapping ({config.mapper}): {len(models)} model(s), sizes "
+             f"{sorted((m.num_reg_images() for m in models), reverse=True)}")
+    return EngineResult(models, seconds, matcher, why, cameras)
