@@ -175,10 +175,13 @@ class S3ArtifactStore:
         version = _new_version()
         tmp = Path(tempfile.mkdtemp(prefix=f"spaceport-{dataset}-{asset}-"))
         remote = f"s3://{self.bucket}/{self._key(dataset, asset, version)}/"
+        staging = Staging(dataset, asset, version, tmp, remote_prefix=remote)
         try:
-            yield Staging(dataset, asset, version, tmp, remote_prefix=remote)
+            yield staging
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            if not staging.extra.get("published"):
+                self.discard(staging)
 
     def _upload_folder(self, folder: Path, key_prefix: str) -> None:
         for path in sorted(folder.rglob("*")):
@@ -200,6 +203,7 @@ class S3ArtifactStore:
                     "published_at": time.time(), "files": files, **(info or {})}
         self.client.put_object(Bucket=self.bucket, Key=self._key(staging.dataset, staging.asset, MANIFEST),
                                Body=json.dumps(manifest, indent=2).encode(), ContentType="application/json")
+        staging.extra["published"] = True
         if previous and previous != staging.version:
             self._delete_prefix(self._key(staging.dataset, staging.asset, previous) + "/")
         return self.uri(staging.dataset, staging.asset)

@@ -1,0 +1,158 @@
+"""Artifact storage: URIs, atomic publish, failed and killed runs, and S3 against a real moto server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from spaceport_dagster.resources.artifact_store import ArtifactMissing, LocalArtifactStore, S3ArtifactStore, open_store
+from spaceport_dagster.stages.dataset_id import InvalidDatasetId, suggest_dataset_id, validate_dataset_id
+
+from .conftest import dataset_images
+
+
+@pytest.mark.parametrize("good", ["a", "lund", "brighton-beach-2026", "0abc", "a" * 63])
+def test_valid_dataset_ids(good: str) -> None:
+    assert validate_dataset_id(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", "-lead", "Upper", "has_underscore", "a" * 64, "dot.ted", "sl/ash", "sp ace"])
+def test_invalid_dataset_ids_name_the_rule(bad: str) -> None:
+    with pytest.raises(InvalidDatasetId, match=r"must match \[a-z0-9\]\[a-z0-9-\]\{0,62\}"):
+        validate_dataset_id(bad)
+
+
+def test_suggested_ids_are_valid() -> None:
+    assert suggest_dataset_id("Brighton Beach_2016") == "brighton-beach-2016"
+    assert suggest_dataset_id("___") == "dataset"
+
+
+def _publish(store, dataset: str, asset: str, files: dict[str, bytes]) -> str:
+    with store.staging(dataset, asset) as staging:
+        for name, data in files.items():
+            path = staging.local_dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        return store.publish(staging)
+
+
+def test_local_uri_layout_and_publish(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    uri = _publish(store, "lund", "image_set", {"manifest.json": b"{}", "images/a.jpg": b"1"})
+    assert uri == f"{tmp_path.resolve()}/lund/image_set/"
+    folder = store.fetch("lund", "image_set")
+    assert (folder / "images" / "a.jpg").read_bytes() == b"1"
+    manifest = store.manifest("lund", "image_set")
+    assert [f["path"] for f in manifest["files"]] == ["images/a.jpg", "manifest.json"]
+    # nothing but the link and its target are left behind
+    assert sorted(p.name for p in (tmp_path / "lund").iterdir()) == sorted(["image_set", folder.name])
+
+
+def test_republish_replaces_and_cleans_previous(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    _publish(store, "lund", "x", {"v": b"1"})
+    old = store.fetch("lund", "x")
+    _publish(store, "lund", "x", {"v": b"2"})
+    assert (store.fetch("lund", "x") / "v").read_bytes() == b"2"
+    assert not old.exists()
+
+
+def test_failed_run_leaves_last_good_artifact(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    _publish(store, "lund", "x", {"v": b"good"})
+    with pytest.raises(RuntimeError), store.staging("lund", "x") as staging:
+        (staging.local_dir / "v").write_bytes(b"half")
+        raise RuntimeError("stage crashed")
+    assert (store.fetch("lund", "x") / "v").read_bytes() == b"good"
+    assert not [p for p in (tmp_path / "lund").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_missing_artifact_is_a_clear_error(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    assert not store.exists("lund", "image_set")
+    with pytest.raises(ArtifactMissing, match="no published image_set for dataset 'lund'"):
+        store.fetch("lund", "image_set")
+    with pytest.raises(InvalidDatasetId):
+        store.uri("../etc", "image_set")
+
+
+def test_killed_stage_publishes_nothing(tmp_path: Path) -> None:
+    """SIGKILL a real stage process mid-write: the published artifact is the previous one, byte for byte."""
+    store = LocalArtifactStore(tmp_path)
+    _publish(store, "lund", "image_set", {"manifest.json": b'{"good": true}'})
+    src = dataset_images("lund")
+    with store.staging("lund", "image_set") as staging:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "spaceport_dagster.stages.ingest", "--input", f"source={src}",
+             "--output", str(staging.local_dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline and not any((staging.local_dir / "images").glob("*")):
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        partial = list((staging.local_dir / "images").glob("*"))
+        assert 0 < len(partial) < 29  # it really was killed half way
+    assert json.loads((store.fetch("lund", "image_set") / "manifest.json").read_text()) == {"good": True}
+    assert not list((tmp_path / "lund").glob("*.tmp"))
+
+
+def test_rejected_output_is_kept_aside(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    _publish(store, "lund", "x", {"v": b"good"})
+    with store.staging("lund", "x") as staging:
+        (staging.local_dir / "v").write_bytes(b"bad")
+        where = store.reject(staging)
+    assert Path(where, "v").read_bytes() == b"bad"
+    assert (store.fetch("lund", "x") / "v").read_bytes() == b"good"
+
+
+def test_s3_publish_is_manifest_last(bucket: str, tmp_path: Path) -> None:
+    store = open_store(f"s3://{bucket}/artifacts")
+    assert isinstance(store, S3ArtifactStore)
+    assert store.uri("lund", "image_set") == f"s3://{bucket}/artifacts/lund/image_set/"
+    s3 = boto3.client("s3")
+    with store.staging("lund", "image_set") as staging:
+        (staging.local_dir / "images").mkdir()
+        (staging.local_dir / "images" / "a.jpg").write_bytes(b"A")
+        (staging.local_dir / "manifest.json").write_text("{}")
+        # files uploaded before the manifest are invisible to readers
+        store._upload_folder(staging.local_dir, store._key("lund", "image_set", staging.version) + "/")
+        assert not store.exists("lund", "image_set")
+        store.publish(staging)
+    manifest = store.manifest("lund", "image_set")
+    assert {f["path"] for f in manifest["files"]} == {"images/a.jpg", "manifest.json"}
+    fetched = store.fetch("lund", "image_set")
+    assert (fetched / "images" / "a.jpg").read_bytes() == b"A"
+    first_version = manifest["version"]
+    _publish(store, "lund", "image_set", {"manifest.json": b'{"v": 2}'})
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="artifacts/lund/")["Contents"]]
+    assert not [k for k in keys if first_version in k]  # the superseded version was removed
+    assert json.loads((store.fetch("lund", "image_set") / "manifest.json").read_text()) == {"v": 2}
+
+
+def test_s3_failed_run_keeps_previous_manifest(bucket: str) -> None:
+    store = open_store(f"s3://{bucket}/root")
+    _publish(store, "lund", "x", {"v": b"good"})
+    with pytest.raises(RuntimeError), store.staging("lund", "x") as staging:
+        (staging.local_dir / "v").write_bytes(b"partial")
+        store._upload_folder(staging.local_dir, store._key("lund", "x", staging.version) + "/")
+        raise RuntimeError("upload interrupted")
+    assert (store.fetch("lund", "x") / "v").read_bytes() == b"good"
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="root/lund/x/")["Contents"]]
+    assert len(keys) == 2  # the manifest and the good version's one file: the partial upload was discarded
+
+
+def test_s3_refuses_empty_publish(bucket: str) -> None:
+    store = open_store(f"s3://{bucket}/root")
+    with store.staging("lund", "x") as staging, pytest.raises(RuntimeError, match="empty"):
+        store.publish(staging)
