@@ -48,6 +48,7 @@ class SfmConfig:
     ba_global_points_ratio: float = 1.1
     random_seed: int = 0
     num_threads: int = -1
+    keep_database: bool = False  # copy the COLMAP database.db into the artifact
     # georegistration
     georegister: bool = True
     georegister_min_images: int = 3

@@ -1,0 +1,157 @@
+"""SfM stage: image_set -> sparse_reconstruction (`sparse/` COLMAP binary of the kept model + `report.json`).
+
+The largest model is kept (most registered images, then most points). When GPS allows, it is expressed in
+east-north-up metres around the first GPS fix. A run that yields no model reports zero points, so the
+gates fail with a clear message instead of the stage crashing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pycolmap
+
+from spaceport_dagster.stages.config import to_dict
+from spaceport_dagster.stages.report import CheckOutcome, StageReport, json_value
+
+from .config import SfmConfig, load_config
+from .georegister import Georegistration, georegister, gps_positions
+from .reconstruct import EngineResult, reconstruct
+
+SPARSE_FILES = ("cameras.bin", "images.bin", "points3D.bin")
+
+
+def read_manifest(image_set: Path) -> list[dict[str, Any]]:
+    manifest = image_set / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{image_set} is not an image_set artifact: no manifest.json")
+    images = json.loads(manifest.read_text())["images"]
+    missing = [r["name"] for r in images if not (image_set / "images" / r["name"]).is_file()]
+    if missing:
+        raise FileNotFoundError(f"image_set lists {len(missing)} image(s) missing from images/: {missing[:5]}")
+    return images
+
+
+def run_opensfm(image_dir: Path, work_dir: Path, config: SfmConfig, log: logging.Logger) -> EngineResult:
+    """The OpenSfM engine (another module), imported only when asked for."""
+    try:
+        from spaceport_dagster.stages.opensfm import engine  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise RuntimeError("engine 'opensfm' is not available in this installation "
+                           f"(spaceport_dagster.stages.opensfm.engine: {exc}); use engine 'colmap'") from exc
+    options = {"max_image_size": config.max_image_size, "max_num_features": config.max_num_features}
+    result = engine.reconstruct(image_dir, work_dir, options, log)
+    kept = result.reconstruction
+    dropped = list(getattr(result, "dropped", []) or [])
+    seconds = {k: float(v) for k, v in dict(getattr(result, "seconds", {}) or {}).items()}
+    return EngineResult([kept, *dropped] if kept is not None else dropped, seconds, "opensfm", "OpenSfM pipeline",
+                        kept.num_cameras() if kept is not None else 0,
+                        {"opensfm_reference_lla": getattr(result, "reference_lla", None)})
+
+
+def largest(models: list[pycolmap.Reconstruction]) -> pycolmap.Reconstruction | None:
+    return max(models, key=lambda m: (m.num_reg_images(), m.num_points3D()), default=None)
+
+
+def checks(config: SfmConfig, registered: int, total: int, points: int, reproj: float | None,
+           n_models: int) -> list[CheckOutcome]:
+    fraction = registered / total if total else 0.0
+    none = "" if n_models else " (mapping produced no model: the images share too few matches)"
+    return [
+        CheckOutcome("min_points", points >= config.min_points,
+                     f"{points} 3D points (need at least {config.min_points}){none}",
+                     metadata={"points": points, "threshold": config.min_points}),
+        CheckOutcome("registered_fraction", fraction >= config.min_registered_fraction,
+                     f"{registered}/{total} images registered ({fraction:.0%}; need at least "
+                     f"{config.min_registered_fraction:.0%}){none}",
+                     metadata={"registered": registered, "total": total, "threshold": config.min_registered_fraction}),
+        CheckOutcome("reprojection_error", reproj is not None and reproj <= config.max_reprojection_error_px,
+                     f"mean reprojection error {reproj:.3f} px (warn above {config.max_reprojection_error_px} px)"
+                     if reproj is not None else "no model, so no reprojection error",
+                     blocking=False, metadata={"threshold_px": config.max_reprojection_error_px}),
+    ]
+
+
+def sfm(image_set: Path, output: Path, config: SfmConfig, log: logging.Logger) -> StageReport:
+    manifest_images = read_manifest(image_set)
+    image_dir = image_set / "images"
+    origin, gps_enu = gps_positions(manifest_images)
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sfm-") as tmp:
+        work_dir = Path(tmp)
+        if config.engine == "opensfm":
+            result = run_opensfm(image_dir, work_dir, config, log)
+        else:
+            result = reconstruct(image_dir, work_dir, manifest_images, config, gps_enu, log)
+        model = largest(result.models)
+        geo = Georegistration(False, "no model")
+        start = time.perf_counter()
+        if model is not None and config.georegister:
+            geo = georegister(model, manifest_images, config.georegister_min_images, config.georegister_max_error_m,
+                              log)
+        elif model is not None:
+            geo = Georegistration(False, "disabled by config", origin)
+        result.seconds["georegistration"] = time.perf_counter() - start
+        if model is not None:
+            sparse = output / "sparse"
+            shutil.rmtree(sparse, ignore_errors=True)
+            sparse.mkdir()
+            model.write_binary(str(sparse))
+        if config.keep_database and (work_dir / "database.db").exists():
+            shutil.copy2(work_dir / "database.db", output / "database.db")
+    return _report(output, config, manifest_images, result, model, geo)
+
+
+def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any]], result: EngineResult,
+            model: pycolmap.Reconstruction | None, geo: Georegistration) -> StageReport:
+    total = len(manifest_images)
+    registered = model.num_reg_images() if model is not None else 0
+    points = model.num_points3D() if model is not None else 0
+    reproj = float(model.compute_mean_reprojection_error()) if model is not None and points else None
+    track = float(model.compute_mean_track_length()) if model is not None and points else 0.0
+    seconds = {k: round(v, 2) for k, v in result.seconds.items()}
+    metadata: dict[str, Any] = {
+        "engine": config.engine,
+        "registered_images": registered,
+        "total_images": total,
+        "registered": f"{registered}/{total}",
+        "points": points,
+        "mean_track_length": round(track, 3),
+        "mean_reprojection_error_px": round(reproj, 4) if reproj is not None else None,
+        "models": len(result.models),
+        "cameras": result.cameras,
+        "matcher": result.matcher,
+        "matcher_reason": result.matcher_reason,
+        "mapper": config.mapper if config.engine == "colmap" else "opensfm",
+        **{f"seconds_{k}": v for k, v in seconds.items()},
+        "seconds_total": round(sum(result.seconds.values()), 2),
+        "georegistered": geo.georegistered,
+        "georegistration_residual_m": round(geo.residual_rms_m, 3) if geo.residual_rms_m is not None else None,
+    }
+    report = {
+        "metadata": metadata,
+        "georegistration": geo.to_dict(),
+        "config": to_dict(config),
+        "dropped_models": sorted((m.num_reg_images() for m in result.models if m is not model), reverse=True),
+        "unregistered_images": sorted({r["name"] for r in manifest_images} - (
+            {model.image(i).name for i in model.reg_image_ids()} if model is not None else set())),
+        **result.extra,
+    }
+    outcomes = checks(config, registered, total, points, reproj, len(result.models))
+    report["checks"] = [{"name": c.name, "passed": c.passed, "blocking": c.blocking, "description": c.description}
+                        for c in outcomes]
+    (output / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    metadata["georegistration"] = json_value(geo.to_dict())
+    return StageReport(metadata, outcomes)
+
+
+def run(inputs: dict[str, str], output: Path, config: dict[str, Any], log: logging.Logger) -> StageReport:
+    if "image_set" not in inputs:
+        raise ValueError("sfm needs an input named 'image_set' (a folder with images/ and manifest.json)")
+    return sfm(Path(inputs["image_set"]), output, load_config(config), log)
