@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up a fresh clone: a virtual environment with the package and its test tools, and the node tools the
+# SOG cross-check and the viewer use. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# The CPU build on this machine's disk; a bare `torch` would pull a multi-GB CUDA build.
+# On a GPU machine, install the CUDA torch of your choice first and this line keeps it.
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[dev]"
+
+for script in scripts/install-splat-transform.sh scripts/install-viewer.sh; do
+  if [ -f "$script" ]; then
+    if command -v npm >/dev/null 2>&1; then bash "$script"; else echo "setup: npm not found, skipping $script"; fi
+  fi
+done
+echo "setup: done (.venv ready)"
