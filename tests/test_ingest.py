@@ -129,7 +129,7 @@ def test_too_few_images_fails_the_gate(tmp_path: Path) -> None:
         shutil.copy(dataset_images("lund") / name, src / name)
     report = ingest(str(src), tmp_path / "out", IngestConfig(), LOG)
     gate = next(c for c in report.checks if c.name == "enough_usable_images")
-    assert not gate.passed and "2 usable images (need at least 5)" == gate.description
+    assert not gate.passed and gate.description == "2 usable images (need at least 5)"
 
 
 def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, Failure, MaterializeResult, MetadataValue
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+)
 
 from spaceport_dagster.resources.compute import StageLauncher, StageRequest
 from spaceport_dagster.resources.storage import StorageResource
@@ -29,7 +36,7 @@ def run_stage_asset(
     dataset = validate_dataset_id(context.partition_key)
     asset = context.asset_key.to_user_string()
     store = storage.store()
-    for name, upstream in (artifacts or {}).items():
+    for _name, upstream in (artifacts or {}).items():
         if not store.exists(dataset, upstream):
             raise Failure(f"{asset} needs {upstream} for dataset {dataset!r}, but none is published at "
                           f"{store.uri(dataset, upstream)}; materialize {upstream} first")

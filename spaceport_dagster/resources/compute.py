@@ -20,7 +20,6 @@ from dagster import (
     MaterializeResult,
     PipesSubprocessClient,
 )
-
 from dagster._core.errors import DagsterPipesExecutionError
 
 from spaceport_dagster.stages.entry import FAILURE_FILE
