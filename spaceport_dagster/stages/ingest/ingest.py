@@ -51,6 +51,8 @@ def decode(data: bytes) -> Image.Image:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ValueError("not an image (no known image signature)") from None
+    except Exception as exc:  # a recognised signature with a broken header
+        raise ValueError(f"corrupt image header ({type(exc).__name__}: {exc})") from None
     if image.format not in ACCEPTED_FORMATS:
         raise ValueError(f"unsupported image format {image.format}; accepted: JPEG (incl. MPO), PNG, TIFF")
     try:
