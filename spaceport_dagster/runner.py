@@ -23,8 +23,8 @@ ASSET_ORDER = [a.key.to_user_string() for a in PIPELINE_ASSETS]
 # The figures the summary table shows per stage.
 KEY_FIGURES = {
     "image_set": ["usable_images", "refused_files", "gps_images"],
-    "sparse_reconstruction": ["registered_images", "num_points", "mean_reprojection_error", "matcher"],
-    "colmap_export": ["images", "points", "min_correspondences"],
+    "sparse_reconstruction": ["registered", "points", "mean_reprojection_error_px", "matcher", "georegistration_residual_m"],
+    "colmap_export": ["images", "points", "image_size", "min_correspondences_per_image"],
     "splat_model": ["steps", "gaussians", "psnr", "ssim", "device"],
     "sogs_bundle": ["splats", "bundle_bytes", "ratio", "psnr_drop_db"],
 }

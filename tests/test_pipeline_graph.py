@@ -51,7 +51,7 @@ def test_lund_registers_everything_and_exports_tracks(lund) -> None:
     stages = {s.asset: s for s in outcome.stages}
     sfm = stages["sparse_reconstruction"].metadata
     assert sfm["registered_images"] == 29
-    assert sfm["num_points"] >= 1000
+    assert sfm["points"] >= 1000
     assert all(_checks(instance, "sparse_reconstruction").values())
     assert _checks(instance, "colmap_export") == {"every_image_has_correspondences": True, "export_reads_back": True}
     export = store.fetch("lund", "colmap_export")
@@ -79,7 +79,7 @@ def test_brighton_beach_registers_and_georegisters(tmp_path_factory: pytest.Temp
     assert outcome.success, outcome.failure_message()
     sfm = {s.asset: s for s in outcome.stages}["sparse_reconstruction"].metadata
     assert sfm["registered_images"] == 18
-    assert sfm["num_points"] >= 1000
+    assert sfm["points"] >= 1000
     assert sfm["georegistered"] is True
 
 
