@@ -27,7 +27,7 @@ from spaceport_dagster.stages.opensfm.engine import (
     find_opensfm,
     reconstruct,
 )
-from spaceport_dagster.stages.opensfm.options import STEPS, opensfm_config, write_config
+from spaceport_dagster.stages.opensfm.options import STEPS, opensfm_config, options_from, write_config
 
 from .conftest import FIXTURES, dataset_images
 
@@ -115,6 +115,9 @@ def test_options_from_stage_config_are_strict() -> None:
         from_dict(OpenSfmOptions, {"feature_count": 6000})
     with pytest.raises(ConfigError, match="scalars"):
         from_dict(OpenSfmOptions, {"config_overrides": {"x": [1]}})
+    assert options_from({"max_image_size": 1024}).feature_process_size == 1024
+    with pytest.raises(ConfigError, match="no option"):
+        options_from({"mapper": "global"})
 
 
 def test_reconstruct_runs_the_steps_in_order_and_converts(no_opensfm: None, monkeypatch: pytest.MonkeyPatch,
@@ -122,11 +125,14 @@ def test_reconstruct_runs_the_steps_in_order_and_converts(no_opensfm: None, monk
     monkeypatch.setenv(engine.ENV_VAR, str(_stand_in(tmp_path)))
     images = dataset_images("brighton_beach")
     work = tmp_path / "work"
-    result = reconstruct(images, work, OpenSfmOptions(processes=2), LOG)
+    # the options as the SfM stage passes them: a plain dict with its own key names
+    result = reconstruct(images, work, {"max_image_size": 1600, "max_num_features": 4096, "processes": 2}, LOG)
     assert (work / "commands.txt").read_text().split() == list(STEPS)
     assert (work / "images").resolve() == images.resolve()
-    assert yaml.safe_load((work / "config.yaml").read_text())["use_exif_size"] is False
-    assert list(result.step_seconds) == [*STEPS, "convert"]
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    assert config["use_exif_size"] is False
+    assert (config["feature_process_size"], config["feature_min_frames"], config["processes"]) == (1600, 4096, 2)
+    assert list(result.step_seconds) == [*STEPS, "convert"] and result.seconds is result.step_seconds
     assert all(s >= 0 for s in result.step_seconds.values())
     direct = convert(FIXTURES / "opensfm" / "brighton_beach", images)
     assert result.reconstruction.num_points3D() == direct.reconstruction.num_points3D()

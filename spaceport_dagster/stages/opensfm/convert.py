@@ -58,6 +58,11 @@ class ConversionResult:
     point_track_ids: dict[int, str] = field(default_factory=dict)  # COLMAP point3D id -> OpenSfM track id
     camera_keys: dict[int, str] = field(default_factory=dict)  # COLMAP camera id -> OpenSfM camera key
 
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Alias of `step_seconds`."""
+        return self.step_seconds
+
     def metadata(self) -> dict[str, Any]:
         """Plain-JSON facts for the stage report (the same keys as the COLMAP engine where they overlap)."""
         rec = self.reconstruction

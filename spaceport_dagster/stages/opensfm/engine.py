@@ -13,10 +13,12 @@ import shutil
 import subprocess
 import time
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .convert import ConversionResult, convert
-from .options import STEPS, OpenSfmOptions, write_config
+from .options import STEPS, OpenSfmOptions, options_from, write_config
 
 __all__ = ["OpenSfmOptions", "OpenSfmUnavailable", "OpenSfmFailed", "find_opensfm", "reconstruct", "convert"]
 
@@ -98,11 +100,14 @@ def run_step(binary: Path, step: str, work_dir: Path, log: logging.Logger, timeo
     return seconds
 
 
-def reconstruct(image_dir: Path, work_dir: Path, options: OpenSfmOptions, log: logging.Logger) -> ConversionResult:
+def reconstruct(image_dir: Path, work_dir: Path, options: OpenSfmOptions | Mapping[str, Any] | None,
+                log: logging.Logger) -> ConversionResult:
     """Reconstruct `image_dir` with OpenSfM in `work_dir` (an OpenSfM dataset folder) and convert the result.
 
-    The returned `ConversionResult.step_seconds` holds the wall time of each OpenSfM command and of the conversion.
+    `options`: OpenSfmOptions, or a plain mapping of its fields (see `options_from`). The returned
+    `ConversionResult.step_seconds` holds the wall time of each OpenSfM command and of the conversion.
     """
+    options = options_from(options)
     binary = find_opensfm()
     image_dir, work_dir = Path(image_dir), Path(work_dir)
     if not image_dir.is_dir():

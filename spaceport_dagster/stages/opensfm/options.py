@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from spaceport_dagster.stages.config import from_dict
 
 from .convert import DEFAULT_MAX_REPROJECTION_ERROR_PX, DEFAULT_MIN_TRACK_LENGTH
 
@@ -36,6 +39,19 @@ class OpenSfmOptions:
         bad = [k for k, v in self.config_overrides.items() if not isinstance(v, str | int | float | bool)]
         if bad:
             raise ValueError(f"config_overrides must map to scalars; not: {', '.join(bad)}")
+
+
+# Keys of the SfM stage's own config that have an OpenSfM counterpart (accepted by `options_from`).
+SFM_STAGE_KEYS = {"max_image_size": "feature_process_size", "max_num_features": "feature_min_frames"}
+
+
+def options_from(values: OpenSfmOptions | Mapping[str, Any] | None) -> OpenSfmOptions:
+    """OpenSfmOptions as given, or built (strictly) from a plain mapping; the SfM stage's `max_image_size` and
+    `max_num_features` are accepted as `feature_process_size` and `feature_min_frames`."""
+    if isinstance(values, OpenSfmOptions):
+        return values
+    renamed = {SFM_STAGE_KEYS.get(k, k): v for k, v in dict(values or {}).items()}
+    return from_dict(OpenSfmOptions, renamed)
 
 
 def opensfm_config(options: OpenSfmOptions) -> dict[str, Any]:
