@@ -13,7 +13,11 @@ def compute_from_env() -> StageLauncher:
     kind = os.environ.get("SPACEPORT_COMPUTE", "local")
     if kind == "local":
         return LocalStageLauncher()
-    raise ValueError(f"SPACEPORT_COMPUTE={kind!r} is not a known launcher; use 'local'")
+    if kind == "sagemaker":
+        from .sagemaker.env import launcher_from_env
+
+        return launcher_from_env()
+    raise ValueError(f"SPACEPORT_COMPUTE={kind!r} is not a known launcher; use 'local' or 'sagemaker'")
 
 
 def resources_from_env() -> dict[str, Any]:

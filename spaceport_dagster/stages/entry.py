@@ -16,7 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+from dagster_pipes import (
+    DAGSTER_PIPES_CONTEXT_ENV_VAR,
+    PipesS3ContextLoader,
+    PipesS3MessageWriter,
+    decode_param,
+    open_dagster_pipes,
+)
 
 from .report import StageReport
 
@@ -49,6 +55,32 @@ def write_failure(output: Path, exc: BaseException, extra_path: str | None = Non
             pass
 
 
+CONTAINER_ROOT_ENV = "SPACEPORT_CONTAINER_ROOT"  # set only by the test emulator: where "/opt/ml" really is
+
+
+def container_path(path: str) -> str:
+    """A SageMaker container path (`/opt/ml/...`), rebased under SPACEPORT_CONTAINER_ROOT when that is set."""
+    root = os.environ.get(CONTAINER_ROOT_ENV)
+    if root and (path == "/opt/ml" or path.startswith("/opt/ml/")):
+        return str(Path(root)) + path
+    return path
+
+
+def _pipes_io() -> dict[str, Any]:
+    """S3 context loader and message writer when the launcher injected through S3 (SageMaker jobs)."""
+    try:
+        params = decode_param(os.environ[DAGSTER_PIPES_CONTEXT_ENV_VAR])
+    except Exception:  # not ours to judge here; open_dagster_pipes reports a bad value
+        return {}
+    if not (isinstance(params, dict) and "bucket" in params):
+        return {}
+    from .s3uri import s3_client
+
+    client = s3_client()
+    interval = float(os.environ.get("SPACEPORT_PIPES_INTERVAL", "10"))
+    return {"context_loader": PipesS3ContextLoader(client), "message_writer": PipesS3MessageWriter(client, interval=interval)}
+
+
 def _plain(value: Any) -> Any:
     return value["raw_value"] if isinstance(value, dict) and "raw_value" in value else value
 
@@ -76,14 +108,16 @@ def _cli(stage: str, fn: StageFn, argv: list[str]) -> int:
 def main(stage: str, fn: StageFn, argv: list[str] | None = None) -> int:
     if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:
         return _cli(stage, fn, sys.argv[1:] if argv is None else argv)
-    with open_dagster_pipes() as pipes:
+    with open_dagster_pipes(**_pipes_io()) as pipes:
         extras = pipes.extras
-        output = Path(extras["output"])
+        output = Path(container_path(extras["output"]))
+        inputs = {name: container_path(path) for name, path in dict(extras.get("inputs", {})).items()}
+        failure_file = extras.get("failure_file")
         try:
-            report = fn(dict(extras.get("inputs", {})), output, dict(extras.get("config", {})), pipes.log)
+            report = fn(inputs, output, dict(extras.get("config", {})), pipes.log)
         except Exception as exc:
             pipes.log.error(f"{stage} failed: {type(exc).__name__}: {exc}")
-            write_failure(output, exc, extras.get("failure_file"))
+            write_failure(output, exc, container_path(failure_file) if failure_file else None)
             raise
         pipes.report_asset_materialization(metadata=pipes_metadata(report.metadata))
         for check in report.checks:

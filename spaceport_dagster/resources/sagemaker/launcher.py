@@ -1,0 +1,274 @@
+"""SageMakerStageLauncher: runs a stage as a SageMaker Processing job (CPU) or Training job (GPU) under Pipes.
+
+dagster-aws has no Pipes client for SageMaker, so this is one: context injected and messages read through S3
+(under `<storage root>/<dataset>/_sagemaker/<job>/`, deleted afterwards), CloudWatch logs forwarded to the run
+log, polling with backoff, the job stopped when the run is cancelled, SageMaker's FailureReason / ExitMessage
+and the stage's own failure message in the Dagster error. Outputs go to the artifact's staging version prefix
+(Processing) or come back as model.tar.gz and are unpacked into the staging folder (Training); on any failure
+the staging prefix is discarded, so the published artifact stays as it was.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+from dagster import AssetExecutionContext, Failure, MetadataValue, PipesClientCompletedInvocation
+from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster._core.pipes.utils import open_pipes_session
+
+from spaceport_dagster.resources.artifact_store import ArtifactStore, S3ArtifactStore, Staging
+from spaceport_dagster.resources.compute import PipesResult, StageLauncher, StageRequest
+from spaceport_dagster.stages.s3uri import is_s3_uri, list_keys, split_s3_uri
+
+from .costs import estimate_cost
+from .logs import CloudWatchForwarder
+from .naming import job_name
+from .pipes_io import pipes_io
+from .requests import CHECKPOINT_DIR, FAILURE_PATH, JobPlan
+from .settings import STAGE_IMAGES, StageSettings, stage_settings
+
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+class JobApi:
+    """The three calls that differ between Processing and Training jobs."""
+
+    def __init__(self, client: Any, training: bool):
+        self.client = client
+        self.training = training
+        self.kind = "training" if training else "processing"
+        self.status_key = "TrainingJobStatus" if training else "ProcessingJobStatus"
+
+    def create(self, request: dict[str, Any]) -> str:
+        if self.training:
+            return self.client.create_training_job(**request)["TrainingJobArn"]
+        return self.client.create_processing_job(**request)["ProcessingJobArn"]
+
+    def describe(self, name: str) -> dict[str, Any]:
+        if self.training:
+            return self.client.describe_training_job(TrainingJobName=name)
+        return self.client.describe_processing_job(ProcessingJobName=name)
+
+    def stop(self, name: str) -> None:
+        if self.training:
+            self.client.stop_training_job(TrainingJobName=name)
+        else:
+            self.client.stop_processing_job(ProcessingJobName=name)
+
+
+class SageMakerStageLauncher(StageLauncher):
+    """Runs each stage on SageMaker; needs an S3 artifact root. Settings per stage override the defaults
+    (`stages={"train": {"instance_type": "ml.g5.2xlarge", "spot": False}}`)."""
+
+    role_arn: str
+    region: str = ""
+    image_repo: str = ""  # `<registry>/spaceport`: stage images are `<image_repo>-<image>:<image_tag>`
+    image_tag: str = "latest"
+    stages: dict[str, dict[str, Any]] = {}
+    prices: dict[str, float] = {}  # USD per instance-hour, overriding costs.DEFAULT_PRICES_USD_PER_HOUR
+    tags: dict[str, str] = {}
+    poll_interval_s: float = 5.0
+    max_poll_interval_s: float = 60.0
+    pipes_interval_s: float = 10.0
+    stop_timeout_s: float = 600.0
+    keep_job_files: bool = False  # keep `_sagemaker/<job>/` (Pipes context, messages, checkpoints) for debugging
+
+    # -- clients (boto3 honours AWS_ENDPOINT_URL_SAGEMAKER / AWS_ENDPOINT_URL_LOGS, e.g. the test emulator)
+    def _client(self, service: str) -> Any:
+        config = BotoConfig(retries={"mode": "standard", "max_attempts": 8})
+        return boto3.client(service, region_name=self.region or None, config=config)
+
+    def settings_for(self, stage: str) -> StageSettings:
+        return stage_settings(stage, self.stages)
+
+    def image_for(self, stage: str, settings: StageSettings) -> str:
+        if settings.image_uri:
+            return settings.image_uri
+        if not self.image_repo:
+            raise Failure(f"no container image for stage {stage!r}: set SPACEPORT_SAGEMAKER_IMAGE_REPO "
+                          f"(images `<repo>-<image>:<tag>`) or a per-stage image_uri")
+        return f"{self.image_repo}-{STAGE_IMAGES[stage]}:{self.image_tag}"
+
+    def launch(
+        self, context: AssetExecutionContext, store: ArtifactStore, request: StageRequest, staging: Staging
+    ) -> list[PipesResult]:
+        if not isinstance(store, S3ArtifactStore):
+            raise Failure("SageMaker compute needs artifacts on S3: set SPACEPORT_ARTIFACT_ROOT=s3://bucket/prefix "
+                          f"(storage is the local folder {store.uri(request.dataset, request.asset)})")
+        settings = self.settings_for(request.stage)
+        name = job_name(request.dataset, request.stage, context.run_id, context.retry_number)
+        scratch_key = f"{store.prefix}{request.dataset}/_sagemaker/{name}/"
+        scratch_uri = f"s3://{store.bucket}/{scratch_key}"
+        try:
+            plan = JobPlan(
+                name=name, settings=settings, image_uri=self.image_for(request.stage, settings),
+                role_arn=self.role_arn, channels=self._channels(store, request, scratch_key),
+                output_uri=scratch_uri + "output/" if settings.job_kind == "training" else str(staging.remote_prefix),
+                checkpoint_uri=scratch_uri + "checkpoints/" if settings.job_kind == "training" else "",
+                tags={"spaceport:dataset": request.dataset, "spaceport:stage": request.stage,
+                      "spaceport:asset": request.asset, "dagster:run-id": context.run_id, **self.tags},
+            )
+            return self._run(context, store, request, staging, plan, scratch_key)
+        except BaseException:
+            store.discard(staging)
+            raise
+        finally:
+            if not self.keep_job_files:
+                self._delete(store, scratch_key)
+
+    # -- inputs
+    def _channels(self, store: S3ArtifactStore, request: StageRequest, scratch_key: str) -> dict[str, str]:
+        channels = {name: store.version_uri(request.dataset, asset) for name, asset in request.artifacts.items()}
+        for name, source in request.sources.items():
+            if is_s3_uri(source):
+                channels[name] = source.rstrip("/") + "/"
+            else:
+                channels[name] = self._upload_source(store, Path(source).expanduser(), f"{scratch_key}sources/{name}/")
+        return channels
+
+    @staticmethod
+    def _upload_source(store: S3ArtifactStore, folder: Path, key_prefix: str) -> str:
+        """A local upload folder is copied to the job's scratch prefix (read-only use of the source)."""
+        if not folder.is_dir():
+            raise Failure(f"source {folder} is not a folder; a SageMaker job reads its inputs from S3")
+        files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+        if not files:
+            raise Failure(f"source {folder} holds no files")
+        for path in files:
+            store.client.upload_file(str(path), store.bucket, key_prefix + path.relative_to(folder).as_posix())
+        return f"s3://{store.bucket}/{key_prefix}"
+
+    @staticmethod
+    def _delete(store: S3ArtifactStore, key_prefix: str) -> None:
+        try:
+            keys = [{"Key": o["Key"]} for o in list_keys(store.client, store.bucket, key_prefix)]
+            for i in range(0, len(keys), 1000):
+                store.client.delete_objects(Bucket=store.bucket, Delete={"Objects": keys[i : i + 1000]})
+        except Exception:  # cleanup must not mask the job's own outcome
+            pass
+
+    # -- the job
+    def _run(self, context: AssetExecutionContext, store: S3ArtifactStore, request: StageRequest, staging: Staging,
+             plan: JobPlan, scratch_key: str) -> list[PipesResult]:
+        api = JobApi(self._client("sagemaker"), plan.is_training)
+        injector, reader = pipes_io(store.bucket, store.client, scratch_key, self.pipes_interval_s)
+        extras = {"inputs": plan.container_inputs(), "output": plan.container_output, "config": request.config,
+                  "dataset": request.dataset, "failure_file": FAILURE_PATH, "job_name": plan.name}
+        with open_pipes_session(context=context, context_injector=injector, message_reader=reader,
+                                extras=extras) as session:
+            env = {**session.get_bootstrap_env_vars(), "SPACEPORT_STAGE": request.stage,
+                   "SPACEPORT_PIPES_INTERVAL": f"{self.pipes_interval_s:g}"}
+            if plan.is_training:
+                env["SPACEPORT_CHECKPOINT_DIR"] = CHECKPOINT_DIR
+            job_request = plan.request(env)
+            try:
+                arn = api.create(job_request)
+            except ClientError as exc:
+                raise Failure(f"SageMaker refused {api.kind} job {plan.name} for stage {request.stage}: "
+                              f"{exc.response['Error'].get('Code')}: {exc.response['Error'].get('Message')}") from exc
+            context.log.info(f"started SageMaker {api.kind} job {plan.name} ({plan.settings.instance_type}) "
+                             f"for {request.asset} of {request.dataset!r}: {arn}")
+            forwarder = CloudWatchForwarder(self._client("logs"), api.kind, plan.name, context.log.info,
+                                            context.log.warning)
+            described = self._wait(context, api, plan, forwarder)
+            metadata = self._job_metadata(api, plan, arn, described)
+            status = described[api.status_key]
+            if status != "Completed":
+                raise Failure(self._failure_text(api, plan, request, described), metadata=metadata)
+            if plan.is_training:
+                self._unpack_model(store, described, staging.local_dir)
+        return list(PipesClientCompletedInvocation(session, metadata=metadata).get_results())
+
+    def _wait(self, context: AssetExecutionContext, api: JobApi, plan: JobPlan,
+              forwarder: CloudWatchForwarder) -> dict[str, Any]:
+        delay, last = self.poll_interval_s, ""
+        try:
+            while True:
+                described = api.describe(plan.name)
+                forwarder.poll()
+                status = described[api.status_key]
+                label = status + (f" ({described['SecondaryStatus']})" if described.get("SecondaryStatus") else "")
+                if label != last:
+                    context.log.info(f"SageMaker job {plan.name}: {label}")
+                    last = label
+                if status in TERMINAL:
+                    forwarder.poll()
+                    return described
+                time.sleep(delay)
+                delay = min(delay * 1.5, self.max_poll_interval_s)
+        except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+            context.log.warning(f"run interrupted: stopping SageMaker {api.kind} job {plan.name}")
+            final = self._stop(api, plan, forwarder)
+            context.log.warning(f"SageMaker job {plan.name} is {final}; its output is discarded")
+            raise
+
+    def _stop(self, api: JobApi, plan: JobPlan, forwarder: CloudWatchForwarder) -> str:
+        try:
+            api.stop(plan.name)
+        except ClientError as exc:  # already finished: nothing to stop
+            if exc.response["Error"].get("Code") != "ValidationException":
+                raise
+        deadline = time.monotonic() + self.stop_timeout_s
+        status = "Stopping"
+        while time.monotonic() < deadline:
+            status = api.describe(plan.name)[api.status_key]
+            forwarder.poll()
+            if status in TERMINAL:
+                break
+            time.sleep(min(self.poll_interval_s, 5.0))
+        return status
+
+    def _failure_text(self, api: JobApi, plan: JobPlan, request: StageRequest, described: dict[str, Any]) -> str:
+        status = described[api.status_key]
+        parts = [described.get("FailureReason", ""), described.get("ExitMessage", "")]
+        reasons = [p.strip() for p in parts if p and p.strip()]
+        if status == "Stopped" and not reasons:
+            limit = plan.settings.max_runtime_s
+            secondary = described.get("SecondaryStatus", "")
+            reasons.append(f"stopped by SageMaker ({secondary or 'no reason given'}); the job may have reached "
+                           f"MaxRuntimeInSeconds={limit}")
+        reason = " | ".join(dict.fromkeys(reasons)) or "no reason reported"
+        return (f"stage {request.stage} failed for dataset {request.dataset!r}: SageMaker {api.kind} job "
+                f"{plan.name} {status}: {reason}")
+
+    def _job_metadata(self, api: JobApi, plan: JobPlan, arn: str, described: dict[str, Any]) -> dict[str, Any]:
+        s = plan.settings
+        if api.training:
+            billable = float(described.get("BillableTimeInSeconds") or 0)
+        else:
+            start, end = described.get("ProcessingStartTime"), described.get("ProcessingEndTime")
+            billable = (end - start).total_seconds() if start and end else 0.0
+        cost = estimate_cost(s.instance_type, billable, s.instance_count, self.prices)
+        metadata: dict[str, Any] = {
+            "sagemaker_job_name": plan.name,
+            "sagemaker_job_arn": arn,
+            "sagemaker_job_kind": api.kind,
+            "sagemaker_instance_type": s.instance_type,
+            "sagemaker_instance_count": s.instance_count,
+            "sagemaker_billable_seconds": MetadataValue.float(billable),
+            "sagemaker_status": described[api.status_key],
+        }
+        if cost is not None:
+            metadata["sagemaker_estimated_cost_usd"] = MetadataValue.float(cost)
+        if api.training:
+            metadata["sagemaker_spot"] = s.spot
+        return metadata
+
+    @staticmethod
+    def _unpack_model(store: S3ArtifactStore, described: dict[str, Any], target: Path) -> None:
+        uri = described.get("ModelArtifacts", {}).get("S3ModelArtifacts", "")
+        if not uri:
+            raise Failure(f"training job {described.get('TrainingJobName')} completed without model artifacts")
+        bucket, key = split_s3_uri(uri)
+        with tempfile.TemporaryDirectory(prefix="spaceport-model-") as tmp:
+            archive = Path(tmp) / "model.tar.gz"
+            store.client.download_file(bucket, key, str(archive))
+            with tarfile.open(archive) as tar:
+                tar.extractall(target, filter="data")
