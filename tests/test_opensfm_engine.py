@@ -147,3 +147,25 @@ def test_failed_step_reports_its_log(no_opensfm: None, monkeypatch: pytest.Monke
         reconstruct(dataset_images("brighton_beach"), work, OpenSfmOptions(), LOG)
     assert (work / "commands.txt").read_text().split() == ["extract_metadata", "detect_features", "match_features"]
     assert (work / "logs" / "match_features.log").is_file()
+
+
+@pytest.mark.slow
+def test_real_opensfm_cli_on_lund(tmp_path: Path) -> None:
+    """Runs only where OpenSfM is installed (e.g. inside containers/opensfm/): the real five steps on lund."""
+    try:
+        find_opensfm()
+    except OpenSfmUnavailable as exc:
+        pytest.skip(str(exc))
+    images = dataset_images("lund")
+    result = reconstruct(images, tmp_path / "work", OpenSfmOptions(processes=os.cpu_count() or 1), LOG)
+    rec = result.reconstruction
+    rec.write_binary(str(tmp_path))
+    import pycolmap
+
+    loaded = pycolmap.Reconstruction(str(tmp_path))
+    assert loaded.num_reg_images() >= 5 and loaded.num_points3D() >= 1000
+    loaded.update_point_3d_errors()
+    assert loaded.compute_mean_reprojection_error() < 1.0
+    assert all(img.num_points3D > 0 for img in loaded.images.values())
+    assert result.reference_lla is not None
+    assert list(result.step_seconds) == [*STEPS, "convert"]
