@@ -8,6 +8,7 @@ with fewer than two observations once observations above the residual threshold 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -32,11 +33,15 @@ def _fixture(name: str) -> Path:
     return path
 
 
+@functools.cache
+def _convert_once(name: str) -> ConversionResult:
+    return convert(_fixture(name), dataset_images(name))
+
+
 @pytest.fixture(scope="module", params=SETS)
 def converted(request: pytest.FixtureRequest) -> tuple[str, ConversionResult, list[dict]]:
     name = request.param
-    result = convert(_fixture(name), dataset_images(name))
-    return name, result, json.loads((_fixture(name) / "reconstruction.json").read_text())
+    return name, _convert_once(name), json.loads((_fixture(name) / "reconstruction.json").read_text())
 
 
 def _kept(converted: tuple[str, ConversionResult, list[dict]]) -> dict:
@@ -199,7 +204,7 @@ def test_native_export_does_not_load_in_pycolmap(name: str) -> None:
 @pytest.mark.parametrize("name", SETS)
 def test_native_export_keypoints_are_shifted_half_a_pixel(name: str) -> None:
     native = colmap_io.read_images(_fixture(name) / "native_colmap_export" / "images.bin")
-    ours = convert(_fixture(name), dataset_images(name)).reconstruction
+    ours = _convert_once(name).reconstruction
     offsets = []
     for image in native.values():
         mine = ours.find_image_with_name(image.name)
@@ -222,5 +227,54 @@ def test_native_export_merges_reconstructions_and_keeps_rejected_observations(na
     assert len(native_images) == sum(len(r["shots"]) for r in recs)
     assert len(native_points.ids) == sum(len(r["points"]) for r in recs)
     assert len(native_cameras) == 1
-    ours = convert(_fixture(name), dataset_images(name))
+    ours = _convert_once(name)
     assert int(native_points.track_lengths.sum()) > ours.reconstruction.compute_num_observations()
+
+
+def _edited_copy(tmp_path: Path, edit) -> Path:
+    source = _fixture("brighton_beach")
+    target = tmp_path / "dataset"
+    target.mkdir()
+    for name in ("tracks.csv", "reference_lla.json"):
+        (target / name).write_bytes((source / name).read_bytes())
+    recs = json.loads((source / "reconstruction.json").read_text())
+    edit(recs[0])
+    (target / "reconstruction.json").write_text(json.dumps(recs))
+    return target
+
+
+def test_each_opensfm_camera_gets_its_own_colmap_camera(tmp_path: Path) -> None:
+    def split(rec: dict) -> None:
+        (key, camera), = rec["cameras"].items()
+        rec["cameras"]["second"] = dict(camera)
+        for name in sorted(rec["shots"])[::2]:
+            rec["shots"][name]["camera"] = "second"
+
+    result = convert(_edited_copy(tmp_path, split), dataset_images("brighton_beach"))
+    rec = result.reconstruction
+    assert rec.num_cameras() == 2
+    kept = json.loads((tmp_path / "dataset" / "reconstruction.json").read_text())[0]
+    for image in rec.images.values():
+        assert result.camera_keys[image.camera_id] == kept["shots"][image.name]["camera"]
+
+
+def test_exif_sized_camera_uses_the_decoded_size(tmp_path: Path) -> None:
+    """A camera recorded at the original 4000x2250 (EXIF) over 1600x900 copies: same normalised model, same pixels."""
+    def exif_size(rec: dict) -> None:
+        for camera in rec["cameras"].values():
+            camera["width"], camera["height"] = 4000, 2250
+
+    edited = convert(_edited_copy(tmp_path, exif_size), dataset_images("brighton_beach")).reconstruction
+    plain = _convert_once("brighton_beach").reconstruction
+    assert [(c.width, c.height) for c in edited.cameras.values()] == [(1600, 900)]
+    assert np.array_equal(edited.cameras[1].params, plain.cameras[1].params)
+    assert edited.compute_num_observations() == plain.compute_num_observations()
+
+
+def test_camera_with_another_aspect_ratio_is_refused(tmp_path: Path) -> None:
+    def portrait(rec: dict) -> None:
+        for camera in rec["cameras"].values():
+            camera["width"], camera["height"] = 900, 1600
+
+    with pytest.raises(ConversionError, match="aspect"):
+        convert(_edited_copy(tmp_path, portrait), dataset_images("brighton_beach"))
