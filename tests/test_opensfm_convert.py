@@ -167,6 +167,7 @@ def test_georeference_from_reference_lla(converted) -> None:
     assert meta["reference_lla"] == [lla["latitude"], lla["longitude"], lla["altitude"]]
     assert meta["registered_images"] == result.reconstruction.num_reg_images()
     assert meta["observations_dropped_residual"] == result.observations_dropped_residual
+    assert meta["images_without_points"] == []
     json.dumps(meta)  # plain JSON for the stage report
 
 

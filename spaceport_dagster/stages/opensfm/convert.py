@@ -83,6 +83,7 @@ class ConversionResult:
             "observations_dropped_residual": self.observations_dropped_residual,
             "max_reprojection_error_px": self.max_reprojection_error_px,
             "points_dropped_short_track": self.points_dropped,
+            "images_without_points": sorted(img.name for img in rec.images.values() if img.num_points3D == 0),
             "step_seconds": {k: round(v, 3) for k, v in self.step_seconds.items()},
         }
 
@@ -246,6 +247,9 @@ def convert(
         pid = rec.add_point3D(xyz[tid], pycolmap.Track(elements), color)
         point_track_ids[pid] = tid
 
+    empty = [img.name for img in rec.images.values() if img.num_points3D == 0]
+    if empty:
+        log.warning(f"{len(empty)} registered image(s) kept no observation after filtering: {', '.join(empty[:5])}")
     if n_bad or short:
         log.info(
             f"dropped {n_bad} observation(s) with residual > {max_reprojection_error_px} px and {len(short)} point(s) "
