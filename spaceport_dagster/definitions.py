@@ -11,6 +11,8 @@ from spaceport_dagster.assets.sparse_reconstruction import sparse_reconstruction
 from spaceport_dagster.assets.splat_model import splat_model
 from spaceport_dagster.partitions import datasets_partitions
 from spaceport_dagster.resources.selection import resources_from_env
+from spaceport_dagster.sensors.inbox import inbox_sensor
+from spaceport_dagster.sensors.s3_uploads import s3_uploads_sensor
 
 PIPELINE_ASSETS = [image_set, sparse_reconstruction, colmap_export, splat_model, sogs_bundle]
 
@@ -24,5 +26,6 @@ main_job = define_asset_job(
 defs = Definitions(
     assets=PIPELINE_ASSETS,
     jobs=[main_job],
+    sensors=[inbox_sensor, s3_uploads_sensor],
     resources=resources_from_env(),
 )

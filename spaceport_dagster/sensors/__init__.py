@@ -1,0 +1,1 @@
+"""Sensors: uploads (S3 prefix or local inbox) start runs; run status sensors send notifications."""
