@@ -49,6 +49,8 @@ def run(argv: list[str]) -> int:
         failure.write_text(str(exc))
         return 2
     tail: collections.deque[str] = collections.deque(maxlen=20)
+    print(f"spaceport: running stage {stage} (python -m spaceport_dagster.stages.{stage}), /opt/ml at {opt_ml()}",
+          flush=True)
     proc = subprocess.Popen(
         [sys.executable, "-u", "-m", f"spaceport_dagster.stages.{stage}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
@@ -61,6 +63,7 @@ def run(argv: list[str]) -> int:
         sys.stdout.flush()
         tail.append(line.rstrip())
     code = proc.wait()
+    print(f"spaceport: stage {stage} exited with code {code}", flush=True)
     if code != 0:
         if not (failure.is_file() and failure.read_text().strip()):
             text = "\n".join(tail).strip() or "no output"

@@ -4,7 +4,8 @@ Required: SPACEPORT_SAGEMAKER_ROLE_ARN, and SPACEPORT_SAGEMAKER_IMAGE_REPO unles
 Optional: SPACEPORT_SAGEMAKER_REGION (else AWS_REGION / AWS_DEFAULT_REGION), SPACEPORT_SAGEMAKER_IMAGE_TAG,
 SPACEPORT_SAGEMAKER_STAGES (JSON: {"train": {"spot": false}}), per-stage variables
 SPACEPORT_SAGEMAKER_<STAGE>_{IMAGE_URI,INSTANCE_TYPE,VOLUME_GB,MAX_RUNTIME_S,SPOT,MAX_WAIT_S,INSTANCE_COUNT},
-SPACEPORT_SAGEMAKER_PRICES (JSON: {"ml.g5.xlarge": 1.5}), SPACEPORT_SAGEMAKER_POLL_S, SPACEPORT_SAGEMAKER_KEEP_JOB_FILES.
+SPACEPORT_SAGEMAKER_PRICES (JSON: {"ml.g5.xlarge": 1.5}), SPACEPORT_SAGEMAKER_KEEP_JOB_FILES, and the timings
+SPACEPORT_SAGEMAKER_{POLL_S (5), MAX_POLL_S (60), PIPES_INTERVAL_S (10), STOP_TIMEOUT_S (600)}.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def launcher_from_env(env: Mapping[str, str] | None = None) -> SageMakerStageLau
         stages=stage_overrides(env),
         prices={k: float(v) for k, v in _json(env, "PRICES").items()},
         poll_interval_s=float(env.get(PREFIX + "POLL_S", "5")),
+        max_poll_interval_s=float(env.get(PREFIX + "MAX_POLL_S", "60")),
+        pipes_interval_s=float(env.get(PREFIX + "PIPES_INTERVAL_S", "10")),
+        stop_timeout_s=float(env.get(PREFIX + "STOP_TIMEOUT_S", "600")),
         keep_job_files=_bool(env.get(PREFIX + "KEEP_JOB_FILES", "false")),
     )
     for stage in DEFAULT_STAGE_SETTINGS:  # fail at load time, not in the middle of a run
