@@ -1,0 +1,179 @@
+"""GaussianCloud -> SOG v2 textures and meta.json (in memory; no files)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from spaceport_dagster.stages.ply import GaussianCloud
+
+from . import codebook
+from .format import (
+    MEANS_FILES,
+    PALETTE_COLUMNS,
+    QUATS_FILE,
+    SCALES_FILE,
+    SH0_FILE,
+    SH_COEFFS,
+    SHN_FILES,
+    VERSION,
+    SogFormatError,
+    log_transform,
+    palette_size,
+    sigmoid,
+    texture_size,
+)
+from .kmeans import kmeans
+from .morton import morton_order
+
+GENERATOR = "spaceport-dagster sog"
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    sh_bands: int = 3  # highest SH band to keep (0-3); capped at the cloud's own degree
+    kmeans_iterations: int = 10
+    kmeans_method: str = "auto"  # auto | flat | two_level
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda[:n]
+
+    def __post_init__(self) -> None:
+        if self.sh_bands not in (0, 1, 2, 3):
+            raise ValueError(f"sh_bands must be 0, 1, 2 or 3, got {self.sh_bands}")
+        if self.kmeans_method not in ("auto", "flat", "two_level"):
+            raise ValueError(f"kmeans_method must be auto, flat or two_level, got {self.kmeans_method!r}")
+        if self.kmeans_iterations < 0:
+            raise ValueError(f"kmeans_iterations must be >= 0, got {self.kmeans_iterations}")
+
+
+@dataclass
+class EncodedSog:
+    meta: dict[str, Any]
+    images: dict[str, np.ndarray]  # file name -> (H, W, 4) uint8
+    order: np.ndarray  # bundle row i holds source splat order[i]
+    sh_bands: int
+    timings: dict[str, float] = field(default_factory=dict)
+    kmeans_method: str = ""
+
+
+def _texture(rows: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(N, 4) uint8 texels laid out row-major from the top left, padding texels zero."""
+    flat = np.zeros((width * height, 4), np.uint8)
+    flat[: len(rows)] = rows
+    return flat.reshape(height, width, 4)
+
+
+def encode_means(means: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float], list[float]]:
+    """16-bit log-domain positions: (low bytes (N,3), high bytes (N,3), mins, maxs)."""
+    logs = log_transform(means)
+    lmin, lmax = logs.min(axis=0), logs.max(axis=0)
+    span = lmax - lmin
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.floor(65535.0 * (logs - lmin) / span)
+    q = np.where(span > 0, q, 0.0)
+    q = np.clip(q, 0, 65535).astype(np.uint32)
+    return (q & 0xFF).astype(np.uint8), (q >> 8).astype(np.uint8), lmin.tolist(), lmax.tolist()
+
+
+def encode_quats(quats: np.ndarray) -> np.ndarray:
+    """Smallest-three quaternions (w x y z in): (N, 4) bytes, A = 252 + index of the dropped component."""
+    q = quats.astype(np.float64)
+    norm = np.sqrt(q[:, 0] * q[:, 0] + q[:, 1] * q[:, 1] + q[:, 2] * q[:, 2] + q[:, 3] * q[:, 3])
+    zero = norm == 0
+    q = np.where(zero[:, None], np.array([1.0, 0.0, 0.0, 0.0]), q / np.where(zero, 1.0, norm)[:, None])
+    largest = np.argmax(np.abs(q), axis=1)  # first index wins ties, like the reference
+    rows = np.arange(len(q))
+    sign = np.where(q[rows, largest] < 0, -1.0, 1.0) * math.sqrt(2.0)
+    q = q * sign[:, None]
+    keep = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])[largest]
+    three = np.take_along_axis(q, keep, axis=1)
+    out = np.empty((len(q), 4), np.uint8)
+    out[:, :3] = np.clip(np.floor(255.0 * (three * 0.5 + 0.5)), 0, 255).astype(np.uint8)
+    out[:, 3] = 252 + largest
+    return out
+
+
+def encode_opacity(opacities: np.ndarray) -> np.ndarray:
+    return np.floor(np.clip(sigmoid(opacities) * 255.0, 0.0, 255.0)).astype(np.uint8)
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def encode_shn(
+    shn: np.ndarray, options: EncodeOptions, timings: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, str]:
+    """Palette of the (N, K, 3) SH rest: (centroid texture, label per splat, codebook, palette size, method)."""
+    n, k, _ = shn.shape
+    rows = np.ascontiguousarray(shn.transpose(0, 2, 1).reshape(n, 3 * k))  # channel-major like f_rest
+    palette = palette_size(n)
+    t0 = time.perf_counter()
+    result = kmeans(torch.from_numpy(rows), palette, options.kmeans_iterations, options.seed,
+                    _pick_device(options.device), options.kmeans_method)
+    timings["kmeans"] = time.perf_counter() - t0
+    centroids = result.centroids.numpy().reshape(palette, 3, k)
+    book, idx = codebook.quantise(centroids)
+    height = math.ceil(palette / PALETTE_COLUMNS)
+    tex = np.zeros((height, PALETTE_COLUMNS * k, 4), np.uint8)
+    n_idx = np.arange(palette)
+    for j in range(k):
+        x = (n_idx % PALETTE_COLUMNS) * k + j
+        tex[n_idx // PALETTE_COLUMNS, x, :3] = idx[:, :, j]
+        tex[n_idx // PALETTE_COLUMNS, x, 3] = 255
+    return tex, result.labels.numpy(), book, palette, result.method
+
+
+def encode_cloud(cloud: GaussianCloud, options: EncodeOptions | None = None) -> EncodedSog:
+    """Morton-order and quantise `cloud` into the SOG v2 textures and meta.json."""
+    options = options or EncodeOptions()
+    n = len(cloud)
+    width, height = texture_size(n)
+    if not cloud.all_finite():
+        raise SogFormatError("the splat has NaN or infinite values; SOG cannot encode them")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    order = morton_order(cloud.means)
+    timings["morton"] = time.perf_counter() - t0
+    means = cloud.means[order]
+    images: dict[str, np.ndarray] = {}
+    t0 = time.perf_counter()
+    lo, hi, mins, maxs = encode_means(means)
+    opaque = np.full((n, 1), 255, np.uint8)
+    images[MEANS_FILES[0]] = _texture(np.hstack([lo, opaque]), width, height)
+    images[MEANS_FILES[1]] = _texture(np.hstack([hi, opaque]), width, height)
+    images[QUATS_FILE] = _texture(encode_quats(cloud.quats[order]), width, height)
+    scales_book, scales_idx = codebook.quantise(cloud.scales[order])
+    images[SCALES_FILE] = _texture(np.hstack([scales_idx, opaque]), width, height)
+    sh0_book, sh0_idx = codebook.quantise(cloud.sh0[order])
+    images[SH0_FILE] = _texture(np.hstack([sh0_idx, encode_opacity(cloud.opacities[order])[:, None]]), width, height)
+    timings["attributes"] = time.perf_counter() - t0
+    meta: dict[str, Any] = {
+        "version": VERSION,
+        "asset": {"generator": GENERATOR},
+        "count": n,
+        "means": {"mins": mins, "maxs": maxs, "files": list(MEANS_FILES)},
+        "scales": {"codebook": scales_book.tolist(), "files": [SCALES_FILE]},
+        "quats": {"files": [QUATS_FILE]},
+        "sh0": {"codebook": sh0_book.tolist(), "files": [SH0_FILE]},
+    }
+    bands = min(options.sh_bands, cloud.sh_degree)
+    method = ""
+    if bands > 0:
+        shn = cloud.shN[order][:, : SH_COEFFS[bands], :]
+        tex, labels, book, palette, method = encode_shn(shn, options, timings)
+        images[SHN_FILES[0]] = tex
+        label_rows = np.zeros((n, 4), np.uint8)
+        label_rows[:, 0] = labels & 0xFF
+        label_rows[:, 1] = labels >> 8
+        label_rows[:, 3] = 255
+        images[SHN_FILES[1]] = _texture(label_rows, width, height)
+        meta["shN"] = {"count": palette, "bands": bands, "codebook": book.tolist(), "files": list(SHN_FILES)}
+    return EncodedSog(meta, images, order, bands, timings, method)

@@ -1,0 +1,67 @@
+"""GaussianCloud -> `.sog` ZIP and/or the unbundled folder (meta.json + WebP images)."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from spaceport_dagster.stages.ply import GaussianCloud
+
+from . import bundle, webp
+from .encode import EncodedSog, EncodeOptions, encode_cloud
+
+
+@dataclass
+class WriteResult:
+    encoded: EncodedSog
+    files: dict[str, bytes]
+    sog_bytes: int = 0
+    folder_bytes: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def order(self) -> np.ndarray:
+        return self.encoded.order
+
+
+def meta_bytes(meta: dict) -> bytes:
+    return json.dumps(meta, separators=(",", ":")).encode("utf-8")
+
+
+def encode_files(encoded: EncodedSog, settings: webp.WebpSettings | None = None,
+                 threads: int = 2) -> dict[str, bytes]:
+    """meta.json first, then the WebP images in meta order."""
+    settings = settings or webp.WebpSettings()
+    names = list(encoded.images)
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        blobs = list(pool.map(lambda n: webp.encode(encoded.images[n], settings), names))
+    return {"meta.json": meta_bytes(encoded.meta), **dict(zip(names, blobs, strict=True))}
+
+
+def write_sog(
+    cloud: GaussianCloud,
+    sog_path: str | Path | None = None,
+    folder: str | Path | None = None,
+    options: EncodeOptions | None = None,
+    webp_settings: webp.WebpSettings | None = None,
+) -> WriteResult:
+    """Encode `cloud`; write the `.sog` bundle to `sog_path` and/or the files into `folder`."""
+    options = options or EncodeOptions()
+    t0 = time.perf_counter()
+    encoded = encode_cloud(cloud, options)
+    t1 = time.perf_counter()
+    files = encode_files(encoded, webp_settings)
+    t2 = time.perf_counter()
+    result = WriteResult(encoded, files)
+    if sog_path is not None:
+        result.sog_bytes = bundle.write_zip(Path(sog_path), files)
+    if folder is not None:
+        result.folder_bytes = bundle.write_folder(Path(folder), files)
+    result.timings = {**encoded.timings, "encode": t1 - t0, "webp": t2 - t1, "write": time.perf_counter() - t2,
+                      "total": time.perf_counter() - t0}
+    return result
