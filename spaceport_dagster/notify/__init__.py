@@ -1,0 +1,1 @@
+"""Run notifications: a summary of a finished run (summary.py) turned into a message (message.py)."""
