@@ -74,6 +74,7 @@ class Job:
     stop_requested: threading.Event = field(default_factory=threading.Event)
     container_started: threading.Event = field(default_factory=threading.Event)
     log_lines: list[str] = field(default_factory=list)
+    uploaded: list[str] = field(default_factory=list)  # S3 URIs of the outputs it managed to upload
     root: Path | None = None
 
     @property
@@ -464,6 +465,7 @@ class SageMakerEmulator:
                 s3 = self._client("s3", endpoint=dead_endpoint())  # S3 went away mid-upload
             bucket, _, key = uri[5:].partition("/")
             s3.upload_file(str(path), bucket, key)
+            job.uploaded.append(uri)
 
 
 class CloudWatchWriter:

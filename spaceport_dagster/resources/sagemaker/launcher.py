@@ -102,19 +102,10 @@ class SageMakerStageLauncher(StageLauncher):
         if not isinstance(store, S3ArtifactStore):
             raise Failure("SageMaker compute needs artifacts on S3: set SPACEPORT_ARTIFACT_ROOT=s3://bucket/prefix "
                           f"(storage is the local folder {store.uri(request.dataset, request.asset)})")
-        settings = self.settings_for(request.stage)
         name = job_name(request.dataset, request.stage, context.run_id, context.retry_number)
-        scratch_key = f"{store.prefix}{request.dataset}/_sagemaker/{name}/"
-        scratch_uri = f"s3://{store.bucket}/{scratch_key}"
+        scratch_key = self.scratch_key(store, request.dataset, name)
         try:
-            plan = JobPlan(
-                name=name, settings=settings, image_uri=self.image_for(request.stage, settings),
-                role_arn=self.role_arn, channels=self._channels(store, request, scratch_key),
-                output_uri=scratch_uri + "output/" if settings.job_kind == "training" else str(staging.remote_prefix),
-                checkpoint_uri=scratch_uri + "checkpoints/" if settings.job_kind == "training" else "",
-                tags={"spaceport:dataset": request.dataset, "spaceport:stage": request.stage,
-                      "spaceport:asset": request.asset, "dagster:run-id": context.run_id, **self.tags},
-            )
+            plan = self.plan(store, request, staging, name, context.run_id)
             return self._run(context, store, request, staging, plan, scratch_key)
         except BaseException:
             store.discard(staging)
@@ -122,6 +113,26 @@ class SageMakerStageLauncher(StageLauncher):
         finally:
             if not self.keep_job_files:
                 self._delete(store, scratch_key)
+
+    @staticmethod
+    def scratch_key(store: S3ArtifactStore, dataset: str, name: str) -> str:
+        """Per-job S3 prefix: uploaded local sources, Pipes context and messages, checkpoints, model.tar.gz."""
+        return f"{store.prefix}{dataset}/_sagemaker/{name}/"
+
+    def plan(self, store: S3ArtifactStore, request: StageRequest, staging: Staging, name: str, run_id: str) -> JobPlan:
+        """The job for `request` (uploads local sources to the job's scratch prefix)."""
+        settings = self.settings_for(request.stage)
+        scratch_key = self.scratch_key(store, request.dataset, name)
+        scratch_uri = f"s3://{store.bucket}/{scratch_key}"
+        training = settings.job_kind == "training"
+        return JobPlan(
+            name=name, settings=settings, image_uri=self.image_for(request.stage, settings),
+            role_arn=self.role_arn, channels=self._channels(store, request, scratch_key),
+            output_uri=scratch_uri + "output/" if training else str(staging.remote_prefix),
+            checkpoint_uri=scratch_uri + "checkpoints/" if training else "",
+            tags={"spaceport:dataset": request.dataset, "spaceport:stage": request.stage,
+                  "spaceport:asset": request.asset, "dagster:run-id": run_id, **self.tags},
+        )
 
     # -- inputs
     def _channels(self, store: S3ArtifactStore, request: StageRequest, scratch_key: str) -> dict[str, str]:
@@ -230,13 +241,23 @@ class SageMakerStageLauncher(StageLauncher):
         parts = [described.get("FailureReason", ""), described.get("ExitMessage", "")]
         reasons = [p.strip() for p in parts if p and p.strip()]
         if status == "Stopped" and not reasons:
-            limit = plan.settings.max_runtime_s
-            secondary = described.get("SecondaryStatus", "")
-            reasons.append(f"stopped by SageMaker ({secondary or 'no reason given'}); the job may have reached "
-                           f"MaxRuntimeInSeconds={limit}")
+            reasons.append(self._stop_reason(api, plan, described))
         reason = " | ".join(dict.fromkeys(reasons)) or "no reason reported"
         return (f"stage {request.stage} failed for dataset {request.dataset!r}: SageMaker {api.kind} job "
                 f"{plan.name} {status}: {reason}")
+
+    @staticmethod
+    def _stop_reason(api: JobApi, plan: JobPlan, described: dict[str, Any]) -> str:
+        """We did not stop it: SageMaker did, normally at MaxRuntimeInSeconds (it then gives no FailureReason)."""
+        limit = plan.settings.max_runtime_s
+        prefix = "Training" if api.training else "Processing"
+        start, end = described.get(f"{prefix}StartTime"), described.get(f"{prefix}EndTime")
+        elapsed = (end - start).total_seconds() if start and end else None
+        secondary = described.get("SecondaryStatus", "")
+        if secondary == "MaxRuntimeExceeded" or (elapsed is not None and elapsed >= limit - 1):
+            ran = f" after {elapsed:.0f} s" if elapsed is not None else ""
+            return f"time-out: stopped by SageMaker{ran}, MaxRuntimeInSeconds={limit} reached"
+        return f"stopped outside this run ({secondary or 'no reason given'}; MaxRuntimeInSeconds={limit})"
 
     def _job_metadata(self, api: JobApi, plan: JobPlan, arn: str, described: dict[str, Any]) -> dict[str, Any]:
         s = plan.settings

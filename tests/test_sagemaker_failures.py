@@ -1,0 +1,145 @@
+"""SageMaker failure paths end in a clear Dagster error and leave the last published artifact as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from dagster import DagsterEventType, materialize
+
+from spaceport_dagster.assets.image_set import image_set
+from spaceport_dagster.partitions import register_dataset
+from spaceport_dagster.resources.artifact_store import S3ArtifactStore
+from spaceport_dagster.resources.selection import resources_from_env
+
+from .sagemaker_fixtures import copy_photos
+
+pytest_plugins = ("tests.sagemaker_fixtures",)  # the sagemaker, sagemaker_env fixtures
+
+DATASET = "survey-7"
+
+
+@pytest.fixture
+def previous(sagemaker_env: dict[str, str], aws_env: str) -> dict[str, Any]:
+    """An image_set published earlier (by any means): what every failure must leave untouched."""
+    store = S3ArtifactStore(sagemaker_env["SPACEPORT_ARTIFACT_ROOT"], aws_env)
+    with store.staging(DATASET, "image_set") as staging:
+        (staging.local_dir / "images").mkdir()
+        (staging.local_dir / "images" / "old.jpg").write_bytes(b"earlier photo")
+        (staging.local_dir / "manifest.json").write_text(json.dumps({"images": [{"name": "old.jpg"}]}))
+        store.publish(staging)
+    return {"store": store, "manifest": store.manifest(DATASET, "image_set")}
+
+
+def _keys(store: S3ArtifactStore, prefix: str) -> list[str]:
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=store.prefix + prefix)
+    return sorted(o["Key"][len(store.prefix):] for page in pages for o in page.get("Contents", []))
+
+
+def _assert_untouched(previous: dict[str, Any]) -> None:
+    store: S3ArtifactStore = previous["store"]
+    assert store.manifest(DATASET, "image_set") == previous["manifest"]
+    version = previous["manifest"]["version"]
+    # nothing but the old version and its manifest: no partial upload, no staging leftovers, no scratch
+    assert _keys(store, f"{DATASET}/") == [f"{DATASET}/image_set/{version}/images/old.jpg",
+                                          f"{DATASET}/image_set/{version}/manifest.json",
+                                          f"{DATASET}/image_set/_SUCCESS"]
+
+
+def _run(instance: Any, upload: Path, options: dict[str, Any] | None = None):
+    register_dataset(instance, DATASET)
+    config = {"source": str(upload), **({"options": options} if options else {})}
+    return materialize([image_set], partition_key=DATASET, instance=instance, resources=resources_from_env(),
+                       run_config={"ops": {"image_set": {"config": config}}}, raise_on_error=False)
+
+
+def _failure(result: Any) -> str:
+    [event] = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    return event.step_failure_data.error.message
+
+
+@pytest.fixture
+def upload(tmp_path: Path) -> Path:
+    return copy_photos("lund", tmp_path / "upload", 6)
+
+
+def test_sagemaker_failure_reason_reaches_the_run(sagemaker, sagemaker_env, previous, instance, upload) -> None:
+    reason = "CapacityError: Unable to provision requested ML compute capacity. Please retry using a different ML instance type."
+    sagemaker.behave("ingest", fail=reason)
+    result = _run(instance, upload)
+    assert not result.success
+    message = _failure(result)
+    assert "stage ingest failed for dataset 'survey-7': SageMaker processing job sp-survey-7-ingest-" in message
+    assert f"Failed: {reason}" in message
+    _assert_untouched(previous)
+
+
+def test_stage_failure_message_reaches_the_run(sagemaker, sagemaker_env, previous, instance, upload) -> None:
+    result = _run(instance, upload, options={"no_such_option": 3})
+    assert not result.success
+    message = _failure(result)
+    [job] = sagemaker.jobs.values()
+    assert job.status == "Failed"
+    # SageMaker's FailureReason and the stage's own message (the container's /opt/ml/output/message)
+    assert "AlgorithmError: See job logs for more information" in message
+    assert "ConfigError: IngestConfig has no option(s) no_such_option" in message
+    assert job.exit_message.startswith("ConfigError: IngestConfig has no option(s) no_such_option")
+    _assert_untouched(previous)
+
+
+def test_run_cancellation_stops_the_job(sagemaker, sagemaker_env, previous, instance, upload) -> None:
+    sagemaker.behave("ingest", hang=True)
+
+    def cancel() -> None:  # what `dagster run terminate` does to the run worker: SIGINT/SIGTERM
+        sagemaker.wait_for_container("ingest")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    canceller = threading.Thread(target=cancel, daemon=True)
+    canceller.start()
+    result = _run(instance, upload)
+    canceller.join(timeout=5)
+    assert not result.success
+    [job] = sagemaker.jobs.values()
+    assert [op for op, _ in sagemaker.calls if op.startswith("Stop")] == ["StopProcessingJob"]
+    assert job.status == "Stopped"
+    logged = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any(f"run interrupted: stopping SageMaker processing job {job.name}" in m for m in logged)
+    assert any(f"SageMaker job {job.name} is Stopped; its output is discarded" in m for m in logged)
+    _assert_untouched(previous)
+
+
+def test_max_runtime_ends_the_job_with_a_clear_error(sagemaker, sagemaker_env, previous, instance, upload,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPACEPORT_SAGEMAKER_INGEST_MAX_RUNTIME_S", "2")
+    sagemaker.behave("ingest", hang=True)
+    result = _run(instance, upload)
+    assert not result.success
+    [request] = sagemaker.created("processing")
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 2}
+    message = _failure(result)
+    assert re.search(r"Stopped: time-out: stopped by SageMaker after [23] s, MaxRuntimeInSeconds=2 reached", message)
+    assert not [op for op, _ in sagemaker.calls if op.startswith("Stop")]  # SageMaker stopped it, not us
+    _assert_untouched(previous)
+
+
+def test_s3_outage_mid_upload_leaves_no_partial_artifact(sagemaker, sagemaker_env, previous, instance, upload) -> None:
+    sagemaker.behave("ingest", s3_outage_after=3)
+    store: S3ArtifactStore = previous["store"]
+    result = _run(instance, upload)
+    assert not result.success
+    message = _failure(result)
+    assert "Failed: ClientError: Failed to upload the job output to S3: EndpointConnectionError" in message
+    [request] = sagemaker.created("processing")
+    # the job did leave 3 files under the staging version before S3 went away; the launcher removed them
+    staging = request["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
+    assert staging.startswith(f"s3://{store.bucket}/{store.prefix}{DATASET}/image_set/")
+    [job] = sagemaker.jobs.values()
+    assert len(job.uploaded) == 3 and all(uri.startswith(staging) for uri in job.uploaded)
+    _assert_untouched(previous)
