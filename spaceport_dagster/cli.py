@@ -83,6 +83,57 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from spaceport_dagster.submit import ChecksumMismatch, submit
+
+    folder = Path(args.folder)
+    try:
+        dataset = validate_dataset_id(args.dataset) if args.dataset else suggest_dataset_id(folder.resolve().name)
+    except InvalidDatasetId as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.to and not os.environ.get("SPACEPORT_UPLOADS"):
+        prepare_home()  # the inbox lives in SPACEPORT_HOME
+
+    def progress(item: str, report) -> None:
+        if args.verbose:
+            print(f"  {item}", flush=True)
+
+    try:
+        report = submit(folder, dataset, email=args.email, preset=args.preset, target=args.to, progress=progress)
+    except (ValueError, FileNotFoundError, ChecksumMismatch) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"spaceport: submitted {report.files} file(s), {report.bytes_total / 1e6:.1f} MB, as {dataset!r} to "
+          f"{report.target}")
+    print(f"  uploaded {report.uploaded}, already there {report.skipped}"
+          + (f", parts sent {report.parts_sent}, parts resumed {report.parts_skipped}"
+             if report.parts_sent or report.parts_skipped else "")
+          + f" in {report.seconds:.1f}s")
+    print(f"  marker {report.marker}: the upload sensor starts a run on its next tick")
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    prepare_home()
+    from dagster import DagsterInstance
+
+    from spaceport_dagster.backfill import launch_backfill
+    from spaceport_dagster.stages.dataset_id import InvalidDatasetId as BadId
+
+    with DagsterInstance.get() as instance:
+        try:
+            launch = launch_backfill(instance, args.assets, args.datasets, preset=args.preset, title=args.title)
+        except (ValueError, BadId) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(f"spaceport: backfill {launch.backfill_id}: {', '.join(launch.assets)} over {len(launch.datasets)} "
+          f"dataset(s) ({', '.join(launch.datasets)})" + (f", preset {launch.preset}" if launch.preset else ""))
+    print("  the Dagster daemon launches one run per dataset (`spaceport ui` runs it); follow it under Overview > "
+          "Backfills")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spaceport", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="start the Dagster UI on this home's instance")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)
+    submit = sub.add_parser("submit", help="upload a survey to the inbox or the S3 uploads prefix, marker last")
+    submit.add_argument("folder", help="folder of photos")
+    submit.add_argument("--dataset", help="dataset id (default: derived from the folder name)")
+    submit.add_argument("--email", action="append", help="notify this address (repeatable)")
+    submit.add_argument("--preset", help="pipeline preset for this dataset (default: the sensor's)")
+    submit.add_argument("--to", help="uploads root: a folder or s3://bucket/prefix/uploads (default SPACEPORT_UPLOADS "
+                                     "or SPACEPORT_HOME/inbox)")
+    submit.add_argument("-v", "--verbose", action="store_true", help="print each file and part")
+    submit.set_defaults(func=cmd_submit)
+    backfill = sub.add_parser("backfill", help="re-run assets over datasets as one Dagster backfill")
+    backfill.add_argument("--assets", required=True, help="comma-separated assets, e.g. splat_model,sogs_bundle")
+    backfill.add_argument("--datasets", help="comma-separated dataset ids (default: every dataset)")
+    backfill.add_argument("--preset", help="pipeline preset for these runs, e.g. quality")
+    backfill.add_argument("--title", help="title shown in the UI")
+    backfill.set_defaults(func=cmd_backfill)
     return parser
 
 

@@ -1,0 +1,85 @@
+"""`spaceport backfill`: a real asset backfill on a temporary instance, driven by the real backfill daemon
+code until its runs are queued (a queued run coordinator keeps the heavy assets from executing)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter, instance_for_test
+from dagster._core.execution.backfill import BulkActionStatus
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import ModuleTarget
+from dagster._daemon.backfill import execute_backfill_iteration
+
+from spaceport_dagster.backfill import launch_backfill
+from spaceport_dagster.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def queued_instance(spaceport_home: Path) -> Iterator[DagsterInstance]:
+    overrides = {"run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"},
+                 "telemetry": {"enabled": False}}
+    with instance_for_test(overrides=overrides, temp_dir=str(spaceport_home)) as instance:
+        instance.add_dynamic_partitions("datasets", ["banana", "brighton-beach", "lund"])
+        yield instance
+
+
+def drive(instance: DagsterInstance) -> None:
+    """What the daemon does on its next tick: turn the requested backfill into runs."""
+    target = ModuleTarget(module_name="spaceport_dagster.definitions", attribute="defs",
+                          working_directory=str(REPO), location_name="spaceport")
+    with WorkspaceProcessContext(instance, target) as context:
+        for error in execute_backfill_iteration(context, logging.getLogger("backfill-test")):
+            assert error is None, error
+
+
+def test_preset_rerun_over_all_datasets_queues_one_run_per_dataset(queued_instance: DagsterInstance) -> None:
+    launch = launch_backfill(queued_instance, "splat_model,sogs_bundle", preset="quality")
+    assert launch.datasets == ["banana", "brighton-beach", "lund"]
+    stored = queued_instance.get_backfill(launch.backfill_id)
+    assert stored.status == BulkActionStatus.REQUESTED
+    assert stored.is_asset_backfill
+    assert set(stored.asset_selection) == {AssetKey("splat_model"), AssetKey("sogs_bundle")}
+    target = stored.asset_backfill_data.target_subset
+    for key in ("splat_model", "sogs_bundle"):
+        assert set(target.get_partitions_subset(AssetKey(key)).get_partition_keys()) == set(launch.datasets)
+    assert queued_instance.event_log_storage.get_concurrency_info("gpu").slot_count == 1
+
+    drive(queued_instance)
+    runs = queued_instance.get_runs(filters=RunsFilter(tags={"dagster/backfill": launch.backfill_id}))
+    assert sorted(r.tags["dagster/partition"] for r in runs) == launch.datasets  # one run per dataset
+    for run in runs:
+        assert run.status == DagsterRunStatus.QUEUED
+        assert run.asset_selection == {AssetKey("splat_model"), AssetKey("sogs_bundle")}
+        assert run.tags["spaceport/preset"] == "quality"
+        assert run.run_config["ops"] == {"splat_model": {"config": {"preset": "quality"}}}
+
+
+def test_backfill_cli_over_named_datasets(queued_instance: DagsterInstance, capsys: pytest.CaptureFixture) -> None:
+    assert cli_main(["backfill", "--assets", "image_set", "--datasets", "lund,banana"]) == 0
+    out = capsys.readouterr().out
+    [backfill] = queued_instance.get_backfills()
+    assert backfill.backfill_id in out
+    subset = backfill.asset_backfill_data.target_subset.get_partitions_subset(AssetKey("image_set"))
+    assert set(subset.get_partition_keys()) == {"lund", "banana"}
+    assert backfill.run_config is None or backfill.run_config == {}
+
+
+BAD_INPUT = [
+    (["--assets", "splat_modle"], "unknown asset(s) ['splat_modle']"),
+    (["--assets", "splat_model", "--datasets", "nowhere"], "unknown dataset(s) nowhere"),
+    (["--assets", "splat_model", "--datasets", "Bad Name"], "invalid dataset id 'Bad Name'"),
+    (["--assets", "splat_model", "--preset", "ultra"], "unknown preset 'ultra'"),
+]
+
+
+def test_backfill_cli_refuses_bad_input(queued_instance: DagsterInstance, capsys: pytest.CaptureFixture) -> None:
+    for args, message in BAD_INPUT:
+        assert cli_main(["backfill", *args]) == 2, args
+        assert message in capsys.readouterr().err
+    assert not queued_instance.get_backfills()
