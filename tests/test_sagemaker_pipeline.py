@@ -71,3 +71,40 @@ def test_image_set_runs_as_processing_job(sagemaker, sagemaker_env, instance, tm
     assert any("running stage ingest" in line for line in job.log_lines)
     logged = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any(re.match(r"\[algo-1-\d+\] spaceport: running stage ingest", m) for m in logged), logged
+
+
+def test_training_job_path_with_spot_and_model_archive(sagemaker, sagemaker_env, instance, tmp_path: Path,
+                                                       monkeypatch) -> None:
+    """The GPU stage's job kind (Training job: channels, /opt/ml/model as model.tar.gz, checkpoint channel,
+    managed spot), exercised with a real stage that runs anywhere: ingest, switched to a Training job."""
+    monkeypatch.setenv("SPACEPORT_SAGEMAKER_STAGES",
+                       '{"ingest": {"job_kind": "training", "instance_type": "ml.g5.xlarge", "spot": true}}')
+    upload = copy_photos("lund", tmp_path / "upload", 5)
+    register_dataset(instance, DATASET)
+    result = materialize([image_set], partition_key=DATASET, instance=instance, resources=resources_from_env(),
+                         run_config={"ops": {"image_set": {"config": {"source": str(upload)}}}})
+    assert result.success
+    [request] = sagemaker.created("training")
+    name = request["TrainingJobName"]
+    bucket = sagemaker_env["SPACEPORT_ARTIFACT_ROOT"][5:].split("/")[0]
+    scratch = f"s3://{bucket}/spaceport/{DATASET}/_sagemaker/{name}/"
+    assert request["InputDataConfig"] == [{"ChannelName": "source", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": scratch + "sources/source/", "S3DataDistributionType": "FullyReplicated"}},
+        "InputMode": "File"}]
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    assert request["CheckpointConfig"] == {"S3Uri": scratch + "checkpoints/", "LocalPath": "/opt/ml/checkpoints"}
+    assert request["Environment"]["SPACEPORT_CHECKPOINT_DIR"] == "/opt/ml/checkpoints"
+    job = sagemaker.jobs[name]
+    assert job.status == "Completed" and job.model_uri == scratch + f"output/{name}/output/model.tar.gz"
+
+    s3 = boto3.client("s3")
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"spaceport/{DATASET}/image_set/_SUCCESS")["Body"].read())
+    assert {f["path"] for f in manifest["files"]} == {f"images/{p.name}" for p in upload.iterdir()} | {"manifest.json"}
+    assert not s3.list_objects_v2(Bucket=bucket, Prefix=f"spaceport/{DATASET}/_sagemaker/").get("KeyCount")
+    mat = result.asset_materializations_for_node("image_set")[0]
+    assert mat.metadata["sagemaker_job_kind"].value == "training"
+    assert mat.metadata["sagemaker_spot"].value is True
+    billable = mat.metadata["sagemaker_billable_seconds"].value
+    assert billable >= 1
+    assert mat.metadata["sagemaker_estimated_cost_usd"].value == round(billable / 3600 * 1.408, 4)
