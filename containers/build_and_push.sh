@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Build the stage images and push them to ECR as <registry>/spaceport-<image>:<tag>.
+#
+#   containers/build_and_push.sh [--region eu-west-1] [--tag v1] [--images "ingest sfm train sog"] [--no-push]
+#
+# Needs docker (with BuildKit) and the AWS CLI with credentials allowed to create ECR repositories and push.
+# Prints the two settings the SageMaker launcher needs at the end:
+#   SPACEPORT_SAGEMAKER_IMAGE_REPO=<account>.dkr.ecr.<region>.amazonaws.com/spaceport
+#   SPACEPORT_SAGEMAKER_IMAGE_TAG=<tag>
+# Images: ingest (image_set), sfm (sparse_reconstruction and colmap_export), train (splat_model, CUDA, gsplat
+# compiled for sm_86), sog (sogs_bundle). containers/opensfm is built by its own instructions.
+set -euo pipefail
+
+REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
+TAG=""
+IMAGES="ingest sfm train sog"
+PUSH=1
+PREFIX="spaceport"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --region) REGION="$2"; shift 2 ;;
+    --tag) TAG="$2"; shift 2 ;;
+    --images) IMAGES="$2"; shift 2 ;;
+    --prefix) PREFIX="$2"; shift 2 ;;
+    --no-push) PUSH=0; shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+if [[ -z "$TAG" ]]; then
+  TAG="$(git rev-parse --short=12 HEAD 2>/dev/null || date -u +%Y%m%d%H%M%S)"
+  if [[ -n "$(git status --porcelain -- spaceport_dagster containers pyproject.toml 2>/dev/null)" ]]; then
+    TAG="${TAG}-dirty"
+  fi
+fi
+
+if [[ "$PUSH" == 1 ]]; then
+  [[ -n "$REGION" ]] || { echo "set --region or AWS_REGION" >&2; exit 2; }
+  ACCOUNT="$(aws sts get-caller-identity --query Account --output text)"
+  REGISTRY="${ACCOUNT}.dkr.ecr.${REGION}.amazonaws.com"
+  aws ecr get-login-password --region "$REGION" | docker login --username AWS --password-stdin "$REGISTRY"
+else
+  REGISTRY="local"
+fi
+
+for image in $IMAGES; do
+  dockerfile="containers/${image}/Dockerfile"
+  [[ -f "$dockerfile" ]] || { echo "no $dockerfile" >&2; exit 2; }
+  repo="${PREFIX}-${image}"
+  uri="${REGISTRY}/${repo}:${TAG}"
+  echo "== building $uri"
+  DOCKER_BUILDKIT=1 docker build --platform linux/amd64 -f "$dockerfile" -t "$uri" .
+  if [[ "$PUSH" == 1 ]]; then
+    aws ecr describe-repositories --region "$REGION" --repository-names "$repo" > /dev/null 2>&1 \
+      || aws ecr create-repository --region "$REGION" --repository-name "$repo" \
+           --image-scanning-configuration scanOnPush=true > /dev/null
+    docker push "$uri"
+    digest="$(docker inspect --format '{{index .RepoDigests 0}}' "$uri")"
+    echo "   pushed $digest"
+  fi
+done
+
+echo
+echo "SPACEPORT_SAGEMAKER_IMAGE_REPO=${REGISTRY}/${PREFIX}"
+echo "SPACEPORT_SAGEMAKER_IMAGE_TAG=${TAG}"
