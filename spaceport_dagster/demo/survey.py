@@ -1,0 +1,112 @@
+"""Generate the demo survey: `<out>/images/*.jpg` with EXIF and GPS, and `<out>/truth.json` with the true cameras.
+
+truth.json (kept outside images/ so the pipeline never ingests it):
+- `origin`: latitude, longitude, height (m above sea level) of the east-north-up frame the scene is built in;
+- `camera`: width, height, focal length in pixels (principal point at the image centre, no distortion);
+- `images`: per photo its name, kind (nadir/oblique), centre in ENU metres, latitude/longitude/altitude as
+  written to EXIF, and the pose as COLMAP's cam_from_world (rotation matrix and translation);
+- `fingerprint`: every parameter of the generator; the same fingerprint always produces the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .exif import PhotoFacts, save_jpeg
+from .flight import FlightPlan, plan_cameras
+from .geodesy import enu_to_geodetic
+from .render import render
+from .scene import SceneSpec, build_scene
+
+GENERATOR_VERSION = 1
+
+
+@dataclass
+class SurveySpec:
+    scene: SceneSpec = field(default_factory=SceneSpec)
+    flight: FlightPlan = field(default_factory=FlightPlan)
+    origin: tuple[float, float, float] = (46.5191, 6.5668, 372.0)  # lat, lon, m above sea level
+    make: str = "Spaceport"
+    model: str = "Demo Survey Camera"
+    focal_length_mm: float = 8.8  # a 1-inch sensor (13.2 mm wide): 24 mm equivalent
+    start: str = "2024-06-01T10:00:00"
+    seconds_between_shots: float = 4.0
+    jpeg_quality: int = 92
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"version": GENERATOR_VERSION, **asdict(self)}
+
+
+def _truth_record(name: str, kind: str, camera, origin: tuple[float, float, float], captured: datetime) -> dict[str, Any]:
+    lat, lon, alt = enu_to_geodetic(camera.centre, origin)
+    rotation, translation = camera.cam_from_world
+    return {
+        "name": name, "kind": kind, "captured_at": captured.isoformat(),
+        "centre_enu": [float(v) for v in camera.centre],
+        "latitude": lat, "longitude": lon, "altitude": alt,
+        "cam_from_world_rotation": rotation.tolist(), "cam_from_world_translation": translation.tolist(),
+    }
+
+
+def is_current(out: Path, spec: SurveySpec) -> bool:
+    """Whether `out` already holds exactly this survey (same fingerprint, every image present)."""
+    truth_path = out / "truth.json"
+    if not truth_path.is_file():
+        return False
+    try:
+        truth = json.loads(truth_path.read_text())
+    except json.JSONDecodeError:
+        return False
+    expected = json.loads(json.dumps(spec.fingerprint()))
+    return truth.get("fingerprint") == expected and all((out / "images" / r["name"]).is_file() for r in truth["images"])
+
+
+def generate_survey(out: Path, spec: SurveySpec | None = None,
+                    progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+    """Render every photo of the flight into `out/images/` and write `out/truth.json`; returns the truth."""
+    spec = spec or SurveySpec()
+    started = time.perf_counter()
+    scene = build_scene(spec.scene)
+    cameras = plan_cameras(spec.flight)
+    images = out / "images"
+    shutil.rmtree(images, ignore_errors=True)
+    images.mkdir(parents=True)
+    (out / "truth.json").unlink(missing_ok=True)
+    start = datetime.fromisoformat(spec.start)
+    records = []
+    for i, (kind, camera) in enumerate(cameras):
+        name = f"demo_{i + 1:04d}.jpg"
+        captured = start + timedelta(seconds=i * spec.seconds_between_shots)
+        record = _truth_record(name, kind, camera, spec.origin, captured)
+        facts = PhotoFacts(spec.make, spec.model, spec.focal_length_mm, int(spec.flight.focal_length_35mm), captured,
+                           record["latitude"], record["longitude"], record["altitude"], float(camera.centre[2]))
+        with torch.inference_mode():
+            pixels = render(scene, camera)
+        save_jpeg(pixels, images / name, facts, spec.jpeg_quality)
+        records.append(record)
+        if progress:
+            progress(i + 1, len(cameras), name)
+    truth = {
+        "fingerprint": spec.fingerprint(),
+        "origin": {"latitude": spec.origin[0], "longitude": spec.origin[1], "height": spec.origin[2]},
+        "altitude_m": spec.flight.altitude_m,
+        "camera": {"width": spec.flight.width, "height": spec.flight.height, "focal_px": spec.flight.focal_px,
+                   "cx": spec.flight.width / 2, "cy": spec.flight.height / 2, "model": "PINHOLE"},
+        "images": records,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    (out / "truth.json").write_text(json.dumps(truth, indent=2))
+    return truth
+
+
+def load_truth(out: Path) -> dict[str, Any]:
+    return json.loads((Path(out) / "truth.json").read_text())
