@@ -104,11 +104,13 @@ def test_success_email_through_ses_has_key_figures_and_uris(aws_env: str, instan
     ses = boto3.client("ses")
     ses.verify_email_identity(EmailAddress=SENDER)
     sent_before = len(_ses_messages())
+    attempts_before = sum(p["DeliveryAttempts"] for p in ses.get_send_statistics()["SendDataPoints"])
     notifier = NotifierResource(channel="ses", sender=SENDER)
     notify_on_success(_finish_context(instance, result.run_id, notifier))
 
     messages = _ses_messages()[sent_before:]
     assert len(messages) == 1
+    assert sum(p["DeliveryAttempts"] for p in ses.get_send_statistics()["SendDataPoints"]) == attempts_before + 1
     message = messages[0]
     assert message.destinations["ToAddresses"] == ["pilot@example.org"]
     assert message.source == SENDER
