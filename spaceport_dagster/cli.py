@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--preset", help="pipeline preset for these runs, e.g. quality")
     backfill.add_argument("--title", help="title shown in the UI")
     backfill.set_defaults(func=cmd_backfill)
+    from spaceport_dagster.demo.command import add_parser as add_demo_parser
+    from spaceport_dagster.viewer.server import add_parser as add_view_parser
+
+    add_demo_parser(sub)
+    add_view_parser(sub)
     return parser
 
 

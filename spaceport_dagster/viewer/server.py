@@ -1,0 +1,172 @@
+"""`spaceport view <dataset>`: a local HTTP server with a PlayCanvas page that shows the dataset's `.sog`.
+
+Routes: `/` the page, `/viewer.js` its script, `/vendor/playcanvas.mjs` the pinned engine from
+`tools/node/node_modules` (installed by scripts/install-viewer.sh, never committed), `/api/info` facts
+about the bundle (name, bytes, splat count from its meta.json), `/bundle.sog` the bundle itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import webbrowser
+from dataclasses import asdict, dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+STATIC = Path(__file__).with_name("static")
+REPO = Path(__file__).resolve().parents[2]
+PLAYCANVAS_VERSION = "2.23.3"  # first checked against SOG v2 bundles; keep in step with scripts/install-viewer.sh
+
+
+class ViewerSetupError(RuntimeError):
+    pass
+
+
+@dataclass
+class Bundle:
+    dataset: str
+    path: str
+    bytes: int
+    splats: int
+    source: str  # the artifact URI, or the file given on the command line
+
+
+def playcanvas_module() -> Path:
+    """The engine's ES module: SPACEPORT_PLAYCANVAS, else tools/node/node_modules/playcanvas in the repo."""
+    override = os.environ.get("SPACEPORT_PLAYCANVAS")
+    path = Path(override) if override else REPO / "tools/node/node_modules/playcanvas/build/playcanvas.mjs"
+    if not path.is_file():
+        raise ViewerSetupError(f"the PlayCanvas engine is not installed at {path}; run scripts/install-viewer.sh "
+                               f"(npm installs playcanvas@{PLAYCANVAS_VERSION} into tools/node)")
+    return path
+
+
+def sog_splat_count(path: Path) -> int:
+    """`count` from the bundle's meta.json (the SOG v2 header), read without decoding the images."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            meta = json.loads(archive.read("meta.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+        raise ViewerSetupError(f"{path} is not a SOG bundle ({exc})") from None
+    if meta.get("version") != 2 or not isinstance(meta.get("count"), int):
+        raise ViewerSetupError(f"{path}: meta.json is not SOG version 2 with a splat count")
+    return int(meta["count"])
+
+
+def resolve_bundle(target: str) -> Bundle:
+    """A `.sog` file path as given, or the published sogs_bundle of dataset `target` in the artifact store."""
+    given = Path(target)
+    if target.endswith(".sog") and given.is_file():
+        path = given.resolve()
+        return Bundle(path.stem, str(path), path.stat().st_size, sog_splat_count(path), str(path))
+    from spaceport_dagster.resources.artifact_store import ArtifactMissing, open_store
+    from spaceport_dagster.resources.storage import default_artifact_root
+    from spaceport_dagster.stages.dataset_id import InvalidDatasetId, validate_dataset_id
+
+    try:
+        dataset = validate_dataset_id(target)
+    except InvalidDatasetId as exc:
+        raise ViewerSetupError(str(exc)) from None
+    store = open_store(default_artifact_root(), os.environ.get("AWS_ENDPOINT_URL"))
+    try:
+        folder = store.fetch(dataset, "sogs_bundle")
+    except ArtifactMissing as exc:
+        raise ViewerSetupError(f"{exc}; materialise it first (spaceport run / spaceport demo)") from None
+    path = folder / f"{dataset}.sog"
+    if not path.is_file():
+        raise ViewerSetupError(f"the published sogs_bundle of {dataset!r} has no {path.name}")
+    return Bundle(dataset, str(path), path.stat().st_size, sog_splat_count(path), store.uri(dataset, "sogs_bundle"))
+
+
+def make_handler(bundle: Bundle, engine: Path) -> type[BaseHTTPRequestHandler]:
+    files = {
+        "/": (STATIC / "index.html", "text/html; charset=utf-8"),
+        "/index.html": (STATIC / "index.html", "text/html; charset=utf-8"),
+        "/viewer.js": (STATIC / "viewer.js", "text/javascript; charset=utf-8"),
+        "/vendor/playcanvas.mjs": (engine, "text/javascript; charset=utf-8"),
+        "/bundle.sog": (Path(bundle.path), "application/octet-stream"),
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "spaceport-viewer"
+
+        def log_message(self, format: str, *args: object) -> None:  # quiet unless asked
+            if os.environ.get("SPACEPORT_VIEWER_LOG"):
+                super().log_message(format, *args)
+
+        def _send(self, body: bytes, content_type: str, status: HTTPStatus = HTTPStatus.OK) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_HEAD(self) -> None:
+            self.do_GET()
+
+        def do_GET(self) -> None:
+            route = self.path.split("?", 1)[0]
+            if route == "/api/info":
+                info = {**asdict(bundle), "path": Path(bundle.path).name, "engine": f"playcanvas {PLAYCANVAS_VERSION}"}
+                self._send(json.dumps(info).encode(), "application/json")
+            elif route in files:
+                path, content_type = files[route]
+                self._send(path.read_bytes(), content_type)
+            elif route == "/favicon.ico":
+                self._send(b"", "image/x-icon", HTTPStatus.NO_CONTENT)
+            else:
+                self._send(b"not found", "text/plain", HTTPStatus.NOT_FOUND)
+
+    return Handler
+
+
+def start_server(target: str, host: str = "127.0.0.1", port: int = 8800) -> tuple[ThreadingHTTPServer, Bundle]:
+    """Serve in a background thread; port 0 picks a free one (see `server.server_address`)."""
+    engine = playcanvas_module()
+    bundle = resolve_bundle(target)
+    server = ThreadingHTTPServer((host, port), make_handler(bundle, engine))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, bundle
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from spaceport_dagster.cli import prepare_home
+
+    prepare_home()
+    try:
+        server, bundle = start_server(args.dataset, args.host, args.port)
+    except (ViewerSetupError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    host, port = server.server_address[:2]
+    url = f"http://{host}:{port}/"
+    print(f"spaceport view: {bundle.dataset}: {bundle.splats:,} splats, {bundle.bytes / 1e6:.2f} MB from {bundle.source}")
+    print(f"open {url}  (Ctrl-C to stop)", flush=True)
+    if args.open:
+        webbrowser.open(url)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    view = sub.add_parser("view", help="open a dataset's web splat (.sog) in a local PlayCanvas viewer")
+    view.add_argument("dataset", help="dataset id with a published sogs_bundle, or a path to a .sog file")
+    view.add_argument("--port", type=int, default=8800, help="port on localhost (0: any free port)")
+    view.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    view.add_argument("--open", action="store_true", help="open the page in the default browser")
+    view.set_defaults(func=cmd_view)
