@@ -117,6 +117,17 @@ def test_run_keys_are_idempotent_and_only_a_new_marker_starts_a_new_version(
     assert second.run_requests[0].run_key != key
 
 
+def test_a_full_sweep_forgets_markers_that_are_gone(uploads: str, instance: DagsterInstance) -> None:
+    upload(uploads, "temp-1")
+    upload(uploads, "keep-1")
+    first = tick(instance)
+    assert set(json.loads(first.cursor)["done"]) == {"temp-1/_READY", "keep-1/_READY"}
+    boto3.client("s3").delete_object(Bucket=uploads, Key=f"{PREFIX}/temp-1/_READY")
+    second = tick(instance, first.cursor)
+    assert set(json.loads(second.cursor)["done"]) == {"keep-1/_READY"}
+    assert not second.run_requests
+
+
 def test_objects_written_right_after_a_tick_are_not_lost(uploads: str, instance: DagsterInstance) -> None:
     upload(uploads, "site-1")
     first = tick(instance)

@@ -92,6 +92,10 @@ def evaluate_uploads(context: SensorEvaluationContext, location: UploadLocation,
         if dataset not in new_partitions and not context.instance.has_dynamic_partition(
                 datasets_partitions.name, dataset):
             new_partitions.append(dataset)
+    if not cursor.after and not next_after:
+        # this tick saw every marker: forget versions of markers that are gone, so the cursor stays small
+        present = {m.key for m in listing.markers} | {m.key for m, _ in listing.refused}
+        cursor.done = {k: v for k, v in cursor.done.items() if k in present}
     cursor.after = next_after
     if not requests:
         return SensorResult(skip_reason=f"no new upload markers under {location.root}", cursor=cursor.dump())
