@@ -27,6 +27,10 @@ class SfmConfig:
     octave_resolution: int = 3
     peak_threshold: float = 0.0066667
     camera_model: str = "SIMPLE_RADIAL"
+    # EXIF focal length: always the starting value; trusted (COLMAP "prior focal length") only on request,
+    # because EXIF can be far off: lund's 35 mm equivalent gives 996 px, the solved focal is ~766 px, and a
+    # trusted prior leaves COLMAP with 2 of 29 images registered.
+    trust_exif_focal: bool = False
     # matching
     matcher: Matcher = "auto"
     exhaustive_max_images: int = 60  # auto: up to this many images, match every pair

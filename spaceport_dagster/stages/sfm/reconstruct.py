@@ -55,7 +55,21 @@ def extract(database: Path, image_dir: Path, manifest_images: list[dict[str, Any
         pycolmap.extract_features(database, image_dir, image_names=group.images, camera_mode=mode,
                                   reader_options=reader, extraction_options=extraction_options(config),
                                   device=pycolmap.Device.cpu)
+    if not config.trust_exif_focal:
+        untrust_focal_priors(database)
     return cameras
+
+
+def untrust_focal_priors(database: Path) -> None:
+    """Keep the EXIF focal as the initial value but let COLMAP treat it as unknown (see SfmConfig)."""
+    db = pycolmap.Database.open(database)
+    try:
+        for camera in db.read_all_cameras():
+            if camera.has_prior_focal_length:
+                camera.has_prior_focal_length = False
+                db.update_camera(camera)
+    finally:
+        db.close()
 
 
 def incremental_options(config: SfmConfig) -> pycolmap.IncrementalPipelineOptions:
