@@ -106,20 +106,27 @@ def lund_image_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_colmap_database_gets_one_camera_with_the_exif_prior(lund_image_set: Path, tmp_path: Path) -> None:
-    manifest = json.loads((lund_image_set / "manifest.json").read_text())["images"][:3]
-    config = SfmConfig(max_image_size=320, max_num_features=256)
-    cameras = extract(tmp_path / "db.db", lund_image_set / "images", manifest, config, logging.getLogger("test"))
-    assert cameras == 1
-    db = pycolmap.Database.open(tmp_path / "db.db")
+def _database_cameras(image_set: Path, db_path: Path, config: SfmConfig) -> list[pycolmap.Camera]:
+    manifest = json.loads((image_set / "manifest.json").read_text())["images"][:3]
+    cameras = extract(db_path, image_set / "images", manifest, config, logging.getLogger("test"))
+    db = pycolmap.Database.open(db_path)
     try:
-        (camera,) = db.read_all_cameras()
         assert db.num_images() == 3 and db.num_keypoints() > 0
+        found = db.read_all_cameras()
     finally:
         db.close()
-    assert camera.has_prior_focal_length
+    assert cameras == len(found)
+    return found
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_colmap_database_gets_one_camera_starting_at_the_exif_focal(lund_image_set: Path, tmp_path: Path,
+                                                                     trust: bool) -> None:
+    config = SfmConfig(max_image_size=320, max_num_features=256, trust_exif_focal=trust)
+    (camera,) = _database_cameras(lund_image_set, tmp_path / "db.db", config)
     assert camera.focal_length == pytest.approx(35.0 / 36.0 * 1024, abs=0.01)
-    assert (camera.width, camera.height) == (1024, 768)
+    assert (camera.width, camera.height, camera.model.name) == (1024, 768, "SIMPLE_RADIAL")
+    assert camera.has_prior_focal_length is trust
 
 
 def test_missing_image_set_input_is_a_clear_error(tmp_path: Path) -> None:
