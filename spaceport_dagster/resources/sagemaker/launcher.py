@@ -106,6 +106,8 @@ class SageMakerStageLauncher(StageLauncher):
         scratch_key = self.scratch_key(store, request.dataset, name)
         try:
             plan = self.plan(store, request, staging, name, context.run_id)
+            # Processing jobs write the output straight to staging.remote_prefix; staging.local_dir stays empty.
+            staging.extra["remote_output"] = not plan.is_training
             return self._run(context, store, request, staging, plan, scratch_key)
         except BaseException:
             store.discard(staging)
