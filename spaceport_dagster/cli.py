@@ -99,11 +99,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if args.verbose:
             print(f"  {item}", flush=True)
 
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
-        report = submit(folder, dataset, email=args.email, preset=args.preset, target=args.to, progress=progress)
-    except (ValueError, FileNotFoundError, ChecksumMismatch) as exc:
+        report = submit(folder, dataset, email=args.email, preset=args.preset, target=args.to, progress=progress,
+                        jobs=args.jobs)
+    except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (ChecksumMismatch, BotoCoreError, ClientError) as exc:
+        print(f"error: {exc}; run the same command again to resume", file=sys.stderr)
+        return 1
     print(f"spaceport: submitted {report.files} file(s), {report.bytes_total / 1e6:.1f} MB, as {dataset!r} to "
           f"{report.target}")
     print(f"  uploaded {report.uploaded}, already there {report.skipped}"
@@ -153,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--preset", help="pipeline preset for this dataset (default: the sensor's)")
     submit.add_argument("--to", help="uploads root: a folder or s3://bucket/prefix/uploads (default SPACEPORT_UPLOADS "
                                      "or SPACEPORT_HOME/inbox)")
+    submit.add_argument("--jobs", type=int, default=4, help="files uploaded at once to S3 (default 4)")
     submit.add_argument("-v", "--verbose", action="store_true", help="print each file and part")
     submit.set_defaults(func=cmd_submit)
     backfill = sub.add_parser("backfill", help="re-run assets over datasets as one Dagster backfill")

@@ -15,8 +15,10 @@ import base64
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,6 +30,7 @@ from spaceport_dagster.stages.s3uri import is_s3_uri, s3_client, split_s3_uri
 MIB = 1024 * 1024
 PART_SIZE = 8 * MIB  # S3 needs at least 5 MiB for every part but the last
 MULTIPART_THRESHOLD = 16 * MIB
+JOBS = 4  # files uploaded at once to S3
 SKIPPED_NAMES = {".DS_Store", "Thumbs.db", *MARKER_NAMES}
 TEMP_PREFIX = "._spaceport-"  # ingest ignores '._*' names
 
@@ -165,22 +168,28 @@ class S3Target:
     def _open_upload(self, key: str, parts: list[tuple[bytes, bytes]], sha: str) -> tuple[str, dict[int, str]]:
         """An interrupted upload of the same content to resume (its matching parts), or a new one."""
         listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key).get("Uploads", [])
+        chosen: tuple[str, dict[int, str]] | None = None
         for upload in sorted((u for u in listed if u["Key"] == key), key=lambda u: u["Initiated"], reverse=True):
             done: dict[int, str] = {}
-            pages = self.client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key,
-                                                                     UploadId=upload["UploadId"])
-            for page in pages:
-                for part in page.get("Parts", []):
-                    done[part["PartNumber"]] = part["ETag"].strip('"')
-            same = all(0 < n <= len(parts) and etag == parts[n - 1][0].hex() for n, etag in done.items())
-            if same:
-                return upload["UploadId"], done
+            if chosen is None:
+                pages = self.client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key,
+                                                                         UploadId=upload["UploadId"])
+                for page in pages:
+                    for part in page.get("Parts", []):
+                        done[part["PartNumber"]] = part["ETag"].strip('"')
+                if all(0 < n <= len(parts) and etag == parts[n - 1][0].hex() for n, etag in done.items()):
+                    chosen = (upload["UploadId"], done)
+                    continue
+            # other content, or a duplicate: abort so its parts stop costing storage
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
+        if chosen:
+            return chosen
         created = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256",
                                                       Metadata={"sha256": sha})
         return created["UploadId"], {}
 
-    def put_multipart(self, key: str, path: Path, report: SubmitReport, progress: Progress | None) -> None:
+    def put_multipart(self, key: str, path: Path, report: SubmitReport, progress: Progress | None,
+                      lock: threading.Lock) -> None:
         with path.open("rb") as handle:
             digests = [(hashlib.md5(c).digest(), hashlib.sha256(c).digest()) for c in _chunks(handle, self.part_size)]
         upload_id, done = self._open_upload(key, digests, sha256_file(path))
@@ -189,7 +198,8 @@ class S3Target:
             for number, (md5, sha) in enumerate(digests, start=1):
                 chunk = handle.read(self.part_size)
                 if done.get(number) == md5.hex():
-                    report.parts_skipped += 1
+                    with lock:
+                        report.parts_skipped += 1
                 else:
                     response = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
                                                        PartNumber=number, Body=chunk, ContentMD5=_b64(md5),
@@ -197,10 +207,11 @@ class S3Target:
                     if response["ETag"].strip('"') != md5.hex():
                         raise ChecksumMismatch(f"s3://{self.bucket}/{key} part {number}: ETag {response['ETag']} "
                                                f"!= MD5 {md5.hex()}")
-                    report.parts_sent += 1
-                    report.bytes_sent += len(chunk)
-                    if progress:
-                        progress(f"{path.name} part {number}/{len(digests)}", report)
+                    with lock:
+                        report.parts_sent += 1
+                        report.bytes_sent += len(chunk)
+                        if progress:
+                            progress(f"{path.name} part {number}/{len(digests)}", report)
                 completed.append({"PartNumber": number, "ETag": f'"{md5.hex()}"', "ChecksumSHA256": _b64(sha)})
         response = self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
                                                          MultipartUpload={"Parts": completed})
@@ -210,26 +221,39 @@ class S3Target:
 
 
 def _submit_s3(files: list[tuple[str, Path]], target: S3Target, report: SubmitReport,
-               progress: Progress | None) -> None:
-    for rel, path in files:
+               progress: Progress | None, jobs: int) -> None:
+    lock = threading.Lock()
+
+    def one(rel: str, path: Path) -> None:
         key = target.prefix + rel
+        size = path.stat().st_size
+        sent = 0
         if target.already_there(key, path):
-            report.skipped += 1
-        elif path.stat().st_size <= target.threshold:
+            outcome = "skipped"
+        elif size <= target.threshold:
             target.put_small(key, path.read_bytes(), {"sha256": sha256_file(path)})
-            report.uploaded += 1
-            report.bytes_sent += path.stat().st_size
+            outcome, sent = "uploaded", size
         else:
-            target.put_multipart(key, path, report, progress)
-            report.uploaded += 1
-        if progress:
-            progress(rel, report)
+            target.put_multipart(key, path, report, progress, lock)
+            outcome = "uploaded"
+        with lock:
+            setattr(report, outcome, getattr(report, outcome) + 1)
+            report.bytes_sent += sent
+            if progress:
+                progress(rel, report)
+
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
+        for future in as_completed([pool.submit(one, rel, path) for rel, path in files]):
+            future.result()  # the first failure stops the submit; files not started are left for the re-run
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ----------------------------------------------------------------------------------------------- entry point
 def submit(folder: str | Path, dataset: str, *, email: list[str] | None = None, preset: str | None = None,
            target: str | None = None, part_size: int = PART_SIZE, multipart_threshold: int = MULTIPART_THRESHOLD,
-           progress: Progress | None = None, client: Any | None = None) -> SubmitReport:
+           progress: Progress | None = None, client: Any | None = None, jobs: int = JOBS) -> SubmitReport:
     """Upload `folder` as `dataset` to `target` (default: SPACEPORT_UPLOADS / the inbox), marker last."""
     from spaceport_dagster.presets import PIPELINE_PRESETS
     from spaceport_dagster.resources.uploads import uploads_root
@@ -256,7 +280,7 @@ def submit(folder: str | Path, dataset: str, *, email: list[str] | None = None, 
     if is_s3_uri(root):
         bucket, prefix = split_s3_uri(root + "/")
         s3 = S3Target(client or s3_client(), bucket, f"{prefix}{dataset}/", part_size, multipart_threshold)
-        _submit_s3(files, s3, report, progress)
+        _submit_s3(files, s3, report, progress, jobs)
         doc = marker_document(dataset, report, emails, preset)
         s3.put_small(s3.prefix + OPTIONS_FILE, json.dumps(doc, indent=2).encode())
         report.marker = f"s3://{bucket}/{s3.prefix}{OPTIONS_FILE}"

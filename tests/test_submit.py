@@ -77,7 +77,8 @@ def test_submit_to_s3_multipart_checksums_and_resume(survey: Path, bucket: str, 
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        submit(survey, "lund", target=uploads, part_size=part_size, multipart_threshold=part_size, progress=crash)
+        submit(survey, "lund", target=uploads, part_size=part_size, multipart_threshold=part_size, progress=crash,
+               jobs=1)
     s3 = boto3.client("s3")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="acme/uploads/lund/").get("Contents", [])}
     assert "acme/uploads/lund/dataset.json" not in keys  # no marker for half an upload
@@ -115,6 +116,13 @@ def test_a_stale_interrupted_upload_of_other_content_is_discarded(tmp_path: Path
     assert (report.parts_skipped, report.parts_sent) == (0, 2)
     body = s3.get_object(Bucket=bucket, Key="up/s/big.bin")["Body"].read()
     assert body == b"a" * (6 * MIB)
+
+
+def test_submit_to_a_missing_bucket_says_how_to_resume(survey: Path, aws_env: str,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    assert cli_main(["submit", str(survey), "--dataset", "x", "--to", "s3://no-such-bucket-zz/uploads"]) == 1
+    err = capsys.readouterr().err
+    assert "NoSuchBucket" in err and "run the same command again to resume" in err
 
 
 def test_submit_refuses_bad_input(tmp_path: Path, spaceport_home: Path, capsys: pytest.CaptureFixture) -> None:
