@@ -73,7 +73,7 @@ def _stage(name: str, deps: list[str], metadata: dict):
 
 STAND_INS = [
     _stage("image_set", [], {"usable_images": 48, "refused_files": 1}),
-    _stage("sparse_reconstruction", ["image_set"], {"registered_images": 46, "num_points": 18234}),
+    _stage("sparse_reconstruction", ["image_set"], {"registered_images": 46, "total_images": 48, "points": 18234}),
     _stage("colmap_export", ["sparse_reconstruction"], {"images": 46}),
     _stage("splat_model", ["colmap_export"], {"gaussians": 250000, "psnr": 24.37, "ssim": 0.81}),
     _stage("sogs_bundle", ["splat_model"], {"bundle_bytes": 3_250_000, "ratio": 17.2}),
@@ -115,7 +115,7 @@ def test_success_email_through_ses_has_key_figures_and_uris(aws_env: str, instan
     assert message.destinations["ToAddresses"] == ["pilot@example.org"]
     assert message.source == SENDER
     assert message.subject == "Spaceport: harbour is ready (held-out PSNR 24.37 dB, bundle size 3.2 MB)"
-    for line in ("registered images: 46", "3D points: 18,234", "Gaussians: 250,000", "usable photos: 48",
+    for line in ("registered images: 46 of 48", "3D points: 18,234", "Gaussians: 250,000", "usable photos: 48",
                  "sogs_bundle: s3://artifacts/harbour/sogs_bundle/", "splat_model: s3://artifacts/harbour/splat_model/",
                  f"Run {result.run_id} (preset standard)"):
         assert line in message.body

@@ -97,25 +97,29 @@ def _seconds(value: float | None) -> str:
     return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
 
 
-# label, asset, metadata key, formatter
-KEY_FIGURES: list[tuple[str, str, str, Callable[[Any], str | None]]] = [
-    ("usable photos", "image_set", "usable_images", _count),
-    ("registered images", "sparse_reconstruction", "registered_images", _count),
-    ("3D points", "sparse_reconstruction", "num_points", _count),
-    ("Gaussians", "splat_model", "gaussians", _count),
-    ("held-out PSNR", "splat_model", "psnr", _db),
-    ("bundle size", "sogs_bundle", "bundle_bytes", _size),
+# label, asset, metadata keys (first present wins), formatter
+KEY_FIGURES: list[tuple[str, str, tuple[str, ...], Callable[[Any], str | None]]] = [
+    ("usable photos", "image_set", ("usable_images",), _count),
+    ("registered images", "sparse_reconstruction", ("registered_images",), _count),
+    ("3D points", "sparse_reconstruction", ("points", "num_points"), _count),
+    ("Gaussians", "splat_model", ("gaussians",), _count),
+    ("held-out PSNR", "splat_model", ("psnr",), _db),
+    ("bundle size", "sogs_bundle", ("bundle_bytes",), _size),
 ]
 
 
 def key_figures(summary: RunSummary) -> dict[str, str]:
     metadata = {s.asset: s.metadata or {} for s in summary.stages}
     figures: dict[str, str] = {}
-    for label, asset, key, fmt in KEY_FIGURES:
-        value = metadata.get(asset, {}).get(key)
+    for label, asset, keys, fmt in KEY_FIGURES:
+        found = metadata.get(asset, {})
+        value = next((found[k] for k in keys if found.get(k) is not None), None)
         text = fmt(value) if value is not None else None
         if text is not None:
             figures[label] = text
+    total = _count(metadata.get("sparse_reconstruction", {}).get("total_images"))
+    if "registered images" in figures and total:
+        figures["registered images"] += f" of {total}"
     return figures
 
 
