@@ -8,7 +8,7 @@
 #   SPACEPORT_SAGEMAKER_IMAGE_REPO=<account>.dkr.ecr.<region>.amazonaws.com/spaceport
 #   SPACEPORT_SAGEMAKER_IMAGE_TAG=<tag>
 # Images: ingest (image_set), sfm (sparse_reconstruction and colmap_export), train (splat_model, CUDA, gsplat
-# compiled for sm_86), sog (sogs_bundle). containers/opensfm is built by its own instructions.
+# compiled for sm_86), sog (sogs_bundle); add "opensfm" to --images for the OpenSfM SfM engine (containers/opensfm).
 set -euo pipefail
 
 REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"

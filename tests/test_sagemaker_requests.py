@@ -155,6 +155,9 @@ def test_settings_from_environment() -> None:
     assert launcher.settings_for("sfm").instance_type == "ml.c6i.4xlarge"
     assert launcher.settings_for("sog").volume_gb == 80
     assert launcher.image_for("export", launcher.settings_for("export")) == f"{REPO_URI}-sfm:latest"
+    sfm = launcher.settings_for("sfm")
+    assert launcher.image_for("sfm", sfm, {"engine": "opensfm"}) == f"{REPO_URI}-opensfm:latest"
+    assert launcher.image_for("sfm", sfm, {"engine": "colmap"}) == f"{REPO_URI}-sfm:latest"
     assert launcher.prices == {"ml.c6i.4xlarge": 1.0}
     with pytest.raises(ValueError, match="SPACEPORT_SAGEMAKER_ROLE_ARN"):
         launcher_from_env({})

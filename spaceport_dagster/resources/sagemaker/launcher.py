@@ -88,13 +88,17 @@ class SageMakerStageLauncher(StageLauncher):
     def settings_for(self, stage: str) -> StageSettings:
         return stage_settings(stage, self.stages)
 
-    def image_for(self, stage: str, settings: StageSettings) -> str:
+    def image_for(self, stage: str, settings: StageSettings, config: dict[str, Any] | None = None) -> str:
+        """The stage's image; an SfM run with `engine: opensfm` gets the OpenSfM image (containers/opensfm)."""
         if settings.image_uri:
             return settings.image_uri
         if not self.image_repo:
             raise Failure(f"no container image for stage {stage!r}: set SPACEPORT_SAGEMAKER_IMAGE_REPO "
                           f"(images `<repo>-<image>:<tag>`) or a per-stage image_uri")
-        return f"{self.image_repo}-{STAGE_IMAGES[stage]}:{self.image_tag}"
+        image = STAGE_IMAGES[stage]
+        if stage == "sfm" and (config or {}).get("engine") == "opensfm":
+            image = "opensfm"
+        return f"{self.image_repo}-{image}:{self.image_tag}"
 
     def launch(
         self, context: AssetExecutionContext, store: ArtifactStore, request: StageRequest, staging: Staging
@@ -128,7 +132,7 @@ class SageMakerStageLauncher(StageLauncher):
         scratch_uri = f"s3://{store.bucket}/{scratch_key}"
         training = settings.job_kind == "training"
         return JobPlan(
-            name=name, settings=settings, image_uri=self.image_for(request.stage, settings),
+            name=name, settings=settings, image_uri=self.image_for(request.stage, settings, request.config),
             role_arn=self.role_arn, channels=self._channels(store, request, scratch_key),
             output_uri=scratch_uri + "output/" if training else str(staging.remote_prefix),
             checkpoint_uri=scratch_uri + "checkpoints/" if training else "",
