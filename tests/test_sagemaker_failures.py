@@ -143,3 +143,23 @@ def test_s3_outage_mid_upload_leaves_no_partial_artifact(sagemaker, sagemaker_en
     [job] = sagemaker.jobs.values()
     assert len(job.uploaded) == 3 and all(uri.startswith(staging) for uri in job.uploaded)
     _assert_untouched(previous)
+
+
+def test_blocking_gate_keeps_the_output_as_rejected(sagemaker, sagemaker_env, previous, instance, tmp_path) -> None:
+    """Three photos: the job succeeds, the `enough_usable_images` gate blocks; the output is kept for inspection
+    at image_set.rejected/ and no unpublished version is left under image_set/."""
+    upload = copy_photos("lund", tmp_path / "three", 3)
+    result = _run(instance, upload)
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["enough_usable_images"] is False
+    [job] = sagemaker.jobs.values()
+    assert job.status == "Completed" and len(job.uploaded) == 4  # 3 images + manifest.json, to the staging version
+    store: S3ArtifactStore = previous["store"]
+    assert store.manifest(DATASET, "image_set") == previous["manifest"]
+    version = previous["manifest"]["version"]
+    assert _keys(store, f"{DATASET}/") == sorted([
+        f"{DATASET}/image_set.rejected/images/{p.name}" for p in upload.iterdir()] + [
+        f"{DATASET}/image_set.rejected/manifest.json", f"{DATASET}/image_set/{version}/images/old.jpg",
+        f"{DATASET}/image_set/{version}/manifest.json", f"{DATASET}/image_set/_SUCCESS"])
+    logged = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("image_set failed 1 quality gate(s); output kept at s3://" in m for m in logged)

@@ -19,7 +19,14 @@ from typing import Any
 import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
-from dagster import AssetExecutionContext, Failure, MetadataValue, PipesClientCompletedInvocation
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    Failure,
+    MetadataValue,
+    PipesClientCompletedInvocation,
+)
 from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.pipes.utils import open_pipes_session
 
@@ -201,7 +208,28 @@ class SageMakerStageLauncher(StageLauncher):
                 raise Failure(self._failure_text(api, plan, request, described), metadata=metadata)
             if plan.is_training:
                 self._unpack_model(store, described, staging.local_dir)
-        return list(PipesClientCompletedInvocation(session, metadata=metadata).get_results())
+        results = list(PipesClientCompletedInvocation(session, metadata=metadata).get_results())
+        if not plan.is_training and self._gate_failed(results):
+            self._bring_home(store, staging)
+        return results
+
+    @staticmethod
+    def _gate_failed(results: list[PipesResult]) -> bool:
+        return any(isinstance(r, AssetCheckResult) and not r.passed and r.severity == AssetCheckSeverity.ERROR
+                   for r in results)
+
+    @staticmethod
+    def _bring_home(store: S3ArtifactStore, staging: Staging) -> None:
+        """A blocking gate failed, so the asset keeps the output as `<asset>.rejected/` (from the staging folder)
+        instead of publishing it: move the Processing job's output from the staging version prefix into the
+        staging folder, leaving no unreferenced version behind on S3."""
+        bucket, prefix = split_s3_uri(str(staging.remote_prefix))
+        for obj in list_keys(store.client, bucket, prefix):
+            dest = staging.local_dir / obj["Key"][len(prefix):]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            store.client.download_file(bucket, obj["Key"], str(dest))
+        store.discard(staging)
+        staging.extra["remote_output"] = False
 
     def _wait(self, context: AssetExecutionContext, api: JobApi, plan: JobPlan,
               forwarder: CloudWatchForwarder) -> dict[str, Any]:
