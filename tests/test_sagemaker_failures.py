@@ -51,6 +51,7 @@ def _assert_untouched(previous: dict[str, Any]) -> None:
     assert _keys(store, f"{DATASET}/") == [f"{DATASET}/image_set/{version}/images/old.jpg",
                                           f"{DATASET}/image_set/{version}/manifest.json",
                                           f"{DATASET}/image_set/_SUCCESS"]
+    assert _keys(store, "_sagemaker/") == []  # the job's scratch (sources, Pipes files) is gone too
 
 
 def _run(instance: Any, upload: Path, options: dict[str, Any] | None = None):

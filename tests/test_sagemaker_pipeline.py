@@ -59,7 +59,7 @@ def test_partition_through_sfm_and_export_on_sagemaker(sagemaker, sagemaker_env,
     assert ingest["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
     [source] = ingest["ProcessingInputs"]
     assert source["InputName"] == "source"
-    assert source["S3Input"]["S3Uri"] == f"s3://{bucket}/spaceport/{DATASET}/_sagemaker/{name}/sources/source/"
+    assert source["S3Input"]["S3Uri"] == f"s3://{bucket}/spaceport/_sagemaker/{name}/sources/source/"
     assert source["S3Input"]["LocalPath"] == "/opt/ml/processing/input/source"
     [output] = ingest["ProcessingOutputConfig"]["Outputs"]
     assert output["S3Output"]["LocalPath"] == "/opt/ml/processing/output/artifact"
@@ -106,7 +106,7 @@ def test_partition_through_sfm_and_export_on_sagemaker(sagemaker, sagemaker_env,
     sfm_meta = result.asset_materializations_for_node("sparse_reconstruction")[0].metadata
     assert sfm_meta["sagemaker_job_name"].value == sfm["ProcessingJobName"]
     # every job's scratch (uploaded sources, Pipes context and messages) is gone
-    assert not s3.list_objects_v2(Bucket=bucket, Prefix=f"spaceport/{DATASET}/_sagemaker/").get("KeyCount")
+    assert not s3.list_objects_v2(Bucket=bucket, Prefix="spaceport/_sagemaker/").get("KeyCount")
 
 
 def test_training_job_path_with_spot_and_model_archive(sagemaker, sagemaker_env, instance, tmp_path: Path,
@@ -123,7 +123,7 @@ def test_training_job_path_with_spot_and_model_archive(sagemaker, sagemaker_env,
     [request] = sagemaker.created("training")
     name = request["TrainingJobName"]
     bucket = sagemaker_env["SPACEPORT_ARTIFACT_ROOT"][5:].split("/")[0]
-    scratch = f"s3://{bucket}/spaceport/{TRAIN_DATASET}/_sagemaker/{name}/"
+    scratch = f"s3://{bucket}/spaceport/_sagemaker/{name}/"
     assert request["InputDataConfig"] == [{"ChannelName": "source", "DataSource": {"S3DataSource": {
         "S3DataType": "S3Prefix", "S3Uri": scratch + "sources/source/", "S3DataDistributionType": "FullyReplicated"}},
         "InputMode": "File"}]
@@ -137,7 +137,7 @@ def test_training_job_path_with_spot_and_model_archive(sagemaker, sagemaker_env,
     s3 = boto3.client("s3")
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"spaceport/{TRAIN_DATASET}/image_set/_SUCCESS")["Body"].read())
     assert {f["path"] for f in manifest["files"]} == {f"images/{p.name}" for p in upload.iterdir()} | {"manifest.json"}
-    assert not s3.list_objects_v2(Bucket=bucket, Prefix=f"spaceport/{TRAIN_DATASET}/_sagemaker/").get("KeyCount")
+    assert not s3.list_objects_v2(Bucket=bucket, Prefix="spaceport/_sagemaker/").get("KeyCount")
     mat = result.asset_materializations_for_node("image_set")[0]
     assert mat.metadata["sagemaker_job_kind"].value == "training"
     assert mat.metadata["sagemaker_spot"].value is True

@@ -93,7 +93,7 @@ def test_export_and_sog_processing_jobs(store: S3ArtifactStore) -> None:
 
 def test_training_job_request_with_spot_and_checkpoints(store: S3ArtifactStore) -> None:
     plan, _, name = _plan(store, "train", {"export": "colmap_export"})
-    scratch = f"s3://{store.bucket}/art/{DATASET}/_sagemaker/{name}/"
+    scratch = f"s3://{store.bucket}/art/_sagemaker/{name}/"
     assert plan.container_inputs() == {"export": "/opt/ml/input/data/export"}
     assert plan.container_output == "/opt/ml/model"
     assert plan.request(ENV) == {
@@ -198,3 +198,25 @@ def test_shipped_instance_config(tmp_path: Path) -> None:
         assert instance.run_retries_retry_on_asset_or_op_failure is False
     # the training asset is the one asset in the `gpu` pool
     assert splat_model.op.pool == "gpu"
+
+
+def test_pipes_pointers_fit_processing_environment_limit(aws_env: str) -> None:
+    """Worst case: a 63-character bucket, a 20-character prefix, a 63-character dataset id, a 2-digit retry."""
+    import random
+    import string
+
+    import boto3
+    from dagster_pipes import encode_param
+
+    from spaceport_dagster.resources.sagemaker.pipes_io import pipes_io
+
+    rng = random.Random(7)
+    bucket = "b" + "".join(rng.choices(string.ascii_lowercase + string.digits, k=62))
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    store = S3ArtifactStore(f"s3://{bucket}/" + "".join(rng.choices(string.ascii_lowercase, k=19)), aws_env)
+    dataset = "".join(rng.choices(string.ascii_lowercase + string.digits, k=63))
+    name = job_name(dataset, "export", RUN_ID, 12)
+    injector, reader = pipes_io(bucket, store.client, SageMakerStageLauncher.scratch_key(store, name), 10)
+    with injector.inject_context({"extras": {}}) as context_params, reader.get_params() as message_params:
+        assert len(encode_param(context_params)) <= 256
+        assert len(encode_param(message_params)) <= 256

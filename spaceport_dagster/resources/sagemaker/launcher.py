@@ -1,7 +1,7 @@
 """SageMakerStageLauncher: runs a stage as a SageMaker Processing job (CPU) or Training job (GPU) under Pipes.
 
 dagster-aws has no Pipes client for SageMaker, so this is one: context injected and messages read through S3
-(under `<storage root>/<dataset>/_sagemaker/<job>/`, deleted afterwards), CloudWatch logs forwarded to the run
+(under `<storage root>/_sagemaker/<job>/`, deleted afterwards), CloudWatch logs forwarded to the run
 log, polling with backoff, the job stopped when the run is cancelled, SageMaker's FailureReason / ExitMessage
 and the stage's own failure message in the Dagster error. Outputs go to the artifact's staging version prefix
 (Processing) or come back as model.tar.gz and are unpacked into the staging folder (Training); on any failure
@@ -114,7 +114,7 @@ class SageMakerStageLauncher(StageLauncher):
             raise Failure("SageMaker compute needs artifacts on S3: set SPACEPORT_ARTIFACT_ROOT=s3://bucket/prefix "
                           f"(storage is the local folder {store.uri(request.dataset, request.asset)})")
         name = job_name(request.dataset, request.stage, context.run_id, context.retry_number)
-        scratch_key = self.scratch_key(store, request.dataset, name)
+        scratch_key = self.scratch_key(store, name)
         try:
             plan = self.plan(store, request, staging, name, context.run_id)
             # Processing jobs write the output straight to staging.remote_prefix; staging.local_dir stays empty.
@@ -128,14 +128,14 @@ class SageMakerStageLauncher(StageLauncher):
                 self._delete(store, scratch_key)
 
     @staticmethod
-    def scratch_key(store: S3ArtifactStore, dataset: str, name: str) -> str:
+    def scratch_key(store: S3ArtifactStore, name: str) -> str:
         """Per-job S3 prefix: uploaded local sources, Pipes context and messages, checkpoints, model.tar.gz."""
-        return f"{store.prefix}{dataset}/_sagemaker/{name}/"
+        return f"{store.prefix}_sagemaker/{name}/"  # short: Pipes pointers must fit 256-character env values
 
     def plan(self, store: S3ArtifactStore, request: StageRequest, staging: Staging, name: str, run_id: str) -> JobPlan:
         """The job for `request` (uploads local sources to the job's scratch prefix)."""
         settings = self.settings_for(request.stage)
-        scratch_key = self.scratch_key(store, request.dataset, name)
+        scratch_key = self.scratch_key(store, name)
         scratch_uri = f"s3://{store.bucket}/{scratch_key}"
         training = settings.job_kind == "training"
         return JobPlan(
@@ -191,7 +191,11 @@ class SageMakerStageLauncher(StageLauncher):
                    "SPACEPORT_PIPES_INTERVAL": f"{self.pipes_interval_s:g}"}
             if plan.is_training:
                 env["SPACEPORT_CHECKPOINT_DIR"] = CHECKPOINT_DIR
-            job_request = plan.request(env)
+            try:
+                job_request = plan.request(env)
+            except ValueError as exc:
+                raise Failure(f"cannot start a SageMaker job for {request.asset}: {exc}; a shorter artifact bucket "
+                              f"or prefix keeps the Pipes pointers within SageMaker's limit") from exc
             try:
                 arn = api.create(job_request)
             except ClientError as exc:
