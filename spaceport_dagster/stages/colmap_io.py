@@ -213,3 +213,43 @@ def read_model(folder: str | Path) -> Model:
         images=read_images(folder / "images.bin"),
         points=read_points3d(folder / "points3D.bin"),
     )
+
+
+def write_model(folder: str | Path, cameras: dict[int, Camera], images: dict[int, Image], points: Points3D) -> None:
+    """Write a COLMAP binary model (tracks are written empty); used to build small test exports."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = {name: mid for mid, (name, _) in CAMERA_MODELS.items()}
+    with open(folder / "cameras.bin", "wb") as fh:
+        fh.write(struct.pack("<Q", len(cameras)))
+        for cam in cameras.values():
+            fh.write(struct.pack("<iiQQ", cam.camera_id, ids[cam.model], cam.width, cam.height))
+            fh.write(np.asarray(cam.params, "<f8").tobytes())
+    with open(folder / "images.bin", "wb") as fh:
+        fh.write(struct.pack("<Q", len(images)))
+        for im in images.values():
+            fh.write(struct.pack("<i7di", im.image_id, *im.qvec, *im.tvec, im.camera_id))
+            fh.write(im.name.encode("utf-8") + b"\0")
+            pts = np.zeros(len(im.xys), _POINT2D)
+            if len(im.xys):
+                pts["x"], pts["y"], pts["id"] = im.xys[:, 0], im.xys[:, 1], im.point3D_ids
+            fh.write(struct.pack("<Q", len(pts)) + pts.tobytes())
+    with open(folder / "points3D.bin", "wb") as fh:
+        fh.write(struct.pack("<Q", len(points.ids)))
+        for i in range(len(points.ids)):
+            fh.write(struct.pack("<Q3d3BdQ", int(points.ids[i]), *points.xyz[i], *points.rgb[i],
+                                 float(points.errors[i]), 0))
+
+
+def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
+    """3x3 rotation -> w x y z quaternion (w >= 0)."""
+    m = np.asarray(R, dtype=np.float64)
+    w = np.sqrt(max(0.0, 1 + m[0, 0] + m[1, 1] + m[2, 2])) / 2
+    x = np.sqrt(max(0.0, 1 + m[0, 0] - m[1, 1] - m[2, 2])) / 2
+    y = np.sqrt(max(0.0, 1 - m[0, 0] + m[1, 1] - m[2, 2])) / 2
+    z = np.sqrt(max(0.0, 1 - m[0, 0] - m[1, 1] + m[2, 2])) / 2
+    x = np.copysign(x, m[2, 1] - m[1, 2])
+    y = np.copysign(y, m[0, 2] - m[2, 0])
+    z = np.copysign(z, m[1, 0] - m[0, 1])
+    q = np.array([w, x, y, z])
+    return q / np.linalg.norm(q)

@@ -13,8 +13,6 @@ checkpointing so memory stays bounded. Fine for images of a few hundred pixels a
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -110,27 +108,93 @@ def project(
     return means2d, conics, tz, radii
 
 
-def _composite_chunk(pix: Tensor, means2d: Tensor, conics: Tensor, opac: Tensor, colors: Tensor) -> Tensor:
-    """Front-to-back compositing of depth-sorted Gaussians at pixel centres `pix` (P, 2) -> (P, 4) rgb+alpha."""
-    d = pix[:, None, :] - means2d[None, :, :]
-    sigma = 0.5 * (conics[None, :, 0] * d[..., 0] ** 2 + conics[None, :, 2] * d[..., 1] ** 2)
-    sigma = sigma + conics[None, :, 1] * d[..., 0] * d[..., 1]
-    alpha = (opac[None, :] * torch.exp(-sigma)).clamp(max=ALPHA_MAX)
+def _composite_tiles(pix: Tensor, gidx: Tensor, means2d: Tensor, conics: Tensor, opac: Tensor,
+                     colors: Tensor) -> Tensor:
+    """Front-to-back compositing for a batch of tiles: pixel centres `pix` (B, P, 2), depth-ordered Gaussian
+    indices `gidx` (B, M) into the padded per-Gaussian tensors -> (B, P, 4) rgb + alpha."""
+    m2, cn, op = means2d[gidx], conics[gidx], opac[gidx]  # (B, M, 2), (B, M, 3), (B, M)
+    d = pix[:, :, None, :] - m2[:, None, :, :]  # (B, P, M, 2)
+    dx, dy = d[..., 0], d[..., 1]
+    sigma = 0.5 * (cn[:, None, :, 0] * dx * dx + cn[:, None, :, 2] * dy * dy) + cn[:, None, :, 1] * dx * dy
+    alpha = (op[:, None, :] * torch.exp(-sigma)).clamp(max=ALPHA_MAX)
     alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
-    trans_after = torch.cumprod(1.0 - alpha, dim=1)
-    trans_before = torch.cat([torch.ones_like(trans_after[:, :1]), trans_after[:, :-1]], dim=1)
+    trans_after = torch.cumprod(1.0 - alpha, dim=-1)
+    trans_before = torch.cat([torch.ones_like(trans_after[..., :1]), trans_after[..., :-1]], dim=-1)
     # gsplat stops a pixel before the Gaussian that would take transmittance to <= 1e-4
     keep = (trans_after > T_MIN).to(alpha.dtype).detach()
-    weights = alpha * trans_before * keep
-    rgb = weights @ colors
-    return torch.cat([rgb, weights.sum(dim=1, keepdim=True)], dim=1)
+    weights = alpha * trans_before * keep  # (B, P, M)
+    rgb = weights @ colors[gidx]  # (B, P, 3)
+    return torch.cat([rgb, weights.sum(dim=-1, keepdim=True)], dim=-1)
+
+
+def _tile_pairs(means2d: Tensor, radii: Tensor, tiles_x: int, tiles_y: int, tile: int) -> tuple[Tensor, Tensor]:
+    """(tile id, Gaussian rank) for every tile a Gaussian's radius box touches, sorted by tile then rank."""
+    n = means2d.shape[0]
+    r = radii.to(means2d.dtype)
+    x0 = torch.floor((means2d[:, 0] - r[:, 0]) / tile).clamp(0, tiles_x).long()
+    x1 = torch.ceil((means2d[:, 0] + r[:, 0]) / tile).clamp(0, tiles_x).long()
+    y0 = torch.floor((means2d[:, 1] - r[:, 1]) / tile).clamp(0, tiles_y).long()
+    y1 = torch.ceil((means2d[:, 1] + r[:, 1]) / tile).clamp(0, tiles_y).long()
+    nx, ny = (x1 - x0).clamp_min(0), (y1 - y0).clamp_min(0)
+    cnt = nx * ny
+    g = torch.repeat_interleave(torch.arange(n, device=means2d.device), cnt)
+    offs = torch.arange(g.numel(), device=means2d.device) - torch.repeat_interleave(torch.cumsum(cnt, 0) - cnt, cnt)
+    tile_id = (y0[g] + offs // nx[g]) * tiles_x + x0[g] + offs % nx[g]
+    order = torch.argsort(tile_id * n + g)
+    return tile_id[order], g[order]
+
+
+def _composite(
+    means2d: Tensor, conics: Tensor, opac: Tensor, colors: Tensor, radii: Tensor, width: int, height: int,
+    tile: int = 8, budget: int = 2**22,
+) -> Tensor:
+    """Composite depth-sorted Gaussians into an (H, W, 4) image, tile by tile like gsplat."""
+    device, dtype = means2d.device, means2d.dtype
+    tiles_x, tiles_y = -(-width // tile), -(-height // tile)
+    n_tiles, n = tiles_x * tiles_y, means2d.shape[0]
+    with torch.no_grad():
+        tile_id, g = _tile_pairs(means2d.detach(), radii, tiles_x, tiles_y, tile)
+        counts = torch.bincount(tile_id, minlength=n_tiles)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(tile_id.numel(), device=device) - starts[tile_id]
+        by_count = torch.argsort(counts, descending=True)
+        counts_sorted = counts[by_count].tolist()
+
+    def pad(t: Tensor) -> Tensor:  # index n is a transparent dummy Gaussian
+        return torch.cat([t, torch.zeros_like(t[:1])], dim=0)
+
+    m2p, cnp, opp, colp = pad(means2d), pad(conics), pad(opac), pad(colors)
+    ty, tx = torch.meshgrid(torch.arange(tile, device=device), torch.arange(tile, device=device), indexing="ij")
+    local = torch.stack([tx, ty], -1).reshape(-1, 2).to(dtype) + 0.5  # (P, 2)
+    out = torch.zeros(n_tiles, tile * tile, 4, device=device, dtype=dtype)
+    i = 0
+    while i < n_tiles and counts_sorted[i] > 0:
+        m = counts_sorted[i]
+        b = max(1, budget // (m * tile * tile))
+        ids = by_count[i:i + b]
+        i += b
+        with torch.no_grad():
+            ids = ids[counts[ids] > 0].sort().values
+            sel = torch.isin(tile_id, ids)
+            row = torch.searchsorted(ids, tile_id[sel])
+            gidx = torch.full((ids.numel(), m), n, device=device, dtype=torch.long)
+            gidx[row, rank[sel]] = g[sel]
+            origin = torch.stack([ids % tiles_x, ids // tiles_x], -1).to(dtype) * tile
+            pix = origin[:, None, :] + local[None]
+        if torch.is_grad_enabled() and gidx.numel() * tile * tile > budget // 4:  # recompute only big batches
+            vals = checkpoint(_composite_tiles, pix, gidx, m2p, cnp, opp, colp, use_reentrant=False)
+        else:
+            vals = _composite_tiles(pix, gidx, m2p, cnp, opp, colp)
+        out = out.index_copy(0, ids, vals)
+    image = out.reshape(tiles_y, tiles_x, tile, tile, 4).permute(0, 2, 1, 3, 4)
+    return image.reshape(tiles_y * tile, tiles_x * tile, 4)[:height, :width]
 
 
 def rasterize(
     means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
     viewmat: Tensor, K: Tensor, width: int, height: int, sh_degree: int | None = None,
     near_plane: float = 0.01, far_plane: float = 1e10, eps2d: float = 0.3,
-    background: Tensor | None = None, pixel_chunk: int = 4096,
+    background: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, dict]:
     """One camera. Activated inputs like gsplat.rasterization (scales, opacities in [0,1]);
     `colors` (N, K, 3) SH coefficients when `sh_degree` is given, else (N, 3) RGB.
@@ -145,18 +209,7 @@ def rasterize(
     visible = (radii > 0).all(dim=-1)
     idx = torch.nonzero(visible).squeeze(1)
     idx = idx[torch.argsort(depths[idx].detach(), stable=True)]
-    m2, cn, op, col = means2d[idx], conics[idx], opacities[idx], rgb[idx]
-    ys, xs = torch.meshgrid(torch.arange(height, device=means.device), torch.arange(width, device=means.device),
-                            indexing="ij")
-    pix = torch.stack([xs, ys], dim=-1).reshape(-1, 2).to(means.dtype) + 0.5
-    chunks = []
-    for start in range(0, pix.shape[0], pixel_chunk):
-        p = pix[start:start + pixel_chunk]
-        if torch.is_grad_enabled() and idx.numel():
-            chunks.append(checkpoint(_composite_chunk, p, m2, cn, op, col, use_reentrant=False))
-        else:
-            chunks.append(_composite_chunk(p, m2, cn, op, col))
-    out = torch.cat(chunks, dim=0).reshape(height, width, 4)
+    out = _composite(means2d[idx], conics[idx], opacities[idx], rgb[idx], radii[idx], width, height)
     image, alpha = out[..., :3], out[..., 3:]
     if background is not None:
         image = image + (1.0 - alpha) * background
@@ -164,9 +217,4 @@ def rasterize(
     return image, alpha, info
 
 
-def pixel_chunk_for(n_gaussians: int, budget: int = 2**24) -> int:
-    """Pixels per chunk so one chunk's (pixels x Gaussians) matrices stay near `budget` elements."""
-    return max(64, min(65536, budget // max(1, n_gaussians)))
-
-
-__all__ = ["rasterize", "project", "sh_basis", "sh_to_rgb", "quat_to_rotmat", "pixel_chunk_for", "math"]
+__all__ = ["rasterize", "project", "sh_basis", "sh_to_rgb", "quat_to_rotmat"]

@@ -1,0 +1,49 @@
+"""Image quality metrics on (H, W, 3) float tensors in [0, 1]: PSNR and SSIM (11x11 Gaussian window,
+sigma 1.5, 'valid' borders, as torchmetrics and fused-ssim compute it)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_C1 = 0.01**2
+_C2 = 0.03**2
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    mse = torch.mean((a.float() - b.float()) ** 2).item()
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+
+
+def _window(device: torch.device, dtype: torch.dtype, size: int = 11, sigma: float = 1.5) -> Tensor:
+    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim_map_mean(x: Tensor, y: Tensor) -> Tensor:
+    """Mean SSIM of batches (B, 3, H, W); differentiable (the training loss uses 1 - this)."""
+    g = _window(x.device, x.dtype)
+    ch = x.shape[1]
+    gx = g.view(1, 1, 1, -1).repeat(ch, 1, 1, 1)
+    gy = g.view(1, 1, -1, 1).repeat(ch, 1, 1, 1)
+
+    def blur(t: Tensor) -> Tensor:
+        return F.conv2d(F.conv2d(t, gx, groups=ch), gy, groups=ch)
+
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x**2
+    syy = blur(y * y) - mu_y**2
+    sxy = blur(x * y) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + _C1) * (2 * sxy + _C2)
+    den = (mu_x**2 + mu_y**2 + _C1) * (sxx + syy + _C2)
+    return (num / den).mean()
+
+
+def ssim(a: Tensor, b: Tensor) -> float:
+    """SSIM of two (H, W, 3) images."""
+    with torch.no_grad():
+        return float(ssim_map_mean(a.float().permute(2, 0, 1)[None], b.float().permute(2, 0, 1)[None]).item())

@@ -1,0 +1,146 @@
+"""Render Gaussian splats: gsplat on CUDA, the pure-PyTorch rasteriser otherwise.
+
+Shared by the trainer (training and held-out metrics) and by the SOG stage (PSNR drop of a compressed
+bundle). Parameters are pre-activation (as in the PLY): exp(scales), sigmoid(opacities), SH coefficients.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import raster_torch
+from .image_metrics import psnr, ssim
+from .ply import GaussianCloud
+
+
+@dataclass
+class View:
+    """A pinhole camera: world-to-camera `viewmat` (4x4) and intrinsics `K` (3x3) at `width` x `height`."""
+
+    name: str
+    viewmat: np.ndarray
+    K: np.ndarray
+    width: int
+    height: int
+    heldout: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "width": self.width, "height": self.height, "heldout": self.heldout,
+                "K": self.K.tolist(), "world_to_camera": self.viewmat.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> View:
+        return cls(d["name"], np.asarray(d["world_to_camera"], np.float64), np.asarray(d["K"], np.float64),
+                   int(d["width"]), int(d["height"]), bool(d.get("heldout", False)))
+
+
+def load_views(cameras_json: str | Path) -> list[View]:
+    """Views from a splat_model's cameras.json (`heldout` marks the evaluation views)."""
+    data = json.loads(Path(cameras_json).read_text())
+    return [View.from_dict(d) for d in data["cameras"]]
+
+
+def gsplat_available(device: torch.device | str) -> bool:
+    if torch.device(device).type != "cuda":
+        return False
+    try:
+        import gsplat  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def rasterize_params(
+    params: dict[str, Tensor], viewmat: Tensor, K: Tensor, width: int, height: int, sh_degree: int,
+    background: Tensor | None = None, near_plane: float = 0.01, far_plane: float = 1e10,
+    use_gsplat: bool | None = None, absgrad: bool = False,
+) -> tuple[Tensor, Tensor, dict]:
+    """Render one view from pre-activation `params` (means, quats, scales, opacities, sh0, shN).
+    Returns (H, W, 3) colours, (H, W, 1) alpha and the backend's info dict (for densification)."""
+    means, quats = params["means"], params["quats"]
+    scales, opacities = torch.exp(params["scales"]), torch.sigmoid(params["opacities"])
+    colors = torch.cat([params["sh0"][:, None, :], params["shN"]], dim=1)
+    if use_gsplat is None:
+        use_gsplat = gsplat_available(means.device)
+    if use_gsplat:
+        from gsplat import rasterization
+
+        image, alpha, info = rasterization(
+            means, quats, scales, opacities, colors, viewmat[None], K[None], width, height,
+            near_plane=near_plane, far_plane=far_plane, sh_degree=sh_degree, packed=False, absgrad=absgrad,
+            backgrounds=None if background is None else background[None], rasterize_mode="classic",
+        )
+        return image[0], alpha[0], info
+    return raster_torch.rasterize(
+        means, quats, scales, opacities, colors, viewmat, K, width, height, sh_degree=sh_degree,
+        near_plane=near_plane, far_plane=far_plane, background=background,
+    )
+
+
+def cloud_to_params(cloud: GaussianCloud, device: torch.device | str) -> dict[str, Tensor]:
+    def t(a: np.ndarray) -> Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
+
+    return {"means": t(cloud.means), "quats": t(cloud.quats), "scales": t(cloud.scales),
+            "opacities": t(cloud.opacities), "sh0": t(cloud.sh0), "shN": t(cloud.shN)}
+
+
+def _view_tensors(view: View, device: torch.device | str) -> tuple[Tensor, Tensor]:
+    return (torch.as_tensor(view.viewmat, dtype=torch.float32, device=device),
+            torch.as_tensor(view.K, dtype=torch.float32, device=device))
+
+
+@torch.no_grad()
+def render(cloud: GaussianCloud, camera: View, width: int | None = None, height: int | None = None,
+           device: torch.device | str = "auto") -> Tensor:
+    """Render `cloud` from `camera` -> (H, W, 3) float tensor in [0, 1] (black background).
+    A width/height other than the camera's rescales its intrinsics to match."""
+    device = pick_device(device) if isinstance(device, str) else device
+    width, height = width or camera.width, height or camera.height
+    K = camera.K.copy()
+    K[0] *= width / camera.width
+    K[1] *= height / camera.height
+    view = View(camera.name, camera.viewmat, K, width, height)
+    viewmat, Kt = _view_tensors(view, device)
+    image, _, _ = rasterize_params(cloud_to_params(cloud, device), viewmat, Kt, width, height, cloud.sh_degree)
+    return image.clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def evaluate(cloud: GaussianCloud, views: list[View], photos: list[Tensor],
+             device: torch.device | str = "auto") -> dict[str, float]:
+    """Mean PSNR/SSIM of `cloud` rendered at each view against its photo ((H, W, 3) in [0, 1])."""
+    device = pick_device(device) if isinstance(device, str) else device
+    scores = []
+    for view, photo in zip(views, photos, strict=True):
+        image = render(cloud, view, view.width, view.height, device)
+        scores.append((psnr(image, photo.to(device)), ssim(image, photo.to(device))))
+    return {"psnr": float(np.mean([s[0] for s in scores])), "ssim": float(np.mean([s[1] for s in scores]))}
+
+
+def load_photo(path: str | Path, width: int, height: int) -> Tensor:
+    """A photo as (H, W, 3) float in [0, 1], resized to width x height (area filter) when needed."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if im.size != (width, height):
+            im = im.resize((width, height), Image.Resampling.BOX)
+        return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)
+
+
+__all__ = ["View", "load_views", "render", "evaluate", "load_photo", "psnr", "ssim", "rasterize_params",
+           "cloud_to_params", "gsplat_available", "pick_device"]

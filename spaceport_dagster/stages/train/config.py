@@ -1,0 +1,106 @@
+"""The trainer's typed config and presets. Defaults follow gsplat 1.5.3's examples/simple_trainer.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from spaceport_dagster.stages.config import ConfigError, with_preset
+
+
+@dataclass
+class TrainConfig:
+    # schedule
+    steps: int = 30_000
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda if available), "cuda", "cpu"
+    # resolution policy: images are downscaled so their long side is at most this (0 = originals)
+    max_long_side: int = 1600
+    # optional coarse-to-fine: until `coarse_until_step`, train at 1/coarse_factor resolution
+    coarse_factor: int = 1
+    coarse_until_step: int = 0
+    # model
+    sh_degree: int = 3
+    sh_degree_interval: int = 1000  # raise the active SH degree every this many steps
+    init_opacity: float = 0.1
+    init_scale: float = 1.0  # times the mean distance to the 3 nearest SfM neighbours
+    max_init_points: int = 0  # 0 = all SfM points; else a random subset (CPU runs)
+    # densification: "default" (3DGS paper's grow/prune/reset) or "mcmc" (capped at cap_max)
+    strategy: str = "default"
+    cap_max: int = 1_000_000
+    refine_start_iter: int = 500
+    refine_stop_iter: int = 15_000
+    refine_every: int = 100
+    reset_every: int = 3000
+    grow_grad2d: float = 0.0002
+    grow_scale3d: float = 0.01
+    prune_opa: float = 0.005
+    prune_scale3d: float = 0.1
+    absgrad: bool = False
+    # loss and regularisers (mcmc uses opacity/scale regularisers as in simple_trainer_mcmc)
+    ssim_lambda: float = 0.2
+    opacity_reg: float = 0.0
+    scale_reg: float = 0.0
+    # learning rates (means lr is scaled by the scene scale and decays 100x over the run)
+    means_lr: float = 1.6e-4
+    scales_lr: float = 5e-3
+    quats_lr: float = 1e-3
+    opacities_lr: float = 5e-2
+    sh0_lr: float = 2.5e-3
+    shN_lr: float = 2.5e-3 / 20
+    # drone-survey options
+    appearance: str = "none"  # "none" or "affine": per-image colour affine (lighting/exposure between passes)
+    appearance_lr: float = 1e-3
+    background: str = "black"  # "black" or "mean": the training photos' mean colour behind the splats
+    # rendering
+    near_plane: float = 0.01
+    far_plane: float = 1e10
+    # evaluation, checkpoints and outputs
+    test_every: int = 8  # hold out every Nth registered image (sorted by name); 0 = none
+    eval_every: int = 7000  # held-out metrics every N steps (and always at the end)
+    checkpoint_every: int = 5000  # 0 = no checkpoints
+    early_stop_patience: int = 0  # stop after this many evals without held-out PSNR gain (0 = off)
+    early_stop_min_delta: float = 0.05
+    previews: int = 3  # held-out preview PNGs written
+    # quality gates
+    min_gaussians: int = 1000
+    baseline_margin_db: float = 3.0
+    psnr_floor_db: float = 20.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.steps >= 1, "steps must be >= 1"),
+            (self.strategy in ("default", "mcmc"), f"strategy must be 'default' or 'mcmc', not {self.strategy!r}"),
+            (self.appearance in ("none", "affine"), f"appearance must be 'none' or 'affine', not {self.appearance!r}"),
+            (self.background in ("black", "mean"), f"background must be 'black' or 'mean', not {self.background!r}"),
+            (0 <= self.sh_degree <= 3, "sh_degree must be 0..3"),
+            (self.max_long_side >= 0, "max_long_side must be >= 0"),
+            (self.coarse_factor >= 1, "coarse_factor must be >= 1"),
+            (self.test_every >= 0, "test_every must be >= 0"),
+            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device must be auto/cpu/cuda"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"TrainConfig: {message}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # a few minutes on 2 CPU cores for a small, low-resolution scene: CI and the demo
+    "preview": {
+        "steps": 300, "max_long_side": 160, "sh_degree": 1, "sh_degree_interval": 100,
+        "refine_start_iter": 100, "refine_stop_iter": 250, "refine_every": 50, "reset_every": 10_000,
+        "max_init_points": 4000, "eval_every": 100, "checkpoint_every": 100, "previews": 2,
+    },
+    "standard": {"steps": 30_000},
+    "quality": {
+        "steps": 30_000, "strategy": "mcmc", "cap_max": 3_000_000, "init_opacity": 0.5, "init_scale": 0.1,
+        "opacity_reg": 0.01, "scale_reg": 0.01, "refine_stop_iter": 25_000,
+    },
+}
+
+
+def load_config(config: dict[str, Any]) -> TrainConfig:
+    """`{"preset": name, **overrides}`; preset defaults to "standard"."""
+    config = dict(config or {})
+    preset = config.pop("preset", "standard")
+    return with_preset(TrainConfig, PRESETS, preset, config)

@@ -1,0 +1,109 @@
+"""Load a colmap_export (images/ + sparse/0/) into GPU-resident training data.
+
+Photos are decoded once, downscaled to the resolution policy and kept on the device as uint8, so a training
+step does no host work. Every `test_every`-th registered image (sorted by name) is held out, as gsplat's
+parser does (indices 0, 8, 16, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from spaceport_dagster.stages.colmap_io import ColmapFormatError, read_model
+from spaceport_dagster.stages.render import View
+
+
+class ExportError(ValueError):
+    """The colmap_export folder cannot be trained on; the message says why."""
+
+
+@dataclass
+class Scene:
+    views: list[View]  # all registered images, sorted by name, at training resolution
+    photos: list[Tensor]  # (H, W, 3) uint8 on the device, one per view
+    train: list[int]
+    test: list[int]
+    points: np.ndarray  # (P, 3) SfM points
+    colors: np.ndarray  # (P, 3) float in [0, 1]
+    scene_scale: float  # max camera distance from the camera centroid, times 1.1 (as simple_trainer)
+
+    def mean_colour(self) -> Tensor:
+        """Per-channel mean of the training photos (the trivial baseline model)."""
+        sums = torch.stack([self.photos[i].float().mean(dim=(0, 1)) for i in self.train])
+        return sums.mean(dim=0) / 255.0
+
+
+def target_size(width: int, height: int, max_long_side: int) -> tuple[int, int]:
+    if max_long_side <= 0 or max(width, height) <= max_long_side:
+        return width, height
+    s = max_long_side / max(width, height)
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
+def _load_photo(path: Path, size: tuple[int, int]) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != size:
+                im = im.resize(size, Image.Resampling.BOX)
+            return np.array(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ExportError(f"cannot decode export image {path.name}: {exc}") from None
+
+
+def load_scene(export: str | Path, max_long_side: int, test_every: int, device: torch.device,
+               log: logging.Logger | None = None) -> Scene:
+    export = Path(export)
+    images_dir, sparse = export / "images", export / "sparse" / "0"
+    if not export.is_dir():
+        raise ExportError(f"export folder {export} does not exist")
+    if not images_dir.is_dir() or not any(images_dir.iterdir()):
+        raise ExportError(f"export {export} has no images/ folder or it is empty")
+    try:
+        model = read_model(sparse)
+    except ColmapFormatError as exc:
+        raise ExportError(f"export {export}: unreadable COLMAP model: {exc}") from None
+    images = sorted(model.images.values(), key=lambda im: im.name)
+    if len(images) < 2:
+        raise ExportError(f"export {export} has {len(images)} registered image(s); training needs at least 2")
+    if len(model.points.xyz) == 0:
+        raise ExportError(f"export {export} has no 3D points to initialise the splat from")
+    missing = [im.name for im in images if not (images_dir / im.name).is_file()]
+    if missing:
+        raise ExportError(f"export {export} lacks {len(missing)} image file(s) named in images.bin: {missing[:5]}")
+    views = []
+    for im in images:
+        cam = model.cameras.get(im.camera_id)
+        if cam is None:
+            raise ExportError(f"image {im.name} refers to camera {im.camera_id}, absent from cameras.bin")
+        try:
+            K = cam.intrinsics()
+        except ColmapFormatError as exc:
+            raise ExportError(str(exc)) from None
+        w, h = target_size(cam.width, cam.height, max_long_side)
+        K[0] *= w / cam.width
+        K[1] *= h / cam.height
+        views.append(View(im.name, im.world_to_camera(), K, w, h))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        arrays = list(pool.map(lambda v: _load_photo(images_dir / v.name, (v.width, v.height)), views))
+    photos = [torch.from_numpy(a).to(device) for a in arrays]
+    idx = list(range(len(views)))
+    test = [i for i in idx if test_every and i % test_every == 0]
+    train = [i for i in idx if i not in test]
+    for i in test:
+        views[i].heldout = True
+    centers = np.stack([-v.viewmat[:3, :3].T @ v.viewmat[:3, 3] for v in views])
+    scene_scale = float(np.linalg.norm(centers - centers.mean(0), axis=1).max()) * 1.1
+    if log:
+        log.info(f"export: {len(views)} images ({len(train)} train / {len(test)} held out) at "
+                 f"{views[0].width}x{views[0].height}, {len(model.points.xyz)} SfM points, scene scale {scene_scale:.3f}")
+    return Scene(views, photos, train, test, model.points.xyz.astype(np.float32),
+                 model.points.rgb.astype(np.float32) / 255.0, max(scene_scale, 1e-6))

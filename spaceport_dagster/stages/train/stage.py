@@ -1,0 +1,107 @@
+"""The splat trainer stage: colmap_export in, splat_model out.
+
+Inputs: `export` (folder with images/ + sparse/0/), optional `resume` (a checkpoint file or folder).
+Output folder: point_cloud.ply, cameras.json, metrics.json, previews/*.png, training_curve.png, checkpoints/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spaceport_dagster.stages.ply import write_ply
+from spaceport_dagster.stages.render import gsplat_available, pick_device
+from spaceport_dagster.stages.report import StageReport, md
+
+from .checks import quality_checks
+from .config import TrainConfig, load_config
+from .data import load_scene
+from .model import nearest_train, to_cloud
+from .outputs import data_uri_png, side_by_side, write_cameras, write_curve, write_metrics
+from .trainer import Trainer
+
+
+def find_checkpoint(resume: str | None, output: Path) -> Path | None:
+    """The newest checkpoint in `resume` (file or folder), else in `output/checkpoints/`."""
+    for place in ([Path(resume)] if resume else []) + [output / "checkpoints"]:
+        if place.is_file():
+            return place
+        if place.is_dir():
+            found = sorted(place.glob("ckpt_*.pt"))
+            if found:
+                return found[-1]
+    return None
+
+
+def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resume: str | None = None) -> StageReport:
+    t_start = time.perf_counter()
+    output.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    backend = "gsplat" if gsplat_available(device) else "torch"
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    log.info(f"training on {device_name} with the {backend} rasteriser")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    scene = load_scene(export, cfg.max_long_side, cfg.test_every, device, log)
+    trainer = Trainer(scene, cfg, device, log)
+    ckpt = find_checkpoint(resume, output)
+    if ckpt is not None:
+        trainer.load_checkpoint(ckpt)
+    result = trainer.train(output / "checkpoints" if cfg.checkpoint_every else None)
+    result.resumed_from = str(ckpt) if ckpt else None
+
+    cloud = to_cloud(result.params)
+    ply_path = output / "point_cloud.ply"
+    ply_bytes = write_ply(ply_path, cloud)
+    write_cameras(output / "cameras.json", scene.views, scene.scene_scale)
+    previews_md = _write_previews(output / "previews", trainer, cfg)
+    final = result.evals[-1] if result.evals else {}
+    psnr, ssim_v, baseline = (float(final.get(k, float("nan"))) for k in ("psnr", "ssim", "baseline_psnr"))
+    wall = time.perf_counter() - t_start
+    peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    summary = {
+        "steps": result.steps_done, "wall_seconds": round(wall, 2), "train_seconds": round(result.train_seconds, 2),
+        "gaussians": len(cloud), "psnr": psnr, "ssim": ssim_v, "baseline_psnr": baseline,
+        "ply_bytes": ply_bytes, "peak_gpu_mem_mb": round(peak_mb, 1), "device": device_name, "backend": backend,
+        "train_views": len(scene.train), "heldout_views": len(scene.test),
+        "resolution": f"{scene.views[0].width}x{scene.views[0].height}", "resumed_from": result.resumed_from,
+        "stopped_early": result.stopped_early,
+    }
+    write_metrics(output / "metrics.json", result.evals, dataclasses.asdict(cfg), summary)
+    write_curve(output / "training_curve.png", result.evals, log)
+    checks = quality_checks(cloud, ply_path, psnr, baseline, cfg)
+    metadata: dict[str, Any] = {k: v for k, v in summary.items() if v is not None}
+    metadata["wall_seconds"] = round(time.perf_counter() - t_start, 2)
+    if previews_md:
+        metadata["previews"] = md(previews_md)
+    log.info(f"trained {result.steps_done} steps in {wall:.1f} s: {len(cloud)} Gaussians, held-out PSNR "
+             f"{psnr:.2f} dB, SSIM {ssim_v:.3f}")
+    return StageReport(metadata, checks)
+
+
+@torch.no_grad()
+def _write_previews(folder: Path, trainer: Trainer, cfg: TrainConfig) -> str:
+    """Held-out renders beside their photos; returns markdown with small embedded copies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scene = trainer.scene
+    views = scene.test or scene.train
+    lines = []
+    for i in views[: cfg.previews]:
+        app = nearest_train(i, scene.train) if trainer.appearance is not None else None
+        image = trainer.render(i, cfg.sh_degree, appearance_index=app)[0]
+        pair = side_by_side(image, scene.photos[i])
+        name = Path(scene.views[i].name).stem + ".png"
+        pair.save(folder / name)
+        lines.append(f"**{scene.views[i].name}** (render | photo)\n\n![{name}]({data_uri_png(pair)})\n")
+    return "\n".join(lines)
+
+
+def run(inputs: dict[str, str], output: Path, config: dict[str, Any], log: logging.Logger) -> StageReport:
+    if "export" not in inputs:
+        raise ValueError("train needs an input named 'export' (a colmap_export folder with images/ and sparse/0/)")
+    return train(inputs["export"], output, load_config(config), log, inputs.get("resume"))

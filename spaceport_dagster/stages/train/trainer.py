@@ -1,0 +1,233 @@
+"""The training loop: render a random training view, L1 + SSIM loss, Adam, densify; evaluate held-out views,
+checkpoint and resume."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from spaceport_dagster.stages.image_metrics import psnr, ssim, ssim_map_mean
+from spaceport_dagster.stages.render import rasterize_params
+
+from .config import TrainConfig
+from .data import Scene
+from .model import Appearance, init_params, make_optimizers, make_strategy, means_lr_gamma, nearest_train
+
+
+@dataclass
+class Camera:
+    viewmat: Tensor
+    K: Tensor
+    width: int
+    height: int
+
+
+@dataclass
+class TrainResult:
+    params: dict[str, torch.nn.Parameter]
+    appearance: Appearance | None
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    steps_done: int = 0
+    train_seconds: float = 0.0
+    resumed_from: str | None = None
+    stopped_early: bool = False
+
+
+def _cameras(scene: Scene, device: torch.device, factor: int = 1) -> list[Camera]:
+    cams = []
+    for v in scene.views:
+        K = torch.as_tensor(v.K, dtype=torch.float32, device=device).clone()
+        w, h = max(1, v.width // factor), max(1, v.height // factor)
+        K[0] *= w / v.width
+        K[1] *= h / v.height
+        cams.append(Camera(torch.as_tensor(v.viewmat, dtype=torch.float32, device=device), K, w, h))
+    return cams
+
+
+def _downscale(photo: Tensor, cam: Camera) -> Tensor:
+    if photo.shape[0] == cam.height and photo.shape[1] == cam.width:
+        return photo
+    x = photo.permute(2, 0, 1)[None].float()
+    return F.interpolate(x, size=(cam.height, cam.width), mode="area")[0].permute(1, 2, 0).round().to(torch.uint8)
+
+
+class Trainer:
+    def __init__(self, scene: Scene, cfg: TrainConfig, device: torch.device, log: logging.Logger):
+        self.scene, self.cfg, self.device, self.log = scene, cfg, device, log
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.params = init_params(scene.points, scene.colors, cfg, device, self.generator)
+        self.optimizers = make_optimizers(self.params, cfg, scene.scene_scale)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizers["means"], means_lr_gamma(cfg.steps))
+        self.strategy, self.mcmc = make_strategy(cfg, device, log)
+        self.strategy_state = (self.strategy.initialize_state() if self.mcmc
+                               else self.strategy.initialize_state(scene_scale=scene.scene_scale))
+        self.appearance = Appearance(len(scene.views), device) if cfg.appearance == "affine" else None
+        self.app_opt = (torch.optim.Adam(self.appearance.parameters(), lr=cfg.appearance_lr)
+                        if self.appearance is not None else None)
+        self.background = scene.mean_colour().to(device) if cfg.background == "mean" else None
+        self.cams = _cameras(scene, device)
+        self.coarse_cams = _cameras(scene, device, cfg.coarse_factor) if cfg.coarse_factor > 1 else self.cams
+        self.coarse_photos = ([_downscale(p, c) for p, c in zip(scene.photos, self.coarse_cams, strict=True)]
+                              if cfg.coarse_factor > 1 else scene.photos)
+        self.evals: list[dict[str, Any]] = []
+        self.start_step = 0
+        self.elapsed_before = 0.0
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def save_checkpoint(self, folder: Path, step: int, elapsed: float) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"ckpt_{step:07d}.pt"
+        state = {
+            "step": step, "elapsed": elapsed, "evals": self.evals,
+            "params": {k: v.detach() for k, v in self.params.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "scheduler": self.scheduler.state_dict(), "strategy_state": self.strategy_state,
+            "appearance": None if self.appearance is None else self.appearance.state_dict(),
+            "app_opt": None if self.app_opt is None else self.app_opt.state_dict(),
+            "generator": self.generator.get_state(), "config_steps": self.cfg.steps,
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)  # never leave a half-written checkpoint behind
+        for old in sorted(folder.glob("ckpt_*.pt"))[:-1]:
+            old.unlink()
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.params.clear()
+        for k, v in state["params"].items():
+            self.params[k] = torch.nn.Parameter(v.to(self.device))
+        self.optimizers = make_optimizers(self.params, self.cfg, self.scene.scene_scale)
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizers["means"], means_lr_gamma(self.cfg.steps))
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.strategy_state = state["strategy_state"]
+        if self.appearance is not None and state["appearance"] is not None:
+            self.appearance.load_state_dict(state["appearance"])
+            self.app_opt.load_state_dict(state["app_opt"])
+        self.generator.set_state(state["generator"])
+        self.evals = list(state["evals"])
+        self.start_step = int(state["step"])
+        self.elapsed_before = float(state["elapsed"])
+        self.log.info(f"resumed from {path} at step {self.start_step}")
+
+    # -- rendering ---------------------------------------------------------------------------------------------
+    def render(self, index: int, sh_degree: int, coarse: bool = False, appearance_index: int | None = None):
+        cam = self.coarse_cams[index] if coarse else self.cams[index]
+        image, alpha, info = rasterize_params(
+            self.params, cam.viewmat, cam.K, cam.width, cam.height, sh_degree, background=self.background,
+            near_plane=self.cfg.near_plane, far_plane=self.cfg.far_plane, absgrad=self.cfg.absgrad,
+        )
+        if self.appearance is not None:
+            image = self.appearance(image, index if appearance_index is None else appearance_index)
+        return image, alpha, info
+
+    @torch.no_grad()
+    def evaluate(self, step: int, elapsed: float, train_loss: float) -> dict[str, Any]:
+        scene = self.scene
+        baseline = scene.mean_colour()
+        sh = min(step // self.cfg.sh_degree_interval, self.cfg.sh_degree)
+        p_list, s_list, b_list = [], [], []
+        for i in scene.test or scene.train:  # no held-out views (test_every=0): report training views
+            app = nearest_train(i, scene.train) if self.appearance is not None else None
+            image = self.render(i, sh, appearance_index=app)[0].clamp(0, 1)
+            gt = scene.photos[i].float() / 255.0
+            p_list.append(psnr(image, gt))
+            s_list.append(ssim(image, gt))
+            b_list.append(psnr(baseline.expand_as(gt), gt))
+        mean = lambda xs: float(sum(xs) / len(xs)) if xs else float("nan")  # noqa: E731
+        record = {
+            "step": step, "seconds": round(elapsed, 2), "gaussians": int(self.params["means"].shape[0]),
+            "train_loss": round(train_loss, 5), "psnr": mean(p_list), "ssim": mean(s_list),
+            "baseline_psnr": mean(b_list),
+        }
+        self.evals.append(record)
+        self.log.info(f"step {step}: {record['gaussians']} Gaussians, loss {train_loss:.4f}, held-out PSNR "
+                      f"{record['psnr']:.2f} dB (mean-colour baseline {record['baseline_psnr']:.2f}), "
+                      f"SSIM {record['ssim']:.3f}, {elapsed:.1f} s")
+        return record
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def train(self, checkpoint_dir: Path | None) -> TrainResult:
+        cfg, scene = self.cfg, self.scene
+        sync = self.device.type == "cuda"
+        if sync:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter() - self.elapsed_before
+        loss_sum = torch.zeros((), device=self.device)
+        loss_n = 0
+        order: list[int] = []
+        best, since_best, stopped = -float("inf"), 0, False
+        if self.start_step == 0:
+            self.evaluate(0, 0.0, float("nan"))
+        step = self.start_step
+        for step in range(self.start_step, cfg.steps):
+            if not order:
+                order = [scene.train[i] for i in torch.randperm(len(scene.train), generator=self.generator).tolist()]
+            index = order.pop()
+            coarse = cfg.coarse_factor > 1 and step < cfg.coarse_until_step
+            photos = self.coarse_photos if coarse else scene.photos
+            gt = photos[index].float() / 255.0
+            sh = min(step // cfg.sh_degree_interval, cfg.sh_degree)
+            image, _, info = self.render(index, sh, coarse)
+            if not self.mcmc:
+                self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
+            l1 = (image - gt).abs().mean()
+            ssim_loss = 1.0 - ssim_map_mean(image.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None])
+            loss = l1 * (1.0 - cfg.ssim_lambda) + ssim_loss * cfg.ssim_lambda
+            if cfg.opacity_reg:
+                loss = loss + cfg.opacity_reg * torch.sigmoid(self.params["opacities"]).mean()
+            if cfg.scale_reg:
+                loss = loss + cfg.scale_reg * torch.exp(self.params["scales"]).mean()
+            loss.backward()
+            loss_sum += loss.detach()
+            loss_n += 1
+            for opt in self.optimizers.values():
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            if self.app_opt is not None:
+                self.app_opt.step()
+                self.app_opt.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            if self.mcmc:
+                self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step, info,
+                                                 lr=self.scheduler.get_last_lr()[0])
+            else:
+                self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step, info,
+                                                 packed=False)
+            done = step + 1
+            if (cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps) or done == cfg.steps:
+                if sync:
+                    torch.cuda.synchronize()
+                train_loss = float(loss_sum.item() / max(1, loss_n))
+                loss_sum.zero_()
+                loss_n = 0
+                record = self.evaluate(done, time.perf_counter() - t0, train_loss)
+                if record["psnr"] > best + cfg.early_stop_min_delta:
+                    best, since_best = record["psnr"], 0
+                else:
+                    since_best += 1
+                if cfg.early_stop_patience and since_best >= cfg.early_stop_patience and done < cfg.steps:
+                    self.log.info(f"early stop at step {done}: held-out PSNR has not improved for "
+                                  f"{since_best} evaluations")
+                    stopped = True
+            if checkpoint_dir is not None and cfg.checkpoint_every and (done % cfg.checkpoint_every == 0
+                                                                        and done < cfg.steps):
+                self.save_checkpoint(checkpoint_dir, done, time.perf_counter() - t0)
+            if stopped:
+                break
+        if sync:
+            torch.cuda.synchronize()
+        steps_done = step + 1 if cfg.steps > self.start_step else self.start_step
+        return TrainResult(self.params, self.appearance, self.evals, steps_done, time.perf_counter() - t0,
+                           stopped_early=stopped)
