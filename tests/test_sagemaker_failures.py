@@ -80,6 +80,16 @@ def test_sagemaker_failure_reason_reaches_the_run(sagemaker, sagemaker_env, prev
     assert "stage ingest failed for dataset 'survey-7': SageMaker processing job sp-survey-7-ingest-" in message
     assert f"Failed: {reason}" in message
     _assert_untouched(previous)
+    # a retry (here: the run again, once capacity is back) launches a new job and publishes atomically
+    sagemaker.behave("ingest")
+    retry = _run(instance, upload)
+    assert retry.success
+    first, second = (r["ProcessingJobName"] for r in sagemaker.created("processing"))
+    assert first != second and second.startswith("sp-survey-7-ingest-")
+    store: S3ArtifactStore = previous["store"]
+    manifest = store.manifest(DATASET, "image_set")
+    assert manifest["version"] != previous["manifest"]["version"] and len(manifest["files"]) == 7
+    assert not [k for k in _keys(store, f"{DATASET}/image_set/") if previous["manifest"]["version"] in k]
 
 
 def test_stage_failure_message_reaches_the_run(sagemaker, sagemaker_env, previous, instance, upload) -> None:

@@ -196,16 +196,22 @@ class SageMakerStageLauncher(StageLauncher):
             except ValueError as exc:
                 raise Failure(f"cannot start a SageMaker job for {request.asset}: {exc}; a shorter artifact bucket "
                               f"or prefix keeps the Pipes pointers within SageMaker's limit") from exc
+            forwarder = CloudWatchForwarder(self._client("logs"), api.kind, plan.name, context.log.info,
+                                            context.log.warning)
             try:
                 arn = api.create(job_request)
             except ClientError as exc:
                 raise Failure(f"SageMaker refused {api.kind} job {plan.name} for stage {request.stage}: "
                               f"{exc.response['Error'].get('Code')}: {exc.response['Error'].get('Message')}") from exc
-            context.log.info(f"started SageMaker {api.kind} job {plan.name} ({plan.settings.instance_type}) "
-                             f"for {request.asset} of {request.dataset!r}: {arn}")
-            forwarder = CloudWatchForwarder(self._client("logs"), api.kind, plan.name, context.log.info,
-                                            context.log.warning)
-            described = self._wait(context, api, plan, forwarder)
+            try:  # from here on, a cancelled run must stop the job
+                context.log.info(f"started SageMaker {api.kind} job {plan.name} ({plan.settings.instance_type}) "
+                                 f"for {request.asset} of {request.dataset!r}: {arn}")
+                described = self._wait(context, api, plan, forwarder)
+            except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+                context.log.warning(f"run interrupted: stopping SageMaker {api.kind} job {plan.name}")
+                final = self._stop(api, plan, forwarder)
+                context.log.warning(f"SageMaker job {plan.name} is {final}; its output is discarded")
+                raise
             metadata = self._job_metadata(api, plan, arn, described)
             status = described[api.status_key]
             if status != "Completed":
@@ -238,25 +244,19 @@ class SageMakerStageLauncher(StageLauncher):
     def _wait(self, context: AssetExecutionContext, api: JobApi, plan: JobPlan,
               forwarder: CloudWatchForwarder) -> dict[str, Any]:
         delay, last = self.poll_interval_s, ""
-        try:
-            while True:
-                described = api.describe(plan.name)
+        while True:
+            described = api.describe(plan.name)
+            forwarder.poll()
+            status = described[api.status_key]
+            label = status + (f" ({described['SecondaryStatus']})" if described.get("SecondaryStatus") else "")
+            if label != last:
+                context.log.info(f"SageMaker job {plan.name}: {label}")
+                last = label
+            if status in TERMINAL:
                 forwarder.poll()
-                status = described[api.status_key]
-                label = status + (f" ({described['SecondaryStatus']})" if described.get("SecondaryStatus") else "")
-                if label != last:
-                    context.log.info(f"SageMaker job {plan.name}: {label}")
-                    last = label
-                if status in TERMINAL:
-                    forwarder.poll()
-                    return described
-                time.sleep(delay)
-                delay = min(delay * 1.5, self.max_poll_interval_s)
-        except (DagsterExecutionInterruptedError, KeyboardInterrupt):
-            context.log.warning(f"run interrupted: stopping SageMaker {api.kind} job {plan.name}")
-            final = self._stop(api, plan, forwarder)
-            context.log.warning(f"SageMaker job {plan.name} is {final}; its output is discarded")
-            raise
+                return described
+            time.sleep(delay)
+            delay = min(delay * 1.5, self.max_poll_interval_s)
 
     def _stop(self, api: JobApi, plan: JobPlan, forwarder: CloudWatchForwarder) -> str:
         try:
