@@ -207,10 +207,8 @@ class SageMakerStageLauncher(StageLauncher):
                 context.log.info(f"started SageMaker {api.kind} job {plan.name} ({plan.settings.instance_type}) "
                                  f"for {request.asset} of {request.dataset!r}: {arn}")
                 described = self._wait(context, api, plan, forwarder)
-            except (DagsterExecutionInterruptedError, KeyboardInterrupt):
-                context.log.warning(f"run interrupted: stopping SageMaker {api.kind} job {plan.name}")
-                final = self._stop(api, plan, forwarder)
-                context.log.warning(f"SageMaker job {plan.name} is {final}; its output is discarded")
+            except BaseException as exc:  # cancelled, or lost track of it: a job left running bills on
+                self._abandon(context, api, plan, forwarder, exc)
                 raise
             metadata = self._job_metadata(api, plan, arn, described)
             status = described[api.status_key]
@@ -257,6 +255,19 @@ class SageMakerStageLauncher(StageLauncher):
                 return described
             time.sleep(delay)
             delay = min(delay * 1.5, self.max_poll_interval_s)
+
+    def _abandon(self, context: AssetExecutionContext, api: JobApi, plan: JobPlan, forwarder: CloudWatchForwarder,
+                 exc: BaseException) -> None:
+        interrupted = isinstance(exc, DagsterExecutionInterruptedError | KeyboardInterrupt)
+        why = "run interrupted" if interrupted else f"lost track of the job ({type(exc).__name__}: {exc})"
+        context.log.warning(f"{why}: stopping SageMaker {api.kind} job {plan.name}")
+        try:
+            final = self._stop(api, plan, forwarder)
+        except Exception as stop_exc:
+            context.log.error(f"could not stop SageMaker job {plan.name} ({type(stop_exc).__name__}: {stop_exc}); "
+                              f"stop it by hand: aws sagemaker stop-{api.kind}-job --{api.kind}-job-name {plan.name}")
+            return
+        context.log.warning(f"SageMaker job {plan.name} is {final}; its output is discarded")
 
     def _stop(self, api: JobApi, plan: JobPlan, forwarder: CloudWatchForwarder) -> str:
         try:
