@@ -46,6 +46,8 @@ class SfmConfig:
     min_num_inliers: int = 15
     # mapping
     mapper: Literal["incremental", "global"] = "incremental"
+    abs_pose_min_num_inliers: int = 15  # COLMAP: 30; lund's last image (turning on the spot) needs 15
+    ignore_two_view_tracks: bool = True  # COLMAP default; False also keeps points seen by exactly two images
     ba_global_max_num_iterations: int = -1  # -1: COLMAP default
     ba_local_max_num_iterations: int = -1
     ba_global_frames_ratio: float = 1.1

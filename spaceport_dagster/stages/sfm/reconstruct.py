@@ -19,11 +19,35 @@ from .matching import run_matcher, select_matcher, write_position_priors
 @dataclass
 class EngineResult:
     models: list[pycolmap.Reconstruction]
-    seconds: dict[str, float]
+    seconds: dict[str, float]  # wall clock per step
     matcher: str
     matcher_reason: str
     cameras: int
     extra: dict[str, Any] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # process CPU per step (all threads)
+
+
+class StepTimer:
+    """Wall and process-CPU seconds per named step; CPU time stays meaningful on a shared, loaded machine."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def step(self, name: str) -> _Step:
+        return _Step(self, name)
+
+
+class _Step:
+    def __init__(self, timer: StepTimer, name: str) -> None:
+        self.timer, self.name = timer, name
+
+    def __enter__(self) -> None:
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.wall[self.name] = time.perf_counter() - self.wall0
+        self.timer.cpu[self.name] = time.process_time() - self.cpu0
 
 
 def extraction_options(config: SfmConfig) -> pycolmap.FeatureExtractionOptions:
@@ -81,6 +105,8 @@ def incremental_options(config: SfmConfig) -> pycolmap.IncrementalPipelineOption
     options.ba_global_max_num_iterations = config.ba_global_max_num_iterations
     options.ba_local_max_num_iterations = config.ba_local_max_num_iterations
     options.min_num_matches = config.min_num_inliers
+    options.mapper.abs_pose_min_num_inliers = config.abs_pose_min_num_inliers
+    options.triangulation.ignore_two_view_tracks = config.ignore_two_view_tracks
     return options
 
 
@@ -108,25 +134,20 @@ def reconstruct(image_dir: Path, work_dir: Path, manifest_images: list[dict[str,
     database = work_dir / "database.db"
     database.unlink(missing_ok=True)
     pycolmap.set_random_seed(config.random_seed)
-    seconds: dict[str, float] = {}
-
-    start = time.perf_counter()
-    cameras = extract(database, image_dir, manifest_images, config, log)
-    seconds["features"] = time.perf_counter() - start
+    timer = StepTimer()
+    with timer.step("features"):
+        cameras = extract(database, image_dir, manifest_images, config, log)
 
     matcher, why = select_matcher(config, manifest_images)
     if matcher == "spatial" and len(gps_enu) < 2:
         matcher, why = "exhaustive", "spatial matching needs GPS; fell back to every pair"
     log.info(f"matching: {matcher} ({why})")
-    start = time.perf_counter()
-    if matcher == "spatial":
-        write_position_priors(database, gps_enu)
-    run_matcher(matcher, database, config)
-    seconds["matching"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    models = map_models(database, image_dir, work_dir, config)
-    seconds["mapping"] = time.perf_counter() - start
+    with timer.step("matching"):
+        if matcher == "spatial":
+            write_position_priors(database, gps_enu)
+        run_matcher(matcher, database, config)
+    with timer.step("mapping"):
+        models = map_models(database, image_dir, work_dir, config)
     log.info(f"mapping ({config.mapper}): {len(models)} model(s), sizes "
              f"{sorted((m.num_reg_images() for m in models), reverse=True)}")
-    return EngineResult(models, seconds, matcher, why, cameras)
+    return EngineResult(models, timer.wall, matcher, why, cameras, cpu_seconds=timer.cpu)

@@ -91,13 +91,14 @@ def sfm(image_set: Path, output: Path, config: SfmConfig, log: logging.Logger) -
             result = reconstruct(image_dir, work_dir, manifest_images, config, gps_enu, log)
         model = largest(result.models)
         geo = Georegistration(False, "no model")
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         if model is not None and config.georegister:
             geo = georegister(model, manifest_images, config.georegister_min_images, config.georegister_max_error_m,
                               log)
         elif model is not None:
             geo = Georegistration(False, "disabled by config", origin)
         result.seconds["georegistration"] = time.perf_counter() - start
+        result.cpu_seconds["georegistration"] = time.process_time() - cpu0
         if model is not None:
             sparse = output / "sparse"
             shutil.rmtree(sparse, ignore_errors=True)
@@ -136,6 +137,7 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
     }
     report = {
         "metadata": metadata,
+        "cpu_seconds": {k: round(v, 2) for k, v in result.cpu_seconds.items()},
         "georegistration": geo.to_dict(),
         "config": to_dict(config),
         "dropped_models": sorted((m.num_reg_images() for m in result.models if m is not model), reverse=True),
