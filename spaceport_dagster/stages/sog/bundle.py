@@ -87,6 +87,15 @@ def _has_zip64_extra(extra: bytes) -> bool:
     return False
 
 
+def _local_extra(data: bytes, info: zipfile.ZipInfo) -> bytes:
+    """The extra field of an entry's local file header (zipfile only parses the central directory's)."""
+    start = info.header_offset
+    if start + 30 > len(data) or data[start : start + 4] != b"PK\x03\x04":
+        raise SogFormatError(f"{info.filename}: local file header not found")
+    name_len, extra_len = struct.unpack("<HH", data[start + 26 : start + 30])
+    return data[start + 30 + name_len : start + 30 + name_len + extra_len]
+
+
 def read_zip(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, bytes]:
     """The files of a .sog archive, after the safety checks in the module docstring."""
     _check_end_record(data)
@@ -107,7 +116,7 @@ def read_zip(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, bytes
             if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
                 raise SogFormatError(f"{info.filename} uses compression method {info.compress_type}; "
                                      "only stored and deflate are readable by the engine")
-            if _has_zip64_extra(info.extra):
+            if _has_zip64_extra(info.extra) or _has_zip64_extra(_local_extra(data, info)):
                 raise SogFormatError(f"{info.filename} has a zip64 record, which the engine does not support")
             declared += info.file_size
             if declared > max_bytes:

@@ -93,7 +93,7 @@ def nearest_index(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     """Index (uint8) of the nearest entry of the ascending `codebook` for each value (shape kept)."""
     book = np.asarray(codebook, dtype=np.float64)
     mids = 0.5 * (book[1:] + book[:-1])
-    idx = np.searchsorted(mids, np.asarray(values, dtype=np.float64), side="right")
+    idx = np.searchsorted(mids, np.asarray(values, dtype=np.float64), side="left")
     return idx.astype(np.uint8)
 
 

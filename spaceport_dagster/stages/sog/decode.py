@@ -9,6 +9,7 @@ import numpy as np
 
 from spaceport_dagster.stages.ply import GaussianCloud
 
+from .bundle import check_name
 from .format import (
     CODEBOOK_SIZE,
     PALETTE_COLUMNS,
@@ -37,6 +38,8 @@ def _files(section: dict[str, Any], key: str, count: int) -> list[str]:
     files = section.get("files")
     if not isinstance(files, list) or len(files) != count or not all(isinstance(f, str) and f for f in files):
         raise SogFormatError(f"meta.json {key}.files must list {count} file name(s)")
+    for name in files:
+        check_name(name)
     return files
 
 
