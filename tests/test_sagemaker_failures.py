@@ -19,7 +19,8 @@ from spaceport_dagster.partitions import register_dataset
 from spaceport_dagster.resources.artifact_store import S3ArtifactStore
 from spaceport_dagster.resources.selection import resources_from_env
 
-from .sagemaker_fixtures import copy_photos
+pytest.register_assert_rewrite("tests.sagemaker_fixtures")  # it is also a plugin (below)
+from .sagemaker_fixtures import copy_photos  # noqa: E402
 
 pytest_plugins = ("tests.sagemaker_fixtures",)  # the sagemaker, sagemaker_env fixtures
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import boto3
 import pycolmap
+import pytest
 from dagster import materialize
 
 from spaceport_dagster.assets.colmap_export import colmap_export
@@ -17,7 +18,8 @@ from spaceport_dagster.partitions import register_dataset
 from spaceport_dagster.resources.artifact_store import S3ArtifactStore
 from spaceport_dagster.resources.selection import resources_from_env
 
-from .sagemaker_fixtures import ROLE, copy_photos
+pytest.register_assert_rewrite("tests.sagemaker_fixtures")  # it is also a plugin (below)
+from .sagemaker_fixtures import ROLE, copy_photos  # noqa: E402
 
 pytest_plugins = ("tests.sagemaker_fixtures",)  # the sagemaker, sagemaker_env fixtures
 
