@@ -1,0 +1,142 @@
+"""The SOG stage end to end: a splat folder in, <name>.sog + bundle/ out, metadata and quality checks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spaceport_dagster.stages.config import ConfigError
+from spaceport_dagster.stages.ply import GaussianCloud, write_ply
+from spaceport_dagster.stages.sog.reader import read_sog
+from spaceport_dagster.stages.sog.stage import SogStageError, run
+from spaceport_dagster.stages.sog.synthetic import realistic_cloud
+
+render = pytest.importorskip("spaceport_dagster.stages.render", reason="the training stage's renderer is missing")
+
+LOG = logging.getLogger("test_sog_stage")
+CHECKS = {"bundle_decodes", "count_matches", "roundtrip_within_bounds", "size_ratio", "psnr_drop"}
+
+
+def _scene() -> GaussianCloud:
+    cloud = realistic_cloud(4000, 3, seed=31, blobs=40)
+    cloud.means *= 0.2
+    cloud.scales += 1.5
+    return cloud
+
+
+def _views() -> list:
+    K = np.array([[80.0, 0, 48], [0, 80.0, 36], [0, 0, 1]])
+    views = []
+    for i, centre in enumerate([(0.0, 0.0, -12.0), (1.0, 0.0, -12.0), (0.0, 1.0, -12.0)]):
+        viewmat = np.eye(4)
+        viewmat[:3, 3] = -np.asarray(centre)  # camera axes = world axes, looking along +z
+        views.append(render.View(f"view_{i}.png", viewmat, K, 96, 72, heldout=i > 0))
+    return views
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, GaussianCloud]:
+    root = tmp_path_factory.mktemp("sog_stage")
+    splat, images = root / "splat_model", root / "colmap_export" / "images"
+    splat.mkdir()
+    images.mkdir(parents=True)
+    cloud = _scene()
+    write_ply(splat / "point_cloud.ply", cloud)
+    views = _views()
+    (splat / "cameras.json").write_text(json.dumps({"scene_scale": 5.0, "cameras": [v.to_dict() for v in views]}))
+    rng = np.random.default_rng(0)
+    for view in views:  # "photos": the uncompressed render plus sensor noise
+        image = render.render(cloud, view, device="cpu").numpy()
+        assert image.mean() > 0.05  # the scene is in view
+        noisy = np.clip(image + rng.normal(0, 0.04, image.shape), 0, 1)
+        Image.fromarray((noisy * 255).round().astype(np.uint8)).save(images / view.name)
+    return splat, images.parent, cloud
+
+
+def test_stage_with_photos(scene, tmp_path: Path):
+    splat, export, cloud = scene
+    out = tmp_path / "sogs_bundle"
+    report = run({"splat": str(splat), "export": str(export)}, out, {"bundle_name": "demo"}, LOG)
+    checks = {c.name: c for c in report.checks}
+    assert set(checks) == CHECKS and all(c.blocking for c in checks.values())
+    for name in CHECKS - {"size_ratio"}:
+        assert checks[name].passed, checks[name].description
+    m = report.metadata
+    assert (out / "demo.sog").is_file() and (out / "bundle" / "meta.json").is_file()
+    assert sorted(p.name for p in (out / "bundle").iterdir()) == sorted(m["file_bytes"]["raw_value"])
+    assert m["splats"] == 4000 and m["ply_bytes"] == (splat / "point_cloud.ply").stat().st_size
+    assert m["bundle_bytes"] == (out / "demo.sog").stat().st_size
+    assert m["ratio"] == pytest.approx(m["ply_bytes"] / m["bundle_bytes"])
+    assert checks["size_ratio"].passed == (m["ratio"] >= 10.0)
+    assert m["psnr_measured"] == "photos" and m["psnr_views"] == 2
+    assert 20 < m["psnr_uncompressed_db"] < 35 and abs(m["psnr_drop_db"]) < 0.3
+    assert m["psnr_decoded_vs_uncompressed_db"] > 35
+    for key in ("error_position", "error_rotation_deg", "error_log_scale", "error_f_dc", "error_opacity",
+                "error_shN"):
+        assert np.isfinite(m[key])
+    assert m["error_opacity"] <= 1 / 255 + 1e-6
+    assert len(read_sog(out / "demo.sog")) == len(cloud)
+    saved = json.loads((out / "report.json").read_text())
+    assert {c["name"] for c in saved["checks"]} == CHECKS
+
+
+def test_stage_without_photos_estimates_the_drop(scene, tmp_path: Path):
+    splat, _, _ = scene
+    copy = tmp_path / "splat"
+    copy.mkdir()
+    for name in ("point_cloud.ply", "cameras.json"):
+        (copy / name).write_bytes((splat / name).read_bytes())
+    (copy / "metrics.json").write_text(json.dumps({"summary": {"psnr": 24.0}}))
+    cfg = {"min_size_ratio": 2.0, "psnr_max_side": 48, "kmeans_iterations": 4}
+    report = run({"splat": str(copy)}, tmp_path / "out", cfg, LOG)
+    checks = {c.name: c for c in report.checks}
+    assert all(c.passed for c in checks.values()), [c.description for c in checks.values() if not c.passed]
+    assert report.metadata["psnr_measured"] == "estimate" and report.metadata["psnr_resolution"] == "48x36"
+    assert "estimated" in checks["psnr_drop"].description
+    # worst case of the triangle inequality: RMSE(decoded, photo) <= RMSE(uncompressed, photo) + RMSE(decoded, uncompressed)
+    fidelity = report.metadata["psnr_decoded_vs_uncompressed_db"]
+    expected = 20 * math.log10(1 + 10 ** (-(fidelity - 24.0) / 20))
+    assert report.metadata["psnr_drop_db"] == pytest.approx(expected) and 0 < expected < 1.0
+
+    (copy / "cameras.json").unlink()
+    report = run({"splat": str(copy)}, tmp_path / "out2", cfg, LOG)
+    psnr = next(c for c in report.checks if c.name == "psnr_drop")
+    assert psnr.passed and "not measured" in psnr.description and "cameras.json" in psnr.description
+    assert report.metadata["psnr_drop_db"] is None
+
+
+def test_stage_cli_fails_a_gate(scene, tmp_path: Path):
+    splat, _, _ = scene
+    cfg = {"bundle_name": "strict", "min_size_ratio": 1000, "psnr_views": 0, "kmeans_iterations": 2,
+           "sh_bands": 1}
+    proc = subprocess.run(
+        [sys.executable, "-m", "spaceport_dagster.stages.sog", "--input", f"splat={splat}",
+         "--output", str(tmp_path / "out"), "--config", json.dumps(cfg)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    out = json.loads(proc.stdout)
+    checks = {c["name"]: c for c in out["checks"]}
+    assert not checks["size_ratio"]["passed"] and "required >= 1000" in checks["size_ratio"]["description"]
+    assert checks["roundtrip_within_bounds"]["passed"] and out["metadata"]["sh_bands"] == 1
+    assert (tmp_path / "out" / "strict.sog").is_file()
+
+
+def test_stage_input_and_config_errors(tmp_path: Path):
+    with pytest.raises(SogStageError, match="needs input 'splat'"):
+        run({}, tmp_path / "o", {}, LOG)
+    with pytest.raises(SogStageError, match="no point_cloud.ply"):
+        run({"splat": str(tmp_path)}, tmp_path / "o", {}, LOG)
+    for bad, message in [({"bogus": 1}, "no option"), ({"bundle_name": "../x"}, "plain file name"),
+                         ({"sh_bands": 4}, "sh_bands"), ({"kmeans_method": "fast"}, "kmeans_method"),
+                         ({"preset": "nope"}, "unknown preset")]:
+        with pytest.raises(ConfigError, match=message):
+            run({"splat": str(tmp_path)}, tmp_path / "o", bad, LOG)
