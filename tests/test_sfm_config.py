@@ -134,3 +134,12 @@ def test_missing_image_set_input_is_a_clear_error(tmp_path: Path) -> None:
         run({}, tmp_path, {}, logging.getLogger("test"))
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         run({"image_set": str(tmp_path)}, tmp_path / "out", {}, logging.getLogger("test"))
+
+
+def test_opensfm_engine_without_opensfm_fails_with_install_hint(lund_image_set: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from spaceport_dagster.stages.opensfm.engine import OpenSfmUnavailable
+
+    monkeypatch.setenv("SPACEPORT_OPENSFM", str(tmp_path / "no-such-opensfm"))
+    with pytest.raises(OpenSfmUnavailable, match="is not an executable file.*engine: colmap"):
+        run({"image_set": str(lund_image_set)}, tmp_path / "out", {"engine": "opensfm"}, logging.getLogger("test"))

@@ -7,7 +7,7 @@ old pipeline tuned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from spaceport_dagster.stages.config import ConfigError, with_preset
@@ -19,6 +19,7 @@ MATCHERS = ("auto", "exhaustive", "spatial", "sequential", "vocab_tree")
 @dataclass
 class SfmConfig:
     engine: Literal["colmap", "opensfm"] = "colmap"
+    opensfm_options: dict[str, Any] = field(default_factory=dict)  # OpenSfmOptions fields, engine "opensfm" only
     # features
     max_image_size: int = 1600
     max_num_features: int = 4096

@@ -38,21 +38,36 @@ def read_manifest(image_set: Path) -> list[dict[str, Any]]:
     return images
 
 
+# OpenSfM commands -> the stage's step names, so both engines report the same timings
+OPENSFM_STEPS = {"extract_metadata": "features", "detect_features": "features", "match_features": "matching",
+                 "create_tracks": "mapping", "reconstruct": "mapping", "convert": "mapping"}
+
+
 def run_opensfm(image_dir: Path, work_dir: Path, config: SfmConfig, log: logging.Logger) -> EngineResult:
-    """The OpenSfM engine (another module), imported only when asked for."""
+    """The OpenSfM engine (spaceport_dagster.stages.opensfm), imported only when asked for."""
     try:
-        from spaceport_dagster.stages.opensfm import engine  # type: ignore[attr-defined]
+        from spaceport_dagster.stages.opensfm import engine
     except ImportError as exc:
         raise RuntimeError("engine 'opensfm' is not available in this installation "
                            f"(spaceport_dagster.stages.opensfm.engine: {exc}); use engine 'colmap'") from exc
-    options = {"max_image_size": config.max_image_size, "max_num_features": config.max_num_features}
-    result = engine.reconstruct(image_dir, work_dir, options, log)
+    options = {"max_image_size": config.max_image_size, "max_num_features": config.max_num_features,
+               **config.opensfm_options}
+    cpu0 = time.process_time()
+    result = engine.reconstruct(image_dir, work_dir, options, log)  # OpenSfmUnavailable says how to install it
+    seconds: dict[str, float] = {}
+    for step, value in result.step_seconds.items():
+        name = OPENSFM_STEPS.get(step, step)
+        seconds[name] = seconds.get(name, 0.0) + float(value)
     kept = result.reconstruction
-    dropped = list(getattr(result, "dropped", []) or [])
-    seconds = {k: float(v) for k, v in dict(getattr(result, "seconds", {}) or {}).items()}
-    return EngineResult([kept, *dropped] if kept is not None else dropped, seconds, "opensfm", "OpenSfM pipeline",
-                        kept.num_cameras() if kept is not None else 0,
-                        {"opensfm_reference_lla": getattr(result, "reference_lla", None)})
+    dropped = result.dropped_reconstructions
+    return EngineResult(
+        [kept] if kept is not None else [], seconds, "opensfm", "OpenSfM's own pair selection",
+        kept.num_cameras() if kept is not None else 0,
+        {"opensfm": result.metadata() if kept is not None else {},
+         "dropped_model_sizes": [d.images for d in dropped]},
+        # OpenSfM runs as child processes: their CPU time is not this process's
+        cpu_seconds={"opensfm_parent_process": time.process_time() - cpu0},
+    )
 
 
 def largest(models: list[pycolmap.Reconstruction]) -> pycolmap.Reconstruction | None:
@@ -125,7 +140,7 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
         "points": points,
         "mean_track_length": round(track, 3),
         "mean_reprojection_error_px": round(reproj, 4) if reproj is not None else None,
-        "models": len(result.models),
+        "models": len(result.models) + len(result.extra.get("dropped_model_sizes", [])),
         "cameras": result.cameras,
         "matcher": result.matcher,
         "matcher_reason": result.matcher_reason,
@@ -145,7 +160,7 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
             {model.image(i).name for i in model.reg_image_ids()} if model is not None else set())),
         **result.extra,
     }
-    outcomes = checks(config, registered, total, points, reproj, len(result.models))
+    outcomes = checks(config, registered, total, points, reproj, metadata["models"])
     report["checks"] = [{"name": c.name, "passed": c.passed, "blocking": c.blocking, "description": c.description}
                         for c in outcomes]
     (output / "report.json").write_text(json.dumps(report, indent=2, default=str))
