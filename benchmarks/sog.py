@@ -61,10 +61,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 kmeans_method=args.kmeans_method, seed=args.seed, device=args.device)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
+        load_before = os.getloadavg()[0]
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         written = write_sog(cloud, work / "bench.sog", None, options,
                             WebpSettings(method=args.webp_method, quality=args.webp_quality, verify=True))
         compress_s = time.perf_counter() - t0
+        compress_cpu_s = time.process_time() - cpu0
+        load_after = os.getloadavg()[0]
         t0 = time.perf_counter()
         decoded = read_sog(work / "bench.sog")
         decode_s = time.perf_counter() - t0
@@ -78,7 +82,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "palette": written.encoded.meta.get("shN", {}).get("count", 0),
             "kmeans_method": written.encoded.kmeans_method, "kmeans_iterations": args.iterations,
             "ply_bytes": ply_bytes, "sog_bytes": written.sog_bytes, "ratio": ply_bytes / written.sog_bytes,
-            "compress_s": compress_s, "read_ply_s": read_s, "decode_s": decode_s,
+            "compress_s": compress_s, "compress_cpu_s": compress_cpu_s,
+            "load_average_1min": [round(load_before, 2), round(load_after, 2)], "read_ply_s": read_s, "decode_s": decode_s,
             "timings": {k: round(v, 3) for k, v in written.timings.items()},
             "file_bytes": {k: len(v) for k, v in written.files.items()},
             "errors": {e.name: e.as_dict() for e in errors},
@@ -104,6 +109,8 @@ def table(r: dict[str, Any]) -> str:
     for name, e in r["errors"].items():
         bound = "-" if e["bound"] is None else f"{e['bound']:.4g}"
         lines.append(f"{name:<22} {e['max']:>11.4g} {bound:>11} {e['rms']:>11.4g}")
+    lines.append(f"compress CPU time {r['compress_cpu_s']:.1f} s (all threads); 1-min load average before/after "
+                 f"{r['load_average_1min']}")
     lines.append(f"stages (s): {r['timings']}")
     if "heldout" in r:
         h = r["heldout"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,18 +110,21 @@ def _pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def encode_shn(
-    shn: np.ndarray, options: EncodeOptions, timings: dict[str, float]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, str]:
-    """Palette of the (N, K, 3) SH rest: (centroid texture, label per splat, codebook, palette size, method)."""
+def cluster_shn(shn: np.ndarray, options: EncodeOptions) -> tuple[np.ndarray, np.ndarray, str, float]:
+    """k-means palette of the (N, K, 3) SH rest: (centroids (P, 3, K), labels (N,), method, seconds)."""
     n, k, _ = shn.shape
     rows = np.ascontiguousarray(shn.transpose(0, 2, 1).reshape(n, 3 * k))  # channel-major like f_rest
     palette = palette_size(n)
     t0 = time.perf_counter()
     result = kmeans(torch.from_numpy(rows), palette, options.kmeans_iterations, options.seed,
                     _pick_device(options.device), options.kmeans_method)
-    timings["kmeans"] = time.perf_counter() - t0
     centroids = result.centroids.numpy().reshape(palette, 3, k)
+    return centroids, result.labels.numpy(), result.method, time.perf_counter() - t0
+
+
+def palette_texture(centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shN_centroids texture, shN codebook): centroid n, coefficient j at ((n % 64) * K + j, n // 64)."""
+    palette, _, k = centroids.shape
     book, idx = codebook.quantise(centroids)
     height = math.ceil(palette / PALETTE_COLUMNS)
     tex = np.zeros((height, PALETTE_COLUMNS * k, 4), np.uint8)
@@ -128,52 +133,73 @@ def encode_shn(
         x = (n_idx % PALETTE_COLUMNS) * k + j
         tex[n_idx // PALETTE_COLUMNS, x, :3] = idx[:, :, j]
         tex[n_idx // PALETTE_COLUMNS, x, 3] = 255
-    return tex, result.labels.numpy(), book, palette, result.method
+    return tex, book
 
 
-def encode_cloud(cloud: GaussianCloud, options: EncodeOptions | None = None) -> EncodedSog:
-    """Morton-order and quantise `cloud` into the SOG v2 textures and meta.json."""
+ImageSink = Callable[[str, np.ndarray], None]
+
+
+def encode_cloud(cloud: GaussianCloud, options: EncodeOptions | None = None,
+                 on_image: ImageSink | None = None) -> EncodedSog:
+    """Morton-order and quantise `cloud` into the SOG v2 textures and meta.json.
+
+    The SH k-means (the long pole) runs in a background thread while the other attributes are encoded;
+    `on_image(name, texture)` is called as each texture is ready, so a caller can compress it meanwhile.
+    """
     options = options or EncodeOptions()
     n = len(cloud)
     width, height = texture_size(n)
     if not cloud.all_finite():
         raise SogFormatError("the splat has NaN or infinite values; SOG cannot encode them")
     timings: dict[str, float] = {}
+    images: dict[str, np.ndarray] = {}
+
+    def emit(name: str, texture: np.ndarray) -> None:
+        images[name] = texture
+        if on_image is not None:
+            on_image(name, texture)
+
     t0 = time.perf_counter()
     order = morton_order(cloud.means)
     timings["morton"] = time.perf_counter() - t0
-    means = cloud.means[order]
-    images: dict[str, np.ndarray] = {}
-    t0 = time.perf_counter()
-    lo, hi, mins, maxs = encode_means(means)
-    opaque = np.full((n, 1), 255, np.uint8)
-    images[MEANS_FILES[0]] = _texture(np.hstack([lo, opaque]), width, height)
-    images[MEANS_FILES[1]] = _texture(np.hstack([hi, opaque]), width, height)
-    images[QUATS_FILE] = _texture(encode_quats(cloud.quats[order]), width, height)
-    scales_book, scales_idx = codebook.quantise(cloud.scales[order])
-    images[SCALES_FILE] = _texture(np.hstack([scales_idx, opaque]), width, height)
-    sh0_book, sh0_idx = codebook.quantise(cloud.sh0[order])
-    images[SH0_FILE] = _texture(np.hstack([sh0_idx, encode_opacity(cloud.opacities[order])[:, None]]), width, height)
-    timings["attributes"] = time.perf_counter() - t0
-    meta: dict[str, Any] = {
-        "version": VERSION,
-        "asset": {"generator": GENERATOR},
-        "count": n,
-        "means": {"mins": mins, "maxs": maxs, "files": list(MEANS_FILES)},
-        "scales": {"codebook": scales_book.tolist(), "files": [SCALES_FILE]},
-        "quats": {"files": [QUATS_FILE]},
-        "sh0": {"codebook": sh0_book.tolist(), "files": [SH0_FILE]},
-    }
     bands = min(options.sh_bands, cloud.sh_degree)
-    method = ""
-    if bands > 0:
-        shn = cloud.shN[order][:, : SH_COEFFS[bands], :]
-        tex, labels, book, palette, method = encode_shn(shn, options, timings)
-        images[SHN_FILES[0]] = tex
-        label_rows = np.zeros((n, 4), np.uint8)
-        label_rows[:, 0] = labels & 0xFF
-        label_rows[:, 1] = labels >> 8
-        label_rows[:, 3] = 255
-        images[SHN_FILES[1]] = _texture(label_rows, width, height)
-        meta["shN"] = {"count": palette, "bands": bands, "codebook": book.tolist(), "files": list(SHN_FILES)}
+    with ThreadPoolExecutor(max_workers=1) as background:
+        clustering = None
+        if bands > 0:
+            clustering = background.submit(cluster_shn, cloud.shN[order][:, : SH_COEFFS[bands], :], options)
+        t0 = time.perf_counter()
+        lo, hi, mins, maxs = encode_means(cloud.means[order])
+        opaque = np.full((n, 1), 255, np.uint8)
+        emit(MEANS_FILES[0], _texture(np.hstack([lo, opaque]), width, height))
+        emit(MEANS_FILES[1], _texture(np.hstack([hi, opaque]), width, height))
+        emit(QUATS_FILE, _texture(encode_quats(cloud.quats[order]), width, height))
+        scales_book, scales_idx = codebook.quantise(cloud.scales[order])
+        emit(SCALES_FILE, _texture(np.hstack([scales_idx, opaque]), width, height))
+        sh0_book, sh0_idx = codebook.quantise(cloud.sh0[order])
+        opacity = encode_opacity(cloud.opacities[order])[:, None]
+        emit(SH0_FILE, _texture(np.hstack([sh0_idx, opacity]), width, height))
+        timings["attributes"] = time.perf_counter() - t0
+        meta: dict[str, Any] = {
+            "version": VERSION,
+            "asset": {"generator": GENERATOR},
+            "count": n,
+            "means": {"mins": mins, "maxs": maxs, "files": list(MEANS_FILES)},
+            "scales": {"codebook": scales_book.tolist(), "files": [SCALES_FILE]},
+            "quats": {"files": [QUATS_FILE]},
+            "sh0": {"codebook": sh0_book.tolist(), "files": [SH0_FILE]},
+        }
+        method = ""
+        if clustering is not None:
+            t0 = time.perf_counter()
+            centroids, labels, method, timings["kmeans"] = clustering.result()
+            timings["kmeans_wait"] = time.perf_counter() - t0
+            tex, book = palette_texture(centroids)
+            emit(SHN_FILES[0], tex)
+            label_rows = np.zeros((n, 4), np.uint8)
+            label_rows[:, 0] = labels & 0xFF
+            label_rows[:, 1] = labels >> 8
+            label_rows[:, 3] = 255
+            emit(SHN_FILES[1], _texture(label_rows, width, height))
+            meta["shN"] = {"count": len(centroids), "bands": bands, "codebook": book.tolist(),
+                           "files": list(SHN_FILES)}
     return EncodedSog(meta, images, order, bands, timings, method)

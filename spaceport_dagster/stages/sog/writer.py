@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,13 +35,17 @@ def meta_bytes(meta: dict) -> bytes:
 
 
 def encode_files(encoded: EncodedSog, settings: webp.WebpSettings | None = None,
-                 threads: int = 2) -> dict[str, bytes]:
+                 threads: int | None = None) -> dict[str, bytes]:
     """meta.json first, then the WebP images in meta order."""
     settings = settings or webp.WebpSettings()
     names = list(encoded.images)
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+    with ThreadPoolExecutor(max_workers=threads or _threads()) as pool:
         blobs = list(pool.map(lambda n: webp.encode(encoded.images[n], settings), names))
     return {"meta.json": meta_bytes(encoded.meta), **dict(zip(names, blobs, strict=True))}
+
+
+def _threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def write_sog(
@@ -50,18 +55,27 @@ def write_sog(
     options: EncodeOptions | None = None,
     webp_settings: webp.WebpSettings | None = None,
 ) -> WriteResult:
-    """Encode `cloud`; write the `.sog` bundle to `sog_path` and/or the files into `folder`."""
+    """Encode `cloud`; write the `.sog` bundle to `sog_path` and/or the files into `folder`.
+
+    Each texture is WebP-compressed (and verified) in a thread pool as soon as it is ready, while the SH
+    k-means still runs.
+    """
     options = options or EncodeOptions()
+    settings = webp_settings or webp.WebpSettings()
     t0 = time.perf_counter()
-    encoded = encode_cloud(cloud, options)
-    t1 = time.perf_counter()
-    files = encode_files(encoded, webp_settings)
+    with ThreadPoolExecutor(max_workers=_threads()) as pool:
+        pending: dict[str, Future[bytes]] = {}
+        encoded = encode_cloud(cloud, options,
+                               lambda name, texture: pending.__setitem__(name, pool.submit(webp.encode, texture, settings)))
+        t1 = time.perf_counter()
+        blobs = {name: pending[name].result() for name in encoded.images}
     t2 = time.perf_counter()
+    files = {"meta.json": meta_bytes(encoded.meta), **blobs}
     result = WriteResult(encoded, files)
     if sog_path is not None:
         result.sog_bytes = bundle.write_zip(Path(sog_path), files)
     if folder is not None:
         result.folder_bytes = bundle.write_folder(Path(folder), files)
-    result.timings = {**encoded.timings, "encode": t1 - t0, "webp": t2 - t1, "write": time.perf_counter() - t2,
+    result.timings = {**encoded.timings, "encode": t1 - t0, "webp_wait": t2 - t1, "write": time.perf_counter() - t2,
                       "total": time.perf_counter() - t0}
     return result
