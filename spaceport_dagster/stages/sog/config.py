@@ -20,8 +20,8 @@ class SogConfig:
     kmeans_method: str = "auto"  # auto (flat on CUDA, two-level on big CPU runs) | flat | two_level
     seed: int = 0
     device: str = "auto"  # k-means device: auto | cpu | cuda
-    webp_method: int = 4  # libwebp effort 0..6
-    webp_quality: int = 80  # lossless search effort 0..100
+    webp_method: int = 2  # libwebp effort 0..6
+    webp_quality: int = 50  # lossless search effort 0..100
     # quality gates
     min_size_ratio: float = 10.0
     max_psnr_drop_db: float = 1.0
