@@ -61,3 +61,4 @@ def sog_to_ply(path: str | Path, ply_path: str | Path) -> int:
 def texel_arrays(sog: SogBundle) -> dict[str, np.ndarray]:
     """Decoded pixels of every image in the bundle (for byte-level comparisons)."""
     return {name: webp.decode(data, name) for name, data in sog.files.items()}
+
