@@ -181,6 +181,11 @@ def test_codebook_labels_are_nearest_and_errors_within_spacing():
     assert book[0] == pytest.approx(-15.0, abs=0.1) and book[-1] == pytest.approx(9.0, abs=0.1)
 
 
+def test_codebook_dynamic_programme_in_torch_matches_numpy():
+    values = np.random.default_rng(6).standard_t(3, 30_000)
+    assert np.array_equal(codebook.build_codebook(values, device="cpu"), codebook.build_codebook(values))
+
+
 def test_codebook_edge_cases():
     book, labels = codebook.quantise(np.full(10, 0.25))
     assert (book == 0.25).all() and (labels == 0).all()

@@ -10,6 +10,7 @@ PlayCanvas's writer. Every value is then labelled with its nearest codebook entr
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .format import CODEBOOK_SIZE, SogFormatError
 
@@ -34,7 +35,31 @@ def _histogram(sorted_values: np.ndarray, alpha: float) -> tuple[np.ndarray, np.
     return centers, weights
 
 
-def _optimal_groups(centers: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+def _dp_splits(last: np.ndarray, dp: np.ndarray, k: int, device: str | None) -> np.ndarray:
+    """splits[m][j]: where the m-th group ends before bin j in the best m-group split of bins 0..j."""
+    h = len(dp)
+    splits = np.full((k + 1, h), -1, dtype=np.int64)
+    if device is not None:  # torch on `device`: the same float64 arithmetic, ~100x faster on a GPU
+        last_t = torch.from_numpy(last).to(device)
+        dp_t = torch.from_numpy(dp).to(device)
+        best_rows = []
+        for _ in range(2, k + 1):
+            dp_t, best = torch.min(last_t + dp_t[None, :], dim=1)
+            best_rows.append(best)
+        if best_rows:
+            splits[2:] = torch.stack(best_rows).cpu().numpy()
+        return splits
+    rows = np.arange(h)
+    total = np.empty((h, h))
+    for m in range(2, k + 1):
+        np.add(last, dp[None, :], out=total)
+        best = np.argmin(total, axis=1)
+        dp = total[rows, best]
+        splits[m] = best
+    return splits
+
+
+def _optimal_groups(centers: np.ndarray, weights: np.ndarray, k: int, device: str | None = None) -> np.ndarray:
     """Weighted means of the k contiguous groups of bins with least weighted squared error."""
     h = len(centers)
     pw = np.concatenate(([0.0], np.cumsum(weights)))
@@ -52,15 +77,7 @@ def _optimal_groups(centers: np.ndarray, weights: np.ndarray, k: int) -> np.ndar
     # last[j, s] = error of the last group s+1..j after a split at s (rows contiguous for the row-wise argmin)
     last = np.full((h, h), np.inf)
     last[:, :-1] = cost[1:, :].T
-    rows = np.arange(h)
-    dp = cost[0].copy()
-    splits = np.full((k + 1, h), -1, dtype=np.int64)
-    total = np.empty((h, h))
-    for m in range(2, k + 1):
-        np.add(last, dp[None, :], out=total)
-        best = np.argmin(total, axis=1)
-        dp = total[rows, best]
-        splits[m] = best
+    splits = _dp_splits(last, cost[0].copy(), k, device)
     means = np.empty(k)
     j = h - 1
     for m in range(k, 0, -1):
@@ -71,8 +88,10 @@ def _optimal_groups(centers: np.ndarray, weights: np.ndarray, k: int) -> np.ndar
     return np.sort(means)
 
 
-def build_codebook(values: np.ndarray, k: int = CODEBOOK_SIZE, alpha: float = 0.5) -> np.ndarray:
-    """A k-entry ascending float32 codebook for the finite `values` (any shape, pooled)."""
+def build_codebook(values: np.ndarray, k: int = CODEBOOK_SIZE, alpha: float = 0.5,
+                   device: str | None = None) -> np.ndarray:
+    """A k-entry ascending float32 codebook for the finite `values` (any shape, pooled); with a torch
+    `device` the dynamic programme runs there (worth it on a GPU)."""
     flat = np.asarray(values, dtype=np.float64).ravel()
     if flat.size == 0:
         return np.zeros(k, np.float32)
@@ -83,7 +102,7 @@ def build_codebook(values: np.ndarray, k: int = CODEBOOK_SIZE, alpha: float = 0.
         return np.full(k, flat[0], np.float32)
     centers, weights = _histogram(flat, alpha)
     groups = min(k, int(np.count_nonzero(weights)))
-    means = _optimal_groups(centers, weights, groups)
+    means = _optimal_groups(centers, weights, groups, device)
     book = np.full(k, means[-1])
     book[:groups] = means
     return book.astype(np.float32)
@@ -97,9 +116,10 @@ def nearest_index(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     return idx.astype(np.uint8)
 
 
-def quantise(values: np.ndarray, k: int = CODEBOOK_SIZE, alpha: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def quantise(values: np.ndarray, k: int = CODEBOOK_SIZE, alpha: float = 0.5,
+             device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(codebook float32 (k,), labels uint8 shaped like `values`)."""
-    book = build_codebook(values, k, alpha)
+    book = build_codebook(values, k, alpha, device)
     return book, nearest_index(values, book)
 
 

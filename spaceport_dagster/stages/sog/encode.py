@@ -122,10 +122,10 @@ def cluster_shn(shn: np.ndarray, options: EncodeOptions) -> tuple[np.ndarray, np
     return centroids, result.labels.numpy(), result.method, time.perf_counter() - t0
 
 
-def palette_texture(centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def palette_texture(centroids: np.ndarray, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(shN_centroids texture, shN codebook): centroid n, coefficient j at ((n % 64) * K + j, n // 64)."""
     palette, _, k = centroids.shape
-    book, idx = codebook.quantise(centroids)
+    book, idx = codebook.quantise(centroids, device=device)
     height = math.ceil(palette / PALETTE_COLUMNS)
     tex = np.zeros((height, PALETTE_COLUMNS * k, 4), np.uint8)
     n_idx = np.arange(palette)
@@ -173,9 +173,10 @@ def encode_cloud(cloud: GaussianCloud, options: EncodeOptions | None = None,
         emit(MEANS_FILES[0], _texture(np.hstack([lo, opaque]), width, height))
         emit(MEANS_FILES[1], _texture(np.hstack([hi, opaque]), width, height))
         emit(QUATS_FILE, _texture(encode_quats(cloud.quats[order]), width, height))
-        scales_book, scales_idx = codebook.quantise(cloud.scales[order])
+        dp_device = "cuda" if _pick_device(options.device).type == "cuda" else None
+        scales_book, scales_idx = codebook.quantise(cloud.scales[order], device=dp_device)
         emit(SCALES_FILE, _texture(np.hstack([scales_idx, opaque]), width, height))
-        sh0_book, sh0_idx = codebook.quantise(cloud.sh0[order])
+        sh0_book, sh0_idx = codebook.quantise(cloud.sh0[order], device=dp_device)
         opacity = encode_opacity(cloud.opacities[order])[:, None]
         emit(SH0_FILE, _texture(np.hstack([sh0_idx, opacity]), width, height))
         timings["attributes"] = time.perf_counter() - t0
@@ -193,7 +194,7 @@ def encode_cloud(cloud: GaussianCloud, options: EncodeOptions | None = None,
             t0 = time.perf_counter()
             centroids, labels, method, timings["kmeans"] = clustering.result()
             timings["kmeans_wait"] = time.perf_counter() - t0
-            tex, book = palette_texture(centroids)
+            tex, book = palette_texture(centroids, dp_device)
             emit(SHN_FILES[0], tex)
             label_rows = np.zeros((n, 4), np.uint8)
             label_rows[:, 0] = labels & 0xFF
