@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,8 @@ def compress(splat_dir: Path, output: Path, cfg: SogConfig, log: logging.Logger,
     metadata["psnr_views"] = len(psnr.views)
     checks.append(_psnr_check(psnr, cfg))
     metadata["seconds_total"] = time.perf_counter() - t_start
+    # JSON has no inf/NaN (an identical render gives an infinite PSNR): report those as null
+    metadata = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metadata.items()}
     (output / "report.json").write_text(json.dumps(
         {"metadata": {k: (v["raw_value"] if isinstance(v, dict) and "raw_value" in v else v)
                       for k, v in metadata.items()},
