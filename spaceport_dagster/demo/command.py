@@ -54,6 +54,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from spaceport_dagster.cli import _figures, prepare_home
 
     home = prepare_home()
+    os.environ.setdefault("GLOG_minloglevel", "1")  # COLMAP's per-image INFO lines drown the demo's progress
     out = demo_dir(home)
     ensure_survey(out, args.regenerate)
     from spaceport_dagster.runner import run_pipeline
