@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pycolmap
+
 from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
 from spaceport_dagster.stages.sfm.stage import run
 
@@ -55,7 +57,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"cores": os.cpu_count(), "cpu": cpu, "load_avg_1_5_15": [round(x, 2) for x in load],
-            "python": platform.python_version(), "date": datetime.now(UTC).isoformat(timespec="seconds")}
+            "python": platform.python_version(), "pycolmap": pycolmap.__version__, "date": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def bench(paths: list[Path], preset: str, overrides: dict[str, Any], log: logging.Logger) -> list[dict[str, Any]]:
@@ -66,9 +68,10 @@ def bench(paths: list[Path], preset: str, overrides: dict[str, Any], log: loggin
             image_set = image_set_for(path, scratch, log)
             load_before = os.getloadavg()[0]
             start = time.perf_counter()
-            report = run({"image_set": str(image_set)}, scratch / f"{path.name}-sparse",
-                         {"preset": preset, **overrides}, log)
+            out = scratch / f"{path.name}-sparse"
+            report = run({"image_set": str(image_set)}, out, {"preset": preset, **overrides}, log)
             wall = time.perf_counter() - start
+            cpu = json.loads((out / "report.json").read_text()).get("cpu_seconds", {})
             m = report.metadata
             rows.append({
                 "dataset": path.name, "preset": preset, "overrides": overrides,
@@ -77,7 +80,8 @@ def bench(paths: list[Path], preset: str, overrides: dict[str, Any], log: loggin
                 "matcher": m["matcher"], "georegistered": m["georegistered"],
                 "georegistration_residual_m": m["georegistration_residual_m"],
                 **{f"{s}_s": m.get(f"seconds_{s}") for s in STEPS},
-                "total_s": round(wall, 2), "load_avg_1min_before": round(load_before, 2),
+                "total_s": round(wall, 2), "cpu_s": round(sum(cpu.values()), 1),
+                "load_avg_1min_before": round(load_before, 2),
                 "checks": {c.name: c.passed for c in report.checks},
             })
     return rows
@@ -85,13 +89,13 @@ def bench(paths: list[Path], preset: str, overrides: dict[str, Any], log: loggin
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| dataset | preset | registered | points | track | reproj px | matcher | features s | matching s | "
-            "mapping s | georeg s | total s | GPS RMS m | load |")
+            "mapping s | georeg s | total s | CPU s | GPS RMS m | load |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
             f"| {r['dataset']} | {r['preset']} | {r['registered']} | {r['points']:,} | {r['mean_track_length']:.2f} | "
             f"{r['reprojection_px']} | {r['matcher']} | {r['features_s']} | {r['matching_s']} | {r['mapping_s']} | "
-            f"{r['georegistration_s']} | {r['total_s']} | {r['georegistration_residual_m']} | "
+            f"{r['georegistration_s']} | {r['total_s']} | {r['cpu_s']} | {r['georegistration_residual_m']} | "
             f"{r['load_avg_1min_before']} |")
     return "\n".join(lines)
 

@@ -1,8 +1,10 @@
 """SfM stage options and presets.
 
-`fast` (default) is tuned on this 2-core machine (benchmarks/RESULTS.md): no up-sampled first octave and
-fewer features, which is most of the SIFT and brute-force matching time. `quality` carries the values the
-old pipeline tuned.
+`fast` (the dataclass defaults) was tuned on the 2-core dev machine (benchmarks/RESULTS.md): SIFT on images
+capped at 1024 px with the up-sampled first octave (small images such as lund's 1024 px need it to find
+enough features), 4096 features, every pair only up to 20 images (GPS neighbours above that), points seen by
+two images kept, and an EXIF focal length that is a starting value, not a trusted prior. `quality` carries
+the values the old pipeline tuned.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ class SfmConfig:
     engine: Literal["colmap", "opensfm"] = "colmap"
     opensfm_options: dict[str, Any] = field(default_factory=dict)  # OpenSfmOptions fields, engine "opensfm" only
     # features
-    max_image_size: int = 1600
+    max_image_size: int = 1024
     max_num_features: int = 4096
-    first_octave: int = 0
+    first_octave: int = -1
     num_octaves: int = 4
     octave_resolution: int = 3
     peak_threshold: float = 0.0066667
@@ -34,8 +36,8 @@ class SfmConfig:
     trust_exif_focal: bool = False
     # matching
     matcher: Matcher = "auto"
-    exhaustive_max_images: int = 60  # auto: up to this many images, match every pair
-    spatial_max_neighbors: int = 20
+    exhaustive_max_images: int = 20  # auto: up to this many images, match every pair
+    spatial_max_neighbors: int = 10
     spatial_max_distance_m: float = 200.0
     sequential_overlap: int = 10
     vocab_tree_path: str = ""  # auto uses the vocabulary tree only when this is set
@@ -48,7 +50,7 @@ class SfmConfig:
     # mapping
     mapper: Literal["incremental", "global"] = "incremental"
     abs_pose_min_num_inliers: int = 15  # COLMAP: 30; lund's last image (turning on the spot) needs 15
-    ignore_two_view_tracks: bool = True  # COLMAP default; False also keeps points seen by exactly two images
+    ignore_two_view_tracks: bool = False  # COLMAP: True; False also keeps points seen by exactly two images
     ba_global_max_num_iterations: int = -1  # -1: COLMAP default
     ba_local_max_num_iterations: int = -1
     ba_global_frames_ratio: float = 1.1

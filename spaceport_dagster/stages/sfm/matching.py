@@ -51,10 +51,15 @@ def select_matcher(config: SfmConfig, manifest_images: list[dict[str, Any]]) -> 
 
 
 def write_position_priors(database_path: Path, positions: dict[str, np.ndarray]) -> int:
-    """Store local ENU positions (metres) as pose priors, which the spatial matcher reads."""
+    """Store local ENU positions (metres) as pose priors, which the spatial matcher reads.
+
+    They replace the WGS84 priors COLMAP reads from EXIF itself, so matching uses the manifest's GPS facts
+    (the same ones georegistration uses).
+    """
     written = 0
     db = pycolmap.Database.open(database_path)
     try:
+        db.clear_pose_priors()
         for image in db.read_all_images():
             if image.name not in positions:
                 continue
