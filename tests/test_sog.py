@@ -230,6 +230,17 @@ def test_kmeans_with_more_centroids_than_points():
     assert torch.equal(r.centroids[r.labels], pts)
 
 
+def test_palette_renumbered_by_first_use():
+    from spaceport_dagster.stages.sog.encode import first_use_order
+
+    centroids = np.arange(5 * 3 * 2, dtype=np.float32).reshape(5, 3, 2)
+    labels = np.array([3, 3, 1, 4, 1, 3])
+    c, lab = first_use_order(centroids, labels)
+    assert lab.tolist() == [0, 0, 1, 2, 1, 0]
+    assert np.array_equal(c[lab], centroids[labels])  # same values per splat
+    assert np.array_equal(c[3:], centroids[[0, 2]])  # unused entries keep their order at the end
+
+
 # ---------------------------------------------------------------- WebP
 
 
