@@ -4,7 +4,7 @@ Bounds (all derived from the encoding, none tuned on data):
 - position, per axis: the 16-bit log-domain code truncates by less than one step s = (lmax - lmin)/65535,
   and invLogT's slope is at most exp(max(|lmin|, |lmax|)), so |dx| < s * exp(max |l|) (+ float32 rounding).
 - rotation: each stored component is truncated by less than sqrt(2)/255; with the largest component
-  >= 1/2 that moves the unit quaternion by at most 0.0193, a rotation of at most 2.21 degrees.
+  >= 1/2 that moves the unit quaternion by at most 0.0196, a rotation of at most 2.24 degrees.
 - log-scale and f_dc: nearest-entry quantisation errs by at most half the widest codebook gap, or by the
   overhang of the data beyond the codebook's ends.
 - opacity (linear): floor(255 * sigmoid) loses less than 1/255.
@@ -29,9 +29,17 @@ QUAT_STEP = math.sqrt(2.0) / 255.0
 
 
 def rotation_bound_deg() -> float:
-    three = math.sqrt(3.0) * QUAT_STEP  # the three stored components together
-    dropped = math.sqrt(3.0) * three + three * three  # |d - d'| with d, d' >= 1/2
-    chord = math.hypot(three, dropped)
+    """Largest rotation the smallest-three encoding can cause (a worst case; measured maxima sit near 2 degrees).
+
+    The three stored components a each lose e_i in [0, QUAT_STEP), |e| < sqrt(3) * QUAT_STEP. The dropped one,
+    d = sqrt(1 - |a|^2) >= 1/2 (it is the largest), moves by ||a'|^2 - |a|^2| / (d + d') with
+    ||a'|^2 - |a|^2| <= 2|a||e| + |e|^2, |a| <= sqrt(3)/2, and d' >= sqrt(1/4 - sqrt(3)|e| - |e|^2).
+    Two unit quaternions a chord c apart differ by a rotation of 4 asin(c / 2).
+    """
+    e = math.sqrt(3.0) * QUAT_STEP
+    growth = math.sqrt(3.0) * e + e * e
+    dropped = growth / (0.5 + math.sqrt(0.25 - growth))
+    chord = math.hypot(e, dropped)
     return math.degrees(4.0 * math.asin(chord / 2.0))
 
 
