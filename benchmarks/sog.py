@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             from spaceport_dagster.stages.sog.heldout import heldout_psnr
 
             cfg = SogConfig(psnr_views=args.psnr_views, psnr_max_side=args.psnr_max_side, render_device=args.device)
-            psnr = heldout_psnr(source, decoded, ply_path.parent, Path(args.photos), cfg, logging.getLogger("sog"))
+            psnr = heldout_psnr(cloud, decoded, ply_path.parent, Path(args.photos), cfg, logging.getLogger("sog"))
             result["heldout"] = psnr.as_metadata() | {"reason": psnr.reason}
         return result
 

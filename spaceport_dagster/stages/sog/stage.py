@@ -111,7 +111,7 @@ def compress(splat_dir: Path, output: Path, cfg: SogConfig, log: logging.Logger,
                                f"bytes); required >= {cfg.min_size_ratio}x",
                                metadata={"ratio": ratio}))
     if decoded is not None:
-        psnr = heldout_psnr(source, decoded, splat_dir, photos_dir, cfg, log)
+        psnr = heldout_psnr(cloud, decoded, splat_dir, photos_dir, cfg, log)  # the full PLY, all its SH bands
     else:
         psnr = HeldoutPsnr("", "bundle did not decode")
     metadata.update({f"psnr_{k}" if not k.startswith("psnr") else k: v for k, v in psnr.as_metadata().items()
