@@ -129,7 +129,7 @@ def make_handler(bundle: Bundle, engine: Path) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def start_server(target: str, host: str = "127.0.0.1", port: int = 8800) -> tuple[ThreadingHTTPServer, Bundle]:
+def start_server(target: str, host: str = "127.0.0.1", port: int = 8080) -> tuple[ThreadingHTTPServer, Bundle]:
     """Serve in a background thread; port 0 picks a free one (see `server.server_address`)."""
     engine = playcanvas_module()
     bundle = resolve_bundle(target)
@@ -166,7 +166,7 @@ def cmd_view(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     view = sub.add_parser("view", help="open a dataset's web splat (.sog) in a local PlayCanvas viewer")
     view.add_argument("dataset", help="dataset id with a published sogs_bundle, or a path to a .sog file")
-    view.add_argument("--port", type=int, default=8800, help="port on localhost (0: any free port)")
+    view.add_argument("--port", type=int, default=8080, help="port on localhost (0: any free port)")
     view.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     view.add_argument("--open", action="store_true", help="open the page in the default browser")
     view.set_defaults(func=cmd_view)

@@ -1,0 +1,133 @@
+"""Screenshots of the Dagster UI after materialising the demo partition (up to colmap_export).
+
+Starts `dagster dev` on a temporary instance, opens the asset pages in headless Chromium and checks that
+each page shows what it should (lineage, metadata, checks). Screenshots land in the test's tmp folder, or
+in SPACEPORT_SCREENSHOT_DIR when set. Skipped with a message where Chromium is not installed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spaceport_dagster.viewer.headless import Browser, BrowserUnavailable, find_chromium
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+DISMISS_MODAL = ("(() => { const b = [...document.querySelectorAll('button')].find(x => x.innerText.trim() === 'Skip');"
+                 " if (b) { b.click(); return true; } return false; })()")
+
+# (screenshot name, path, texts the page must show)
+PAGES = [
+    ("catalog", "/assets", ["image_set", "sparse_reconstruction", "colmap_export", "splat_model", "sogs_bundle",
+                            "reconstruction", "splat"]),
+    ("lineage", "/assets/colmap_export?view=lineage&lineageScope=neighbors&lineageDepth=4",
+     ["image_set", "sparse_r", "colmap_export", "splat_model", "sogs_bundle"]),
+    ("image_set", "/assets/image_set?view=events&partition=demo",
+     ["materialized in run", "usable_images", "gps_images", "28"]),
+    ("sparse_reconstruction", "/assets/sparse_reconstruction?view=events&partition=demo",
+     ["materialized in run", "registered_images", "28/28", "georegistered"]),
+    ("sparse_reconstruction_checks", "/assets/sparse_reconstruction?view=checks",
+     ["min_points", "registered_fraction", "reprojection_error", "Succeeded"]),
+    ("colmap_export", "/assets/colmap_export?view=events&partition=demo",
+     ["materialized in run", "every_image_has_correspondences"]),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACEPORT_", "DAGSTER_"))}
+    env.update(SPACEPORT_HOME=str(home), DAGSTER_HOME=str(home))
+    return env
+
+
+@pytest.fixture(scope="module")
+def materialised_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if find_chromium() is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium); no UI screenshots")
+    home = tmp_path_factory.mktemp("ui-home")
+    done = subprocess.run([sys.executable, "-m", "spaceport_dagster.cli", "demo", "--until", "colmap_export"],
+                          cwd=REPO, env=clean_env(home), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return home
+
+
+@pytest.fixture(scope="module")
+def dagster_ui(materialised_home: Path) -> Iterator[str]:
+    port = free_port()
+    log = open(materialised_home / "dagster-dev.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
+                             "-h", "127.0.0.1", "-p", str(port)], cwd=REPO, env=clean_env(materialised_home),
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/server_info", timeout=5)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("dagster dev did not come up:\n"
+                                       + (materialised_home / "dagster-dev.log").read_text()[-3000:]) from None
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # dagster dev, its webserver, daemon and code server
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def busy_fraction(png: bytes) -> float:
+    """Share of pixels that are not the page's plain white background."""
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.int16)
+    return float((pixels < 235).mean())
+
+
+def test_asset_pages(dagster_ui: str, tmp_path: Path) -> None:
+    out = Path(os.environ.get("SPACEPORT_SCREENSHOT_DIR", tmp_path))
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with Browser(1440, 1000, timeout=60) as browser:
+            for name, path, texts in PAGES:
+                browser.goto(dagster_ui + path)
+                condition = " && ".join(f"document.body.innerText.includes({t!r})" for t in texts)
+                try:
+                    browser.wait_for(f"(() => {{ {DISMISS_MODAL}; return {condition}; }})()", timeout=120)
+                except TimeoutError:
+                    shown = browser.evaluate("document.body.innerText")
+                    browser.screenshot(out / f"{name}.png")
+                    missing = [t for t in texts if t not in shown]
+                    pytest.fail(f"{name}: {path} never showed {missing}; screenshot {out / f'{name}.png'}")
+                time.sleep(1.5)  # let graphs lay out and images decode
+                png = browser.screenshot(out / f"{name}.png")
+                size = Image.open(io.BytesIO(png)).size
+                assert size == (1440, 1000)
+                assert busy_fraction(png) > 0.02, f"{name}: the page looks empty"
+                if name == "sparse_reconstruction":
+                    # any inline picture in the metadata (e.g. the top-down view) must have decoded
+                    broken = browser.evaluate("[...document.images].filter(i => i.src.startsWith('data:image')"
+                                              " && !(i.complete && i.naturalWidth > 0)).length")
+                    assert broken == 0
+    except BrowserUnavailable as exc:
+        pytest.skip(str(exc))
