@@ -470,3 +470,19 @@ def test_folder_bundle_errors(written, tmp_path: Path):
         read_sog(folder)
     with pytest.raises(SogFormatError, match="no SOG bundle"):
         read_sog(tmp_path / "missing")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_paths(tmp_path: Path):
+    values = np.random.default_rng(8).normal(0, 1, 50_000)
+    assert np.array_equal(codebook.build_codebook(values, device="cuda"), codebook.build_codebook(values))
+    points = torch.randn(20_000, 45, generator=torch.Generator().manual_seed(2))
+    a = kmeans(points, 4096, 10, seed=1, device="cuda")
+    b = kmeans(points, 4096, 10, seed=1, device="cuda")
+    assert a.method == "flat" and torch.equal(a.labels, b.labels) and torch.equal(a.centroids, b.centroids)
+    cloud = realistic_cloud(30_000, 3, seed=4)
+    result = write_sog(cloud, tmp_path / "gpu.sog", None, EncodeOptions(device="cuda"))
+    assert result.encoded.kmeans_method == "flat"
+    errors = roundtrip_errors(reorder(cloud, result.order, 15), read_sog(tmp_path / "gpu.sog"), result.encoded.meta)
+    assert all(e.passed for e in errors)
