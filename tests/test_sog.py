@@ -241,6 +241,20 @@ def test_palette_renumbered_by_first_use():
     assert np.array_equal(c[3:], centroids[[0, 2]])  # unused entries keep their order at the end
 
 
+def test_palette_order_with_the_smaller_label_image():
+    from spaceport_dagster.stages.sog.encode import _smaller_labels, first_use_order
+    from spaceport_dagster.stages.sog.webp import WebpSettings
+
+    rng = np.random.default_rng(9)
+    centroids = rng.normal(0, 1, (2048, 3, 3)).astype(np.float32)
+    scattered = rng.permutation(2048)[np.arange(4096) // 2]  # k-means order: labels jump around
+    c, lab, tex = _smaller_labels(centroids, scattered, 64, 64, WebpSettings())
+    assert lab[:6].tolist() == [0, 0, 1, 1, 2, 2]  # first use won
+    assert np.array_equal(c[lab], centroids[scattered]) and tex.shape == (64, 64, 4)
+    ordered = first_use_order(centroids, scattered)[1]  # already in first-use order: either choice is the same
+    assert np.array_equal(_smaller_labels(centroids, ordered, 64, 64, WebpSettings())[1], ordered)
+
+
 # ---------------------------------------------------------------- WebP
 
 

@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,8 @@ from .format import (
 )
 from .kmeans import kmeans
 from .morton import morton_order
+from .webp import WebpSettings
+from .webp import encode as encode_webp
 
 GENERATOR = "spaceport-dagster sog"
 
@@ -118,15 +120,16 @@ def cluster_shn(shn: np.ndarray, options: EncodeOptions) -> tuple[np.ndarray, np
     t0 = time.perf_counter()
     result = kmeans(torch.from_numpy(rows), palette, options.kmeans_iterations, options.seed,
                     _pick_device(options.device), options.kmeans_method)
-    centroids, labels = first_use_order(result.centroids.numpy().reshape(palette, 3, k), result.labels.numpy())
-    return centroids, labels, result.method, time.perf_counter() - t0
+    centroids = result.centroids.numpy().reshape(palette, 3, k)
+    return centroids, result.labels.numpy(), result.method, time.perf_counter() - t0
 
 
 def first_use_order(centroids: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Renumber the palette in order of first use along the (Morton-ordered) splats, unused entries last.
 
-    Labels then mostly count upwards along the texture, which WebP predicts well (the label image of a
-    20k-splat scene shrinks by more than half); the decoded values do not change.
+    Labels then mostly count upwards along the texture, which WebP predicts well when the palette is about
+    as large as the splat count (the label image of a 20k-splat scene shrinks by more than half); with many
+    splats per entry the k-means order can compress better. The decoded values do not change.
     """
     first = np.full(len(centroids), len(labels), dtype=np.int64)
     np.minimum.at(first, labels, np.arange(len(labels)))
@@ -153,14 +156,35 @@ def palette_texture(centroids: np.ndarray, device: str | None = None) -> tuple[n
 ImageSink = Callable[[str, np.ndarray], None]
 
 
+def label_texture(labels: np.ndarray, width: int, height: int) -> np.ndarray:
+    rows = np.zeros((len(labels), 4), np.uint8)
+    rows[:, 0] = labels & 0xFF
+    rows[:, 1] = labels >> 8
+    rows[:, 3] = 255
+    return _texture(rows, width, height)
+
+
+def _smaller_labels(centroids: np.ndarray, labels: np.ndarray, width: int, height: int,
+                    sizing: WebpSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The palette order (k-means' own or first use) whose label image compresses smaller."""
+    candidates = [(centroids, labels), first_use_order(centroids, labels)]
+    textures = [label_texture(lab, width, height) for _, lab in candidates]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        sizes = list(pool.map(lambda t: len(encode_webp(t, sizing)), textures))
+    best = int(np.argmin(sizes))
+    return candidates[best][0], candidates[best][1], textures[best]
+
+
 def encode_cloud(cloud: GaussianCloud, options: EncodeOptions | None = None,
-                 on_image: ImageSink | None = None) -> EncodedSog:
+                 on_image: ImageSink | None = None, webp_settings: WebpSettings | None = None) -> EncodedSog:
     """Morton-order and quantise `cloud` into the SOG v2 textures and meta.json.
 
     The SH k-means (the long pole) runs in a background thread while the other attributes are encoded;
     `on_image(name, texture)` is called as each texture is ready, so a caller can compress it meanwhile.
+    `webp_settings` are those the caller compresses with (the palette order is chosen by label image size).
     """
     options = options or EncodeOptions()
+    sizing = replace(webp_settings or WebpSettings(), verify=False)
     n = len(cloud)
     width, height = texture_size(n)
     if not cloud.all_finite():
@@ -208,13 +232,10 @@ def encode_cloud(cloud: GaussianCloud, options: EncodeOptions | None = None,
             t0 = time.perf_counter()
             centroids, labels, method, timings["kmeans"] = clustering.result()
             timings["kmeans_wait"] = time.perf_counter() - t0
+            centroids, labels, label_tex = _smaller_labels(centroids, labels, width, height, sizing)
             tex, book = palette_texture(centroids, dp_device)
             emit(SHN_FILES[0], tex)
-            label_rows = np.zeros((n, 4), np.uint8)
-            label_rows[:, 0] = labels & 0xFF
-            label_rows[:, 1] = labels >> 8
-            label_rows[:, 3] = 255
-            emit(SHN_FILES[1], _texture(label_rows, width, height))
+            emit(SHN_FILES[1], label_tex)
             meta["shN"] = {"count": len(centroids), "bands": bands, "codebook": book.tolist(),
                            "files": list(SHN_FILES)}
     return EncodedSog(meta, images, order, bands, timings, method)

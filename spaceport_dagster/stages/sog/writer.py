@@ -66,7 +66,8 @@ def write_sog(
     with ThreadPoolExecutor(max_workers=_threads()) as pool:
         pending: dict[str, Future[bytes]] = {}
         encoded = encode_cloud(cloud, options,
-                               lambda name, texture: pending.__setitem__(name, pool.submit(webp.encode, texture, settings)))
+                               lambda name, texture: pending.__setitem__(name, pool.submit(webp.encode, texture, settings)),
+                               settings)
         t1 = time.perf_counter()
         blobs = {name: pending[name].result() for name in encoded.images}
     t2 = time.perf_counter()
