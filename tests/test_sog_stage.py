@@ -106,6 +106,12 @@ def test_stage_without_photos_estimates_the_drop(scene, tmp_path: Path):
     expected = 20 * math.log10(1 + 10 ** (-(fidelity - 24.0) / 20))
     assert report.metadata["psnr_drop_db"] == pytest.approx(expected) and 0 < expected < 1.0
 
+    # photos that do not match the cameras: estimated as well, not a crash
+    (tmp_path / "other_export" / "images").mkdir(parents=True)
+    (tmp_path / "other_export" / "images" / "unrelated.png").write_bytes(b"")
+    report = run({"splat": str(copy), "export": str(tmp_path / "other_export")}, tmp_path / "out1", cfg, LOG)
+    assert report.metadata["psnr_measured"] == "estimate"
+
     (copy / "cameras.json").unlink()
     report = run({"splat": str(copy)}, tmp_path / "out2", cfg, LOG)
     psnr = next(c for c in report.checks if c.name == "psnr_drop")

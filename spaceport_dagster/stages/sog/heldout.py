@@ -75,6 +75,11 @@ def heldout_psnr(source: GaussianCloud, decoded: GaussianCloud, splat_dir: Path,
         return HeldoutPsnr("", "cameras.json marks no held-out views")
     views = _pick(views, cfg.psnr_views)
     photos = photos_dir if photos_dir is not None and photos_dir.is_dir() else None
+    if photos is not None:
+        missing = [v.name for v in views if not (photos / v.name).is_file()]
+        if missing:
+            log.warning(f"held-out photo(s) missing in {photos}: {', '.join(missing[:5])}; estimating the drop instead")
+            photos = None
     trainer_psnr = _trainer_psnr(splat_dir)
     if photos is None and trainer_psnr is None:
         return HeldoutPsnr("", "no photos (input 'export') and no held-out PSNR in metrics.json to compare with")
