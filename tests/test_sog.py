@@ -315,6 +315,37 @@ def test_bundle_layout(written):
     assert set(np.unique(images["quats.webp"].reshape(-1, 4)[:3000, 3])) <= {252, 253, 254, 255}
 
 
+def _engine_zip_view(data: bytes) -> dict[str, bytes]:
+    """The PlayCanvas engine's parseZipArchive (sog-bundle.js): end record at exactly len - 22, central
+    directory walk, data at the local header offset + 30 + name + extra, stored or raw deflate."""
+    import zlib
+
+    assert struct.unpack_from("<I", data, len(data) - 22)[0] == 0x06054B50
+    count = struct.unpack_from("<H", data, len(data) - 22 + 8)[0]
+    cd_size, cd_offset = struct.unpack_from("<II", data, len(data) - 22 + 12)
+    assert cd_offset != 0xFFFFFFFF and cd_size != 0xFFFFFFFF
+    files, offset = {}, cd_offset
+    for _ in range(count):
+        assert struct.unpack_from("<I", data, offset)[0] == 0x02014B50
+        method = struct.unpack_from("<H", data, offset + 10)[0]
+        compressed = struct.unpack_from("<I", data, offset + 20)[0]
+        name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, offset + 28)
+        lfh = struct.unpack_from("<I", data, offset + 42)[0]
+        name = data[offset + 46 : offset + 46 + name_len].decode()
+        assert struct.unpack_from("<I", data, lfh)[0] == 0x04034B50
+        start = lfh + 30 + sum(struct.unpack_from("<HH", data, lfh + 26))
+        raw = data[start : start + compressed]
+        files[name] = raw if method == 0 else zlib.decompress(raw, -15)
+        assert method in (0, 8)
+        offset += 46 + name_len + extra_len + comment_len
+    return files
+
+
+def test_the_engine_zip_parser_reads_our_bundle(written):
+    out, result = written
+    assert _engine_zip_view((out / "scene.sog").read_bytes()) == result.files
+
+
 def test_deterministic_for_a_seed(cloud3: GaussianCloud, written, tmp_path: Path):
     out, _ = written
     write_sog(cloud3, tmp_path / "again.sog", None, EncodeOptions(seed=5))
