@@ -52,6 +52,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def default_signals() -> None:
+    """Job runners often start tests with SIGINT/SIGTERM ignored, which children inherit; restore them."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def clean_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACEPORT_", "DAGSTER_"))}
     env.update(SPACEPORT_HOME=str(home), DAGSTER_HOME=str(home))
@@ -75,7 +81,8 @@ def dagster_ui(materialised_home: Path) -> Iterator[str]:
     log = open(materialised_home / "dagster-dev.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
                              "-h", "127.0.0.1", "-p", str(port)], cwd=REPO, env=clean_env(materialised_home),
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=default_signals)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -90,7 +97,7 @@ def dagster_ui(materialised_home: Path) -> Iterator[str]:
                 time.sleep(1)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # dagster dev, its webserver, daemon and code server
+        os.killpg(proc.pid, signal.SIGINT)  # dagster dev shuts down its webserver, daemon and code server on ^C
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:

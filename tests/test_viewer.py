@@ -69,6 +69,10 @@ def test_resolves_a_published_bundle_through_the_artifact_store(sog_file: Path, 
         store.publish(staging)
     bundle = resolve_bundle("site-7")
     assert bundle.dataset == "site-7" and bundle.splats == 12_345
+    # the initial view frames the bulk of the patch: centred near the origin, 5-95 % spread of 18 m
+    assert bundle.frame is not None
+    np.testing.assert_allclose(bundle.frame["center"], [0.0, 0.0, 0.0], atol=0.6)
+    assert bundle.frame["half_extent"] == pytest.approx(9.0, rel=0.05)
     assert bundle.bytes == sog_file.stat().st_size
     assert bundle.source == store.uri("site-7", "sogs_bundle")
     with pytest.raises(ViewerSetupError, match="dataset id"):

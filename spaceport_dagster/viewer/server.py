@@ -18,6 +18,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
+
 STATIC = Path(__file__).with_name("static")
 REPO = Path(__file__).resolve().parents[2]
 PLAYCANVAS_VERSION = "2.23.3"  # first checked against SOG v2 bundles; keep in step with scripts/install-viewer.sh
@@ -34,6 +36,26 @@ class Bundle:
     bytes: int
     splats: int
     source: str  # the artifact URI, or the file given on the command line
+    frame: dict | None = None  # robust centre and half extent of the splat (see robust_frame)
+
+
+def robust_frame(path: Path) -> dict | None:
+    """Where the initial camera should look: the median and the 5-95 % spread of the opaque splats.
+
+    Trained splats carry a few huge, far background Gaussians; framing the bounding box would leave the
+    survey a speck in the middle of the screen. None when the bundle cannot be decoded here.
+    """
+    try:
+        from spaceport_dagster.stages.sog.reader import read_sog
+
+        cloud = read_sog(path)
+    except Exception:  # noqa: BLE001 - the page falls back to the engine's bounding box
+        return None
+    means = cloud.means[1.0 / (1.0 + np.exp(-cloud.opacities)) > 0.3]
+    if len(means) < 10:
+        means = cloud.means
+    lo, hi = np.percentile(means, 5, axis=0), np.percentile(means, 95, axis=0)
+    return {"center": [float(v) for v in np.median(means, axis=0)], "half_extent": float(max(hi - lo) / 2)}
 
 
 def playcanvas_module() -> Path:
@@ -65,7 +87,7 @@ def resolve_bundle(target: str) -> Bundle:
     given = Path(target)
     if target.endswith(".sog") and given.is_file():
         path = given.resolve()
-        return Bundle(path.stem, str(path), path.stat().st_size, sog_splat_count(path), str(path))
+        return Bundle(path.stem, str(path), path.stat().st_size, sog_splat_count(path), str(path), robust_frame(path))
     from spaceport_dagster.resources.artifact_store import ArtifactMissing, open_store
     from spaceport_dagster.resources.storage import default_artifact_root
     from spaceport_dagster.stages.dataset_id import InvalidDatasetId, validate_dataset_id
@@ -82,7 +104,8 @@ def resolve_bundle(target: str) -> Bundle:
     path = folder / f"{dataset}.sog"
     if not path.is_file():
         raise ViewerSetupError(f"the published sogs_bundle of {dataset!r} has no {path.name}")
-    return Bundle(dataset, str(path), path.stat().st_size, sog_splat_count(path), store.uri(dataset, "sogs_bundle"))
+    return Bundle(dataset, str(path), path.stat().st_size, sog_splat_count(path), store.uri(dataset, "sogs_bundle"),
+                  robust_frame(path))
 
 
 def make_handler(bundle: Bundle, engine: Path) -> type[BaseHTTPRequestHandler]:

@@ -52,10 +52,9 @@ class Orbit {
         }, { passive: false });
     }
 
-    frame(aabb) {
-        this.target.copy(aabb.center);
-        const h = aabb.halfExtents;
-        this.distance = Math.max(h.x, h.y, h.z, 1e-3) * 2.8;
+    frame(center, radius) {
+        this.target.copy(center);
+        this.distance = Math.max(radius, 1e-3) * 2.6;
         this.yaw = 0;
         this.pitch = -45;
     }
@@ -99,11 +98,21 @@ async function main() {
         splat.setLocalEulerAngles(-90, 0, 0);
         app.root.addChild(splat);
 
-        const local = resource.aabb;
-        const world = new pc.BoundingBox();
-        world.setFromTransformedAabb(local, splat.getWorldTransform());
-        orbit.frame(world);
-        window.addEventListener('keydown', (e) => { if (e.key === 'f' || e.key === 'F') orbit.frame(world); });
+        // frame the opaque bulk of the splat (from the server), else the engine's bounding box
+        const toWorld = splat.getWorldTransform();
+        let center;
+        let radius;
+        if (info.frame) {
+            center = toWorld.transformPoint(new pc.Vec3(...info.frame.center));
+            radius = info.frame.half_extent;
+        } else {
+            const box = new pc.BoundingBox();
+            box.setFromTransformedAabb(resource.aabb, toWorld);
+            center = box.center.clone();
+            radius = Math.max(box.halfExtents.x, box.halfExtents.y, box.halfExtents.z);
+        }
+        orbit.frame(center, radius);
+        window.addEventListener('keydown', (e) => { if (e.key === 'f' || e.key === 'F') orbit.frame(center, radius); });
 
         const count = resource.numSplats;
         $('splats').textContent = count.toLocaleString('en-US');
