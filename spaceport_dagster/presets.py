@@ -4,10 +4,10 @@ from __future__ import annotations
 
 PIPELINE_PRESETS: dict[str, dict[str, str]] = {
     # minutes on a laptop CPU: for the demo, CI and a first look
-    "preview": {"sparse_reconstruction": "fast", "splat_model": "preview"},
+    "preview": {"sparse_reconstruction": "fast", "splat_model": "preview", "sogs_bundle": "preview"},
     # what a GPU run should use
-    "standard": {"sparse_reconstruction": "fast", "splat_model": "standard"},
-    "quality": {"sparse_reconstruction": "quality", "splat_model": "quality"},
+    "standard": {"sparse_reconstruction": "fast", "splat_model": "standard", "sogs_bundle": "standard"},
+    "quality": {"sparse_reconstruction": "quality", "splat_model": "quality", "sogs_bundle": "standard"},
 }
 
 

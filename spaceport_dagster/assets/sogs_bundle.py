@@ -12,7 +12,7 @@ from .stage_config import StageConfig, check_specs
 
 @asset(
     partitions_def=datasets_partitions,
-    deps=["splat_model"],
+    deps=["splat_model", "colmap_export"],
     group_name="splat",
     kinds={"pytorch", "webp"},
     check_specs=check_specs(
@@ -31,5 +31,5 @@ def sogs_bundle(
 ) -> MaterializeResult:
     """Morton-ordered, quantised and palettised splat in lossless WebP images, zipped as `<dataset>.sog`."""
     options = {"bundle_name": context.partition_key, **config.stage_config()}
-    return run_stage_asset(context, storage, compute, stage="sog", artifacts={"splat": "splat_model"},
+    return run_stage_asset(context, storage, compute, stage="sog", artifacts={"splat": "splat_model", "export": "colmap_export"},
                            config=options)
