@@ -55,6 +55,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     home = prepare_home()
     os.environ.setdefault("GLOG_minloglevel", "1")  # COLMAP's per-image INFO lines drown the demo's progress
+    # Stage subprocesses inherit this: OpenMP threads that sleep instead of spinning while they wait. On a
+    # busy 2-core machine, spinning torch threads made CPU rendering 5-8x slower (docs/demo.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     out = demo_dir(home)
     ensure_survey(out, args.regenerate)
     from spaceport_dagster.runner import run_pipeline
