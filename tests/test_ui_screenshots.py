@@ -8,6 +8,7 @@ in SPACEPORT_SCREENSHOT_DIR when set. Skipped with a message where Chromium is n
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -42,7 +43,9 @@ PAGES = [
     ("sparse_reconstruction_checks", "/assets/sparse_reconstruction?view=checks",
      ["min_points", "registered_fraction", "reprojection_error", "Succeeded"]),
     ("colmap_export", "/assets/colmap_export?view=events&partition=demo",
-     ["materialized in run", "every_image_has_correspondences"]),
+     ["materialized in run", "min_correspondences_per_image", "PINHOLE"]),
+    ("colmap_export_checks", "/assets/colmap_export?view=checks",
+     ["every_image_has_correspondences", "export_reads_back", "Succeeded"]),
 ]
 
 
@@ -95,6 +98,10 @@ def dagster_ui(materialised_home: Path) -> Iterator[str]:
                     raise RuntimeError("dagster dev did not come up:\n"
                                        + (materialised_home / "dagster-dev.log").read_text()[-3000:]) from None
                 time.sleep(1)
+        # the UI greets localhost visitors with a community pop-up over the page; mark it seen
+        request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": "mutation { setNuxSeen }"}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=30)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # dagster dev shuts down its webserver, daemon and code server on ^C
