@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -112,7 +111,6 @@ def generate_survey(out: Path, spec: SurveySpec | None = None,
     """
     spec = spec or SurveySpec()
     workers = workers if workers is not None else min(4, len(os.sched_getaffinity(0)))
-    started = time.perf_counter()
     scene = build_scene(spec.scene)
     cameras = plan_cameras(spec.flight)
     images = out / "images"
@@ -139,7 +137,6 @@ def generate_survey(out: Path, spec: SurveySpec | None = None,
         "camera": {"width": spec.flight.width, "height": spec.flight.height, "focal_px": spec.flight.focal_px,
                    "cx": spec.flight.width / 2, "cy": spec.flight.height / 2, "model": "PINHOLE"},
         "images": records,
-        "seconds": round(time.perf_counter() - started, 2),
     }
     (out / "truth.json").write_text(json.dumps(truth, indent=2))
     return truth
