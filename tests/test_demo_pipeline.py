@@ -90,3 +90,21 @@ def test_view_serves_the_demo_bundle(demo_home) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_demo_splat_renders_in_the_browser(demo_home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home, done, _ = demo_home
+    assert done.returncode == 0
+    from tests.test_viewer import engine_or_skip, view_in_chromium
+
+    engine_or_skip()
+    monkeypatch.setenv("SPACEPORT_HOME", str(home))
+    monkeypatch.delenv("SPACEPORT_ARTIFACT_ROOT", raising=False)
+    page, drawn, errors = view_in_chromium("demo", tmp_path / "demo.png")
+    header = (home / "artifacts" / "demo" / "splat_model" / "point_cloud.ply").read_bytes()[:2000]
+    gaussians = int(re.search(rb"element vertex (\d+)", header).group(1))
+    assert page["state"] == "ready", page["status"]
+    assert errors == []
+    assert int(page["splats"]) == gaussians  # the engine decoded every trained Gaussian
+    assert drawn > 0.2, f"only {drawn:.1%} of the canvas differs from the background"
+
