@@ -28,6 +28,8 @@ def export_case(export: Path, long_side: int, device: str) -> dict:
     params = {k: v.detach() for k, v in init_params(scene.points, scene.colors, TrainConfig(), torch.device(device),
                                                     g).items()}
     params["shN"] = (torch.randn(params["shN"].shape, generator=g) * 0.1).to(device)
+    # SfM init is isotropic, where rotation gradients are exactly zero (cosine of round-off): stretch it
+    params["scales"] = params["scales"] + torch.log(0.3 + 1.4 * torch.rand(params["scales"].shape, generator=g)).to(device)
     params["opacities"] = torch.logit(0.05 + 0.9 * torch.rand(params["opacities"].shape, generator=g)).to(device)
     v = scene.views[0]
     return {"params": params, "viewmat": torch.tensor(v.viewmat, dtype=torch.float32, device=device),

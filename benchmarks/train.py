@@ -40,7 +40,7 @@ def run_one(export: Path, steps: int, overrides: dict[str, Any], workdir: Path) 
         "psnr": round(summary["psnr"], 2), "ssim": round(summary["ssim"], 3),
         "baseline_psnr": round(summary["baseline_psnr"], 2), "ply_mb": round(summary["ply_bytes"] / 2**20, 1),
         "resolution": summary["resolution"], "views": f"{summary['train_views']}/{summary['heldout_views']}",
-        "device": summary["device"], "evals": metrics["evals"], "output": str(out),
+        "device": summary["device"], "seconds": summary.get("seconds"), "evals": metrics["evals"], "output": str(out),
     }
 
 
@@ -72,7 +72,7 @@ def main() -> None:
                 row = {"variant": name, **run_one(args.exports / dataset, steps, overrides, workdir)}
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "evals"}), flush=True)
-    args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "runs": rows}, indent=1))
+                args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "runs": rows}, indent=1))
     print(table(rows))
 
 

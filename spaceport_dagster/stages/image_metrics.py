@@ -25,19 +25,16 @@ def _window(device: torch.device, dtype: torch.dtype, size: int = 11, sigma: flo
 
 
 def ssim_map_mean(x: Tensor, y: Tensor) -> Tensor:
-    """Mean SSIM of batches (B, 3, H, W); differentiable (the training loss uses 1 - this)."""
+    """Mean SSIM of batches (B, C, H, W); differentiable (the training loss uses 1 - this).
+    The five local statistics go through one grouped separable convolution (two kernels, not ten)."""
+    b, ch = x.shape[:2]
     g = _window(x.device, x.dtype)
-    ch = x.shape[1]
-    gx = g.view(1, 1, 1, -1).repeat(ch, 1, 1, 1)
-    gy = g.view(1, 1, -1, 1).repeat(ch, 1, 1, 1)
-
-    def blur(t: Tensor) -> Tensor:
-        return F.conv2d(F.conv2d(t, gx, groups=ch), gy, groups=ch)
-
-    mu_x, mu_y = blur(x), blur(y)
-    sxx = blur(x * x) - mu_x**2
-    syy = blur(y * y) - mu_y**2
-    sxy = blur(x * y) - mu_x * mu_y
+    stats = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (B, 5C, H, W)
+    n = stats.shape[1]
+    blurred = F.conv2d(F.conv2d(stats, g.view(1, 1, 1, -1).expand(n, 1, 1, -1), groups=n),
+                       g.view(1, 1, -1, 1).expand(n, 1, -1, 1), groups=n)
+    mu_x, mu_y, exx, eyy, exy = blurred.split(ch, dim=1)
+    sxx, syy, sxy = exx - mu_x**2, eyy - mu_y**2, exy - mu_x * mu_y
     num = (2 * mu_x * mu_y + _C1) * (2 * sxy + _C2)
     den = (mu_x**2 + mu_y**2 + _C1) * (sxx + syy + _C2)
     return (num / den).mean()

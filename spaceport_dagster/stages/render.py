@@ -47,14 +47,57 @@ def load_views(cameras_json: str | Path) -> list[View]:
     return [View.from_dict(d) for d in data["cameras"]]
 
 
+def _load_cached_gsplat_build() -> None:
+    """Use gsplat's JIT-built CUDA extension from torch's extension cache without the JIT's up-to-date check.
+
+    A gsplat wheel without prebuilt kernels compiles them on first use (about a minute) and, in every later
+    process, still spends seconds re-validating the build before loading it. When the cached build was made
+    from this very gsplat install (its build.ninja names these sources), load the library directly as
+    `gsplat.csrc`, the module name gsplat tries first. Anything unexpected leaves gsplat to its own loader.
+    """
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    import gsplat
+
+    if "gsplat.csrc" in sys.modules or importlib.util.find_spec("gsplat.csrc") is not None:
+        return
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        build = Path(_get_build_directory("gsplat_cuda", verbose=False))
+        library, ninja = build / "gsplat_cuda.so", build / "build.ninja"
+        if not (library.is_file() and ninja.is_file()):
+            return
+        if str(Path(gsplat.__file__).parent / "cuda" / "csrc") not in ninja.read_text():
+            return
+        loader = importlib.machinery.ExtensionFileLoader("gsplat_cuda", str(library))
+        spec = importlib.util.spec_from_loader("gsplat_cuda", loader)
+        module = importlib.util.module_from_spec(spec)
+        loader.exec_module(module)
+        sys.modules["gsplat.csrc"] = module
+        gsplat.csrc = module
+    except Exception:  # a stale or foreign build: gsplat's own loader decides
+        return
+
+
+_GSPLAT: bool | None = None
+
+
 def gsplat_available(device: torch.device | str) -> bool:
+    global _GSPLAT
     if torch.device(device).type != "cuda":
         return False
-    try:
-        import gsplat  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    if _GSPLAT is None:
+        try:
+            import gsplat  # noqa: F401
+        except ImportError:
+            _GSPLAT = False
+        else:
+            _GSPLAT = True
+            _load_cached_gsplat_build()
+    return _GSPLAT
 
 
 def pick_device(requested: str = "auto") -> torch.device:

@@ -55,17 +55,28 @@ def make_optimizers(params: dict[str, torch.nn.Parameter], cfg: TrainConfig,
                     scene_scale: float) -> dict[str, torch.optim.Optimizer]:
     lrs = {"means": cfg.means_lr * scene_scale, "scales": cfg.scales_lr, "quats": cfg.quats_lr,
            "opacities": cfg.opacities_lr, "sh0": cfg.sh0_lr, "shN": cfg.shN_lr}
-    return {name: torch.optim.Adam([{"params": [p], "lr": lrs[name], "name": name}], eps=1e-15)
+    fused = next(iter(params.values())).device.type == "cuda"
+    return {name: torch.optim.Adam([{"params": [p], "lr": lrs[name], "name": name}], eps=1e-15, fused=fused)
             for name, p in params.items()}
 
 
-def make_strategy(cfg: TrainConfig, device: torch.device, log: logging.Logger) -> tuple[Any, bool]:
+def gaussian_cap(cfg: TrainConfig, train_megapixels: float) -> int:
+    """The MCMC cap: cap_max, lowered to cap_per_train_mp per training megapixel when that is set."""
+    if cfg.cap_per_train_mp > 0:
+        return max(1000, min(cfg.cap_max, int(cfg.cap_per_train_mp * train_megapixels)))
+    return cfg.cap_max
+
+
+def make_strategy(cfg: TrainConfig, device: torch.device, log: logging.Logger,
+                  train_megapixels: float = 0.0) -> tuple[Any, bool]:
     """(strategy, is_mcmc). gsplat's strategies on CUDA, the PyTorch port of the default one elsewhere."""
     if gsplat_available(device):
         from gsplat.strategy import DefaultStrategy, MCMCStrategy
 
         if cfg.strategy == "mcmc":
-            return MCMCStrategy(cap_max=cfg.cap_max, refine_start_iter=cfg.refine_start_iter,
+            cap = gaussian_cap(cfg, train_megapixels)
+            log.info(f"MCMC densification capped at {cap} Gaussians")
+            return MCMCStrategy(cap_max=cap, refine_start_iter=cfg.refine_start_iter,
                                 refine_stop_iter=cfg.refine_stop_iter, refine_every=cfg.refine_every,
                                 min_opacity=cfg.prune_opa), True
         return DefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, grow_scale3d=cfg.grow_scale3d,

@@ -66,7 +66,8 @@ class Trainer:
         self.params = init_params(scene.points, scene.colors, cfg, device, self.generator)
         self.optimizers = make_optimizers(self.params, cfg, scene.scene_scale)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizers["means"], means_lr_gamma(cfg.steps))
-        self.strategy, self.mcmc = make_strategy(cfg, device, log)
+        train_mp = sum(scene.views[i].width * scene.views[i].height for i in scene.train) / 1e6
+        self.strategy, self.mcmc = make_strategy(cfg, device, log, train_mp)
         self.strategy_state = (self.strategy.initialize_state() if self.mcmc
                                else self.strategy.initialize_state(scene_scale=scene.scene_scale))
         self.appearance = Appearance(len(scene.views), device) if cfg.appearance == "affine" else None
@@ -168,6 +169,7 @@ class Trainer:
         loss_n = 0
         order: list[int] = []
         best, since_best, stopped = -float("inf"), 0, False
+        best_state: tuple[dict[str, Tensor], dict[str, Any]] | None = None
         if self.start_step == 0:
             self.evaluate(0, 0.0, float("nan"))
         step = self.start_step
@@ -215,6 +217,8 @@ class Trainer:
                 record = self.evaluate(done, time.perf_counter() - t0, train_loss)
                 if record["psnr"] > best + cfg.early_stop_min_delta:
                     best, since_best = record["psnr"], 0
+                    if cfg.early_stop_patience and cfg.early_stop_restore_best:
+                        best_state = ({k: v.detach().clone() for k, v in self.params.items()}, dict(record))
                 else:
                     since_best += 1
                 if cfg.early_stop_patience and since_best >= cfg.early_stop_patience and done < cfg.steps:
@@ -228,6 +232,11 @@ class Trainer:
                 break
         if sync:
             torch.cuda.synchronize()
+        if stopped and best_state is not None and best_state[1]["step"] != self.evals[-1]["step"]:
+            for k, v in best_state[0].items():
+                self.params[k] = torch.nn.Parameter(v)
+            self.evals.append({**best_state[1], "restored_best": True})
+            self.log.info(f"restored the parameters of step {best_state[1]['step']} (best held-out PSNR)")
         steps_done = step + 1 if cfg.steps > self.start_step else self.start_step
         return TrainResult(self.params, self.appearance, self.evals, steps_done, time.perf_counter() - t0,
                            stopped_early=stopped)

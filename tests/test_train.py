@@ -1,0 +1,216 @@
+"""The splat trainer on CPU: the PyTorch fallback trains a tiny synthetic drone scene end to end, resumes from a
+checkpoint, writes the standard PLY, and refuses broken exports; the quality gates fail on broken models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spaceport_dagster.stages.config import ConfigError
+from spaceport_dagster.stages.ply import GaussianCloud, property_names, read_ply, write_ply
+from spaceport_dagster.stages.render import View, render
+from spaceport_dagster.stages.train import load_config, run
+from spaceport_dagster.stages.train.checks import (
+    check_baseline,
+    check_finite,
+    check_floor,
+    check_min_gaussians,
+    check_ply,
+    quality_checks,
+)
+from spaceport_dagster.stages.train.data import ExportError, load_scene
+from spaceport_dagster.stages.train.model import to_cloud
+from spaceport_dagster.stages.train.synthetic import write_synthetic_export
+
+LOG = logging.getLogger("test_train")
+# small enough for 2 CI cores: 64x48 photos, 400 SfM points, a short schedule with one densification.
+# The synthetic photos show black beyond the ground patch, so the background stays black here.
+TINY = {"preset": "preview", "max_long_side": 0, "steps": 60, "eval_every": 30, "checkpoint_every": 30,
+        "refine_start_iter": 20, "refine_every": 20, "refine_stop_iter": 50, "min_gaussians": 100, "seed": 0,
+        "background": "black"}
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    return write_synthetic_export(tmp_path_factory.mktemp("export"), n_views=12)
+
+
+@pytest.fixture(scope="module")
+def trained(export, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    torch.set_num_threads(2)
+    report = run({"export": str(export)}, out, TINY, LOG)
+    return out, report
+
+
+def test_fallback_trains_tiny_scene(trained):
+    out, report = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    evals = metrics["evals"]
+    assert [e["step"] for e in evals] == [0, 30, 60]
+    initial, final = evals[0]["psnr"], evals[-1]["psnr"]
+    assert final >= initial + 6.0, (initial, final)
+    assert final >= evals[-1]["baseline_psnr"] + 3.0
+    assert evals[-1]["ssim"] > evals[0]["ssim"]
+    assert metrics["summary"]["backend"] == "torch" and metrics["summary"]["heldout_views"] == 2
+    meta = report.metadata
+    assert meta["steps"] == 60 and meta["gaussians"] == len(read_ply(out / "point_cloud.ply"))
+    assert meta["psnr"] == pytest.approx(final) and meta["ply_bytes"] == (out / "point_cloud.ply").stat().st_size
+    assert "data:image/png;base64," in meta["previews"]["raw_value"]
+    by_name = {c.name: c for c in report.checks}
+    assert set(by_name) == {"min_gaussians", "finite_parameters", "ply_readable", "beats_mean_colour_baseline",
+                            "absolute_psnr_floor"}
+    assert all(by_name[n].passed for n in ("min_gaussians", "finite_parameters", "ply_readable",
+                                           "beats_mean_colour_baseline"))
+    assert not by_name["absolute_psnr_floor"].blocking
+
+
+def test_outputs_written(trained):
+    out, _ = trained
+    cams = json.loads((out / "cameras.json").read_text())["cameras"]
+    assert len(cams) == 12 and sum(c["heldout"] for c in cams) == 2
+    assert [c["name"] for c in cams if c["heldout"]] == ["view_000.png", "view_008.png"]
+    previews = sorted((out / "previews").glob("*.png"))
+    assert [p.name for p in previews] == ["view_000.png", "view_008.png"]
+    with Image.open(previews[0]) as im:
+        assert im.size == (64 * 2 + 4, 48)
+    with Image.open(out / "training_curve.png") as im:
+        assert im.width > 100
+    assert len(list((out / "checkpoints").glob("ckpt_*.pt"))) == 1  # only the newest is kept
+
+
+def test_ply_is_standard_and_round_trips(trained, tmp_path):
+    out, _ = trained
+    path = out / "point_cloud.ply"
+    header = path.read_bytes().split(b"end_header")[0].decode()
+    assert "format binary_little_endian 1.0" in header
+    assert [line.split()[-1] for line in header.splitlines() if line.startswith("property")] == property_names(15)
+    cloud = read_ply(path)
+    assert cloud.shN.shape[1:] == (15, 3) and cloud.all_finite()
+    assert np.all(cloud.shN[:, 3:] == 0)  # preview trains SH degree 1; the rest is zero padding
+    again = tmp_path / "again.ply"
+    write_ply(again, cloud)
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_render_api_matches_training_views(trained, export):
+    out, _ = trained
+    cloud = read_ply(out / "point_cloud.ply")
+    view = View.from_dict(json.loads((out / "cameras.json").read_text())["cameras"][8])
+    image = render(cloud, view, view.width, view.height, "cpu")
+    assert image.shape == (48, 64, 3) and float(image.min()) >= 0 and float(image.max()) <= 1
+    half = render(cloud, view, 32, 24, "cpu")
+    assert half.shape == (24, 32, 3)
+
+
+def test_resume_from_checkpoint(export, trained, tmp_path):
+    out, _ = trained
+    ckpt = next((out / "checkpoints").glob("ckpt_*.pt"))
+    assert ckpt.name == "ckpt_0000030.pt"
+    resumed = tmp_path / "resumed"
+    report = run({"export": str(export), "resume": str(ckpt)}, resumed, {**TINY, "steps": 40}, LOG)
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert metrics["summary"]["resumed_from"] == str(ckpt)
+    assert [e["step"] for e in metrics["evals"]] == [0, 30, 40]  # history kept, 10 more steps trained
+    assert report.metadata["steps"] == 40
+
+
+def test_resume_finds_checkpoint_in_output(export, trained, tmp_path):
+    out, _ = trained
+    retry = tmp_path / "retry"
+    shutil.copytree(out / "checkpoints", retry / "checkpoints")
+    report = run({"export": str(export)}, retry, {**TINY, "steps": 31, "checkpoint_every": 0}, LOG)
+    assert report.metadata["resumed_from"].endswith("ckpt_0000030.pt") and report.metadata["steps"] == 31
+
+
+def test_broken_exports_give_clear_errors(export, tmp_path):
+    with pytest.raises(ExportError, match="does not exist"):
+        load_scene(tmp_path / "nowhere", 0, 8, torch.device("cpu"))
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    with pytest.raises(ExportError, match="no images/ folder or it is empty"):
+        load_scene(tmp_path / "empty", 0, 8, torch.device("cpu"))
+    bad = tmp_path / "bad"
+    shutil.copytree(export, bad)
+    (bad / "sparse" / "0" / "images.bin").write_bytes(b"\x05\x00")
+    with pytest.raises(ExportError, match="unreadable COLMAP model.*truncated"):
+        load_scene(bad, 0, 8, torch.device("cpu"))
+    shutil.rmtree(bad / "sparse")
+    with pytest.raises(ExportError, match=r"lacks cameras\.bin"):
+        load_scene(bad, 0, 8, torch.device("cpu"))
+    gone = tmp_path / "gone"
+    shutil.copytree(export, gone)
+    (gone / "images" / "view_003.png").unlink()
+    with pytest.raises(ExportError, match="lacks 1 image file"):
+        load_scene(gone, 0, 8, torch.device("cpu"))
+    (gone / "images" / "view_003.png").write_bytes(b"not a png")
+    with pytest.raises(ExportError, match="cannot decode export image view_003.png"):
+        load_scene(gone, 0, 8, torch.device("cpu"))
+    with pytest.raises(ValueError, match="input named 'export'"):
+        run({}, tmp_path / "x", {}, LOG)
+
+
+def _cloud(n: int) -> GaussianCloud:
+    rng = np.random.default_rng(0)
+    return GaussianCloud(means=rng.normal(size=(n, 3)).astype(np.float32), sh0=np.zeros((n, 3), np.float32),
+                         shN=np.zeros((n, 15, 3), np.float32), opacities=np.zeros(n, np.float32),
+                         scales=np.full((n, 3), -3, np.float32), quats=np.tile([1, 0, 0, 0], (n, 1)).astype(np.float32))
+
+
+def test_checks_fail_on_broken_models(tmp_path):
+    cfg = load_config({})
+    assert check_min_gaussians(_cloud(1000), cfg).passed
+    few = check_min_gaussians(_cloud(999), cfg)
+    assert not few.passed and few.blocking and "999 Gaussians" in few.description
+    nan = _cloud(2000)
+    nan.scales[5, 1] = np.nan
+    assert check_finite(_cloud(10)).passed
+    bad = check_finite(nan)
+    assert not bad.passed and bad.blocking
+    good = tmp_path / "good.ply"
+    write_ply(good, _cloud(1500))
+    assert check_ply(good, 1500).passed
+    assert not check_ply(good, 1499).passed
+    garbage = tmp_path / "garbage.ply"
+    garbage.write_bytes(b"ply\nformat ascii 1.0\nend_header\n")
+    assert not check_ply(garbage, 1500).passed
+    low_sh = tmp_path / "sh1.ply"
+    write_ply(low_sh, GaussianCloud(**{**_cloud(1500).__dict__, "shN": np.zeros((1500, 3, 3), np.float32)}))
+    assert not check_ply(low_sh, 1500).passed  # 9 f_rest: not the layout viewers expect
+    assert check_baseline(16.4, 13.3, cfg).passed
+    dummy = check_baseline(15.0, 13.3, cfg)
+    assert not dummy.passed and dummy.blocking
+    assert not check_baseline(float("nan"), 13.3, cfg).passed
+    floor = check_floor(15.0, cfg)
+    assert not floor.passed and not floor.blocking
+    checks = quality_checks(nan, good, 30.0, 10.0, load_config({"min_gaussians": 5000}))
+    failed = {c.name for c in checks if not c.passed}
+    assert failed == {"min_gaussians", "finite_parameters", "ply_readable"}
+
+
+def test_to_cloud_pads_sh_and_keeps_values():
+    params = {"means": torch.ones(3, 3), "sh0": torch.zeros(3, 3), "shN": torch.full((3, 3, 3), 0.5),
+              "opacities": torch.zeros(3), "scales": torch.zeros(3, 3), "quats": torch.ones(3, 4)}
+    cloud = to_cloud(params)
+    assert cloud.shN.shape == (3, 15, 3) and np.all(cloud.shN[:, :3] == 0.5) and np.all(cloud.shN[:, 3:] == 0)
+
+
+def test_config_presets_and_errors():
+    assert load_config({"preset": "standard"}).steps == 30_000
+    std = load_config({})
+    assert std.strategy == "mcmc" and std.appearance == "affine" and std.cap_max == 1_000_000
+    ref = load_config({"preset": "reference"})
+    assert (ref.strategy, ref.appearance, ref.background, ref.sh_degree) == ("default", "none", "black", 3)
+    assert load_config({"preset": "quality"}).cap_max == 3_000_000
+    assert load_config({"preset": "preview", "steps": 10}).steps == 10
+    with pytest.raises(ConfigError, match="no option"):
+        load_config({"stepz": 3})
+    with pytest.raises(ConfigError, match="strategy"):
+        load_config({"strategy": "magic"})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config({"preset": "turbo"})
