@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"machine": info, "commit": commit, "results": rows}, indent=2))
     print(f"{info['date']}  {info['cores']} cores  {info['cpu']}  load after {info['load_avg_1_5_15']}")
+    if overrides:
+        print(f"overrides on preset {args.preset}: {json.dumps(overrides)}")
     print(table(rows))
     return 0
 

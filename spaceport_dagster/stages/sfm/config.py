@@ -49,6 +49,7 @@ class SfmConfig:
     min_num_inliers: int = 15
     # mapping
     mapper: Literal["incremental", "global"] = "incremental"
+    global_fallback: bool = True  # incremental left images out: also run the global mapper, keep the larger
     abs_pose_min_num_inliers: int = 15  # COLMAP: 30; lund's last image (turning on the spot) needs 15
     ignore_two_view_tracks: bool = False  # COLMAP: True; False also keeps points seen by exactly two images
     ba_global_max_num_iterations: int = -1  # -1: COLMAP default

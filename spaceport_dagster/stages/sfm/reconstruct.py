@@ -118,14 +118,36 @@ def global_options(config: SfmConfig) -> pycolmap.GlobalPipelineOptions:
     return options
 
 
-def map_models(database: Path, image_dir: Path, work_dir: Path, config: SfmConfig) -> list[pycolmap.Reconstruction]:
-    out = work_dir / "models"
+def run_mapper(mapper: str, database: Path, image_dir: Path, work_dir: Path,
+               config: SfmConfig) -> list[pycolmap.Reconstruction]:
+    out = work_dir / f"models-{mapper}"
     out.mkdir(parents=True, exist_ok=True)
-    if config.mapper == "global":
+    if mapper == "global":
         models = pycolmap.global_mapping(database, image_dir, out, global_options(config))
     else:
         models = pycolmap.incremental_mapping(database, image_dir, out, incremental_options(config))
     return list(models.values())
+
+
+def _size(model: pycolmap.Reconstruction) -> tuple[int, int]:
+    return model.num_reg_images(), model.num_points3D()
+
+
+def map_models(database: Path, image_dir: Path, work_dir: Path, config: SfmConfig, n_images: int,
+               log: logging.Logger) -> tuple[list[pycolmap.Reconstruction], str]:
+    """All models, largest first, and the mapper that made the largest.
+
+    With `global_fallback`, an incremental run that leaves images out is followed by the global mapper on the
+    same matches (mapping is seconds next to features and matching): on forward-moving sequences COLMAP's
+    incremental initialisation can lock onto a poor pair (10 lund images: 2/10 incremental, 10/10 global).
+    """
+    models = [(m, config.mapper) for m in run_mapper(config.mapper, database, image_dir, work_dir, config)]
+    best = max((_size(m) for m, _ in models), default=(0, 0))
+    if config.mapper == "incremental" and config.global_fallback and best[0] < n_images:
+        log.info(f"incremental mapping registered {best[0]}/{n_images}; trying the global mapper as well")
+        models += [(m, "global") for m in run_mapper("global", database, image_dir, work_dir, config)]
+    models.sort(key=lambda item: _size(item[0]), reverse=True)
+    return [m for m, _ in models], (models[0][1] if models else config.mapper)
 
 
 def reconstruct(image_dir: Path, work_dir: Path, manifest_images: list[dict[str, Any]], config: SfmConfig,
@@ -147,7 +169,6 @@ def reconstruct(image_dir: Path, work_dir: Path, manifest_images: list[dict[str,
             write_position_priors(database, gps_enu)
         run_matcher(matcher, database, config)
     with timer.step("mapping"):
-        models = map_models(database, image_dir, work_dir, config)
-    log.info(f"mapping ({config.mapper}): {len(models)} model(s), sizes "
-             f"{sorted((m.num_reg_images() for m in models), reverse=True)}")
-    return EngineResult(models, timer.wall, matcher, why, cameras, cpu_seconds=timer.cpu)
+        models, mapper = map_models(database, image_dir, work_dir, config, len(manifest_images), log)
+    log.info(f"mapping: {len(models)} model(s), sizes {[m.num_reg_images() for m in models]}; kept: {mapper}")
+    return EngineResult(models, timer.wall, matcher, why, cameras, {"mapper_used": mapper}, cpu_seconds=timer.cpu)

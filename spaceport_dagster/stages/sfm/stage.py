@@ -144,7 +144,7 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
         "cameras": result.cameras,
         "matcher": result.matcher,
         "matcher_reason": result.matcher_reason,
-        "mapper": config.mapper if config.engine == "colmap" else "opensfm",
+        "mapper": result.extra.get("mapper_used", config.mapper) if config.engine == "colmap" else "opensfm",
         **{f"seconds_{k}": v for k, v in seconds.items()},
         "seconds_total": round(sum(result.seconds.values()), 2),
         "georegistered": geo.georegistered,
