@@ -20,6 +20,7 @@ from dagster import (
 from spaceport_dagster.resources.compute import StageLauncher, StageRequest
 from spaceport_dagster.resources.storage import StorageResource
 from spaceport_dagster.stages.dataset_id import validate_dataset_id
+from spaceport_dagster.stages.ui_metadata import links_markdown
 
 
 def run_stage_asset(
@@ -57,4 +58,8 @@ def run_stage_asset(
     metadata: dict[str, Any] = dict(reported[0].metadata or {}) if reported else {}
     metadata["published"] = not failed
     metadata["uri"] = MetadataValue.path(location)
+    links = {f"input {name} ({upstream})": store.uri(dataset, upstream) for name, upstream in (artifacts or {}).items()}
+    links.update({f"source {name}": uri for name, uri in (sources or {}).items()})
+    links["this artifact" if not failed else "rejected output"] = location
+    metadata["artifacts"] = MetadataValue.md(links_markdown(links))
     return MaterializeResult(metadata=metadata, check_results=checks)
