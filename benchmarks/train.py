@@ -20,8 +20,7 @@ from typing import Any
 
 def run_one(export: Path, steps: int, overrides: dict[str, Any], workdir: Path) -> dict[str, Any]:
     out = workdir / f"{export.name}-{steps}-{abs(hash(json.dumps(overrides, sort_keys=True)))}"
-    config = {"preset": "standard", "steps": steps, "max_long_side": 1600, "eval_every": 7000,
-              "checkpoint_every": 0, "previews": 3, **overrides}
+    config = {"preset": "standard", "steps": steps, "max_long_side": 1600, "previews": 3, **overrides}
     cmd = [sys.executable, "-m", "spaceport_dagster.stages.train", "--input", f"export={export}",
            "--output", str(out), "--config", json.dumps(config)]
     t0 = time.perf_counter()

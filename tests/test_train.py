@@ -214,3 +214,14 @@ def test_config_presets_and_errors():
         load_config({"strategy": "magic"})
     with pytest.raises(ConfigError, match="unknown preset"):
         load_config({"preset": "turbo"})
+
+
+def test_early_stop_restores_best(export, tmp_path):
+    """Patience 1 with evaluations every 10 steps: training stops early and writes the best evaluation's model."""
+    cfg = {**TINY, "steps": 200, "eval_every": 10, "checkpoint_every": 0, "early_stop_patience": 1,
+           "early_stop_min_delta": 8.0, "early_stop_min_step": 20}
+    report = run({"export": str(export)}, tmp_path, cfg, LOG)
+    evals = json.loads((tmp_path / "metrics.json").read_text())["evals"]
+    assert report.metadata["stopped_early"] and report.metadata["steps"] == 30
+    assert [e["step"] for e in evals] == [0, 10, 20, 30, 20]  # 10 is before min_step; 30 gained < 8 dB
+    assert evals[-1]["restored_best"] and report.metadata["psnr"] == pytest.approx(evals[2]["psnr"])

@@ -215,7 +215,9 @@ class Trainer:
                 loss_sum.zero_()
                 loss_n = 0
                 record = self.evaluate(done, time.perf_counter() - t0, train_loss)
-                if record["psnr"] > best + cfg.early_stop_min_delta:
+                if done < cfg.early_stop_min_step:
+                    pass
+                elif record["psnr"] > best + cfg.early_stop_min_delta:
                     best, since_best = record["psnr"], 0
                     if cfg.early_stop_patience and cfg.early_stop_restore_best:
                         best_state = ({k: v.detach().clone() for k, v in self.params.items()}, dict(record))
