@@ -62,7 +62,8 @@ def test_fallback_trains_tiny_scene(trained):
     meta = report.metadata
     assert meta["steps"] == 60 and meta["gaussians"] == len(read_ply(out / "point_cloud.ply"))
     assert meta["psnr"] == pytest.approx(final) and meta["ply_bytes"] == (out / "point_cloud.ply").stat().st_size
-    assert "data:image/png;base64," in meta["previews"]["raw_value"]
+    assert "data:image/jpeg;base64," in meta["previews"]["raw_value"]
+    assert len(meta["previews"]["raw_value"]) < 60_000
     by_name = {c.name: c for c in report.checks}
     assert set(by_name) == {"min_gaussians", "finite_parameters", "ply_readable", "beats_mean_colour_baseline",
                             "absolute_psnr_floor"}

@@ -38,14 +38,14 @@ def side_by_side(render: Tensor, photo: Tensor) -> Image.Image:
     return Image.fromarray(np.concatenate([a, gap, b], axis=1))
 
 
-def data_uri_png(image: Image.Image, max_width: int = 480) -> str:
-    """A small PNG data URI for markdown metadata (the Dagster UI shows it inline)."""
+def data_uri(image: Image.Image, max_width: int = 480) -> str:
+    """A small JPEG data URI for markdown metadata (the Dagster UI shows it inline; PNG files stay on disk)."""
     if image.width > max_width:
         image = image.resize((max_width, max(1, round(image.height * max_width / image.width))),
                              Image.Resampling.BOX)
     buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    image.convert("RGB").save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def write_curve(path: Path, evals: list[dict[str, Any]], log: logging.Logger) -> bool:

@@ -22,7 +22,7 @@ from .checks import quality_checks
 from .config import TrainConfig, load_config
 from .data import load_scene
 from .model import nearest_train, to_cloud
-from .outputs import data_uri_png, side_by_side, write_cameras, write_curve, write_metrics
+from .outputs import data_uri, side_by_side, write_cameras, write_curve, write_metrics
 from .trainer import Trainer
 
 
@@ -103,7 +103,7 @@ def _write_previews(folder: Path, trainer: Trainer, cfg: TrainConfig) -> str:
         pair = side_by_side(image, scene.photos[i])
         name = Path(scene.views[i].name).stem + ".png"
         pair.save(folder / name)
-        lines.append(f"**{scene.views[i].name}** (render | photo)\n\n![{name}]({data_uri_png(pair)})\n")
+        lines.append(f"**{scene.views[i].name}** (render | photo)\n\n![{name}]({data_uri(pair)})\n")
     return "\n".join(lines)
 
 
