@@ -170,6 +170,12 @@ class Trainer:
         order: list[int] = []
         best, since_best, stopped = -float("inf"), 0, False
         best_state: tuple[dict[str, Tensor], dict[str, Any]] | None = None
+        for record in self.evals:  # a resumed run continues the early-stop bookkeeping (its best model is gone)
+            if record["step"] >= max(1, cfg.early_stop_min_step) and not record.get("restored_best"):
+                if record["psnr"] > best + cfg.early_stop_min_delta:
+                    best, since_best = record["psnr"], 0
+                else:
+                    since_best += 1
         if self.start_step == 0:
             self.evaluate(0, 0.0, float("nan"))
         step = self.start_step
