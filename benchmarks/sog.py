@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cloud = read_ply(ply_path)
         read_s = time.perf_counter() - t0
         options = EncodeOptions(sh_bands=args.sh_bands, kmeans_iterations=args.iterations,
-                                kmeans_method=args.kmeans_method, seed=args.seed, device=args.device)
+                                kmeans_method=args.kmeans_method, seed=args.seed, device=args.device,
+                                splats_per_palette_entry=args.splats_per_palette_entry)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         load_before = os.getloadavg()[0]
@@ -134,6 +135,8 @@ def main() -> None:
     p.add_argument("--webp-method", type=int, default=2)
     p.add_argument("--webp-quality", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--splats-per-palette-entry", type=int, default=16,
+                   help="SH palette ~ N / this (0 = the reference writer's 64k palette from 64k splats)")
     p.add_argument("--keep", help="write the PLY and bundle here instead of a temporary folder")
     p.add_argument("--json", default="sog-benchmark.json", help="where to write the results")
     args = p.parse_args()

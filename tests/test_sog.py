@@ -18,6 +18,7 @@ from spaceport_dagster.stages.sog import bundle, codebook, webp
 from spaceport_dagster.stages.sog.encode import EncodeOptions, encode_cloud, encode_means, encode_quats
 from spaceport_dagster.stages.sog.format import (
     SogFormatError,
+    compact_palette_size,
     inv_log_transform,
     log_transform,
     palette_size,
@@ -45,6 +46,15 @@ def test_texture_and_palette_sizes_follow_the_format():
     assert palette_size(1000) == 512
     assert palette_size(65_536) == 65_536
     assert palette_size(1_000_000) == 65_536
+
+
+def test_compact_palette_scales_with_the_splat_count():
+    assert compact_palette_size(153_000, 16) == 8192
+    assert compact_palette_size(1_000_000, 16) == 65_536
+    assert compact_palette_size(11_000, 16) == 512
+    assert compact_palette_size(3000, 16) == 256
+    assert compact_palette_size(100, 16) == 64  # never more entries than splats
+    assert compact_palette_size(10_000_000, 16) == 65_536  # the format's label image holds 16 bits
     with pytest.raises(SogFormatError, match="at most 16383"):
         texture_size(16384 * 16384)
 
@@ -307,10 +317,10 @@ def test_bundle_layout(written):
         meta = json.loads(zf.read("meta.json"))
     assert sorted(names) == sorted(p.name for p in (out / "bundle").iterdir())
     assert meta["version"] == 2 and meta["count"] == 3000
-    assert meta["shN"]["count"] == 2048 and meta["shN"]["bands"] == 3 and len(meta["shN"]["codebook"]) == 256
+    assert meta["shN"]["count"] == 256 and meta["shN"]["bands"] == 3  # compact palette: 3000 / 16 -> 256 and len(meta["shN"]["codebook"]) == 256
     images = {n: webp.decode((out / "bundle" / n).read_bytes()) for n in names if n.endswith(".webp")}
     assert images["means_l.webp"].shape == (56, 56, 4)
-    assert images["shN_centroids.webp"].shape == (32, 960, 4)
+    assert images["shN_centroids.webp"].shape == (4, 960, 4)
     assert (images["quats.webp"].reshape(-1, 4)[3000:] == 0).all()  # padding texels all zero
     assert set(np.unique(images["quats.webp"].reshape(-1, 4)[:3000, 3])) <= {252, 253, 254, 255}
 
@@ -365,7 +375,7 @@ def test_fewer_sh_bands(bands: int, tmp_path: Path):
     meta = json.loads(result.files["meta.json"])
     assert ("shN" in meta) == (bands > 0)
     if bands:
-        assert webp.image_size(result.files["shN_centroids.webp"]) == (64 * k, 16)  # P = 1024
+        assert webp.image_size(result.files["shN_centroids.webp"]) == (64 * k, 4)  # P = 256 (1200 / 16 -> 64, floor 256)
     errors = roundtrip_errors(reorder(cloud, result.order, k), decoded, meta)
     assert all(e.passed for e in errors)
 

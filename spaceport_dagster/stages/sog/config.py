@@ -19,6 +19,7 @@ class SogConfig:
     kmeans_iterations: int = 10
     kmeans_method: str = "auto"  # auto (flat on CUDA, two-level on big CPU runs) | flat | two_level
     seed: int = 0
+    splats_per_palette_entry: int = 16  # SH palette ~ N/16 entries; 0 = splat-transform's rule (64k from 64k splats)
     device: str = "auto"  # k-means device: auto | cpu | cuda
     webp_method: int = 2  # libwebp effort 0..6
     webp_quality: int = 50  # lossless search effort 0..100
@@ -41,7 +42,8 @@ class SogConfig:
 
     def encode_options(self) -> EncodeOptions:
         return EncodeOptions(sh_bands=self.sh_bands, kmeans_iterations=self.kmeans_iterations,
-                             kmeans_method=self.kmeans_method, seed=self.seed, device=self.device)
+                             kmeans_method=self.kmeans_method, seed=self.seed, device=self.device,
+                             splats_per_palette_entry=self.splats_per_palette_entry)
 
     def webp_settings(self) -> WebpSettings:
         return WebpSettings(method=self.webp_method, quality=self.webp_quality, verify=True)

@@ -25,6 +25,7 @@ from .format import (
     SHN_FILES,
     VERSION,
     SogFormatError,
+    compact_palette_size,
     log_transform,
     palette_size,
     sigmoid,
@@ -45,8 +46,11 @@ class EncodeOptions:
     kmeans_method: str = "auto"  # auto | flat | two_level
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda[:n]
+    splats_per_palette_entry: int = 16  # shN palette size ~ N / this; 0 = the reference writer's rule
 
     def __post_init__(self) -> None:
+        if self.splats_per_palette_entry < 0:
+            raise ValueError(f"splats_per_palette_entry must be >= 0, got {self.splats_per_palette_entry}")
         if self.sh_bands not in (0, 1, 2, 3):
             raise ValueError(f"sh_bands must be 0, 1, 2 or 3, got {self.sh_bands}")
         if self.kmeans_method not in ("auto", "flat", "two_level"):
@@ -116,7 +120,8 @@ def cluster_shn(shn: np.ndarray, options: EncodeOptions) -> tuple[np.ndarray, np
     """k-means palette of the (N, K, 3) SH rest: (centroids (P, 3, K), labels (N,), method, seconds)."""
     n, k, _ = shn.shape
     rows = np.ascontiguousarray(shn.transpose(0, 2, 1).reshape(n, 3 * k))  # channel-major like f_rest
-    palette = palette_size(n)
+    palette = (compact_palette_size(n, options.splats_per_palette_entry) if options.splats_per_palette_entry
+               else palette_size(n))
     t0 = time.perf_counter()
     result = kmeans(torch.from_numpy(rows), palette, options.kmeans_iterations, options.seed,
                     _pick_device(options.device), options.kmeans_method)
