@@ -31,14 +31,26 @@ def _chunk_rows(k: int, device: torch.device) -> int:
     return max(256, budget // (4 * max(k, 1)))
 
 
-def assign(points: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(labels, squared distance to the label) for every point; chunked to bound memory."""
+def assign(points: torch.Tensor, centroids: torch.Tensor, half: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels, squared distance to the label) for every point; chunked to bound memory.
+
+    With `half` (the points in float16, CUDA only) the distance blocks are computed and scanned in float16:
+    with 45-dim points the matrix product is bound by writing the N x k block, so half the bytes is about
+    twice the speed; the distance to the chosen centroid is then recomputed in float32.
+    """
     c_norm = (centroids * centroids).sum(1)
     rows = _chunk_rows(len(centroids), points.device)
     labels = torch.empty(len(points), dtype=torch.int64, device=points.device)
     dists = torch.empty(len(points), dtype=points.dtype, device=points.device)
+    c_half = centroids.half() if half is not None else None
     for start in range(0, len(points), rows):
         block = points[start : start + rows]
+        if half is not None:
+            d = torch.addmm(c_norm.half()[None, :], half[start : start + rows], c_half.T, alpha=-2.0)
+            idx = torch.argmin(d, dim=1)
+            labels[start : start + rows] = idx
+            dists[start : start + rows] = ((block - centroids[idx]) ** 2).sum(1)
+            continue
         d = torch.addmm(c_norm[None, :], block, centroids.T, alpha=-2.0)
         best, idx = torch.min(d, dim=1)
         labels[start : start + rows] = idx
@@ -64,8 +76,9 @@ def flat_kmeans(points: torch.Tensor, k: int, iterations: int, generator: torch.
         return centroids, torch.arange(n, device=points.device)
     init = torch.randperm(n, generator=generator)[:k].to(points.device)
     centroids = points[init].clone()
+    half = points.half() if points.is_cuda else None
     for _ in range(iterations):
-        labels, dists = assign(points, centroids)
+        labels, dists = assign(points, centroids, half)
         sums, counts = _sums(points, labels, k)
         filled = counts > 0
         centroids = torch.where(filled[:, None], (sums / counts.clamp_min(1)[:, None]).float(), centroids)
@@ -73,7 +86,7 @@ def flat_kmeans(points: torch.Tensor, k: int, iterations: int, generator: torch.
         if len(empty):  # re-seed with the points that fit their centroid worst
             worst = torch.topk(dists, len(empty)).indices
             centroids[empty] = points[worst]
-    labels, _ = assign(points, centroids)
+    labels, _ = assign(points, centroids, half)
     return centroids, labels
 
 
