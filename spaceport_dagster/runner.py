@@ -84,6 +84,20 @@ def _plain(value: Any) -> Any:
     return getattr(value, "value", getattr(value, "text", value))
 
 
+def _step_error(error: Any) -> str:
+    """The stage's own words rather than Dagster's wrappers: the launcher's Failure, else the innermost cause."""
+    if error is None:
+        return "step failed"
+    chain = [error]
+    while getattr(chain[-1], "cause", None) is not None:
+        chain.append(chain[-1].cause)
+    error = next((e for e in chain if e.cls_name == "Failure"), chain[-1])
+    lines = [line for line in error.message.strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else "step failed"
+    prefix = f"{error.cls_name}: "
+    return text.split(prefix, 1)[1] if prefix in text else text
+
+
 def _collect(instance: DagsterInstance, run_id: str, outcomes: dict[str, StageOutcome],
              on_event: Callable[[StageOutcome], None] | None, seen: set[int]) -> None:
     starts: dict[str, float] = {}
@@ -112,12 +126,13 @@ def _collect(instance: DagsterInstance, run_id: str, outcomes: dict[str, StageOu
             outcome = outcomes[name]
             if name in starts:
                 outcome.seconds = record.timestamp - starts[name]
-            if event.event_type == DagsterEventType.STEP_FAILURE:
-                error = event.event_specific_data.error
+            if outcome.failed_checks:
+                outcome.status = "gate failed"
+            elif event.event_type == DagsterEventType.STEP_FAILURE:
                 outcome.status = "failed"
-                outcome.error = error.message.strip().splitlines()[0] if error else "step failed"
+                outcome.error = _step_error(event.event_specific_data.error)
             else:
-                outcome.status = "gate failed" if outcome.failed_checks else "ok"
+                outcome.status = "ok"
             marker = hash((name, outcome.status))
             if on_event and marker not in seen:
                 seen.add(marker)

@@ -15,6 +15,7 @@ from spaceport_dagster.resources.storage import StorageResource
 from spaceport_dagster.runner import run_pipeline
 
 from .conftest import dataset_images
+from .test_sfm_stage import UNRELATED
 
 pytestmark = pytest.mark.slow
 
@@ -85,9 +86,7 @@ def test_brighton_beach_registers_and_georegisters(tmp_path_factory: pytest.Temp
 
 def test_unrelated_images_fail_the_sfm_gate_and_stop_the_export(tmp_path_factory: pytest.TempPathFactory) -> None:
     src = tmp_path_factory.mktemp("unrelated")
-    picks = [("banana", "DSC_0423.JPG"), ("lund", "01.jpg"), ("brighton_beach", "DJI_0018.JPG"),
-             ("banana", "DSC_0438.JPG"), ("lund", "29.jpg"), ("brighton_beach", "DJI_0035.JPG")]
-    for name, file in picks:
+    for name, file in UNRELATED:
         shutil.copy(dataset_images(name) / file, src / f"{name}-{file}")
     outcome, instance, store = _run(tmp_path_factory, "unrelated", src)
     stages = {s.asset: s for s in outcome.stages}
@@ -95,7 +94,7 @@ def test_unrelated_images_fail_the_sfm_gate_and_stop_the_export(tmp_path_factory
     assert stages["sparse_reconstruction"].status == "gate failed"
     message = outcome.failure_message()
     assert message.startswith("sparse_reconstruction: quality gate failed")
-    assert "min_points" in message
+    assert "min_points" in message and "registered_fraction" in message
     assert stages["colmap_export"].status in ("skipped", "not run")
     assert not store.exists("unrelated", "sparse_reconstruction")  # a failed gate never publishes
     assert not store.exists("unrelated", "colmap_export")
