@@ -18,7 +18,9 @@ from typing import Any
 import pycolmap
 
 from spaceport_dagster.stages.config import to_dict
-from spaceport_dagster.stages.report import CheckOutcome, StageReport, json_value
+from spaceport_dagster.stages.report import CheckOutcome, StageReport, json_value, md
+from spaceport_dagster.stages.sfm_preview import top_down_markdown
+from spaceport_dagster.stages.ui_metadata import timings_markdown
 
 from .config import SfmConfig, load_config
 from .georegister import Georegistration, georegister, gps_positions
@@ -165,6 +167,11 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
                         for c in outcomes]
     (output / "report.json").write_text(json.dumps(report, indent=2, default=str))
     metadata["georegistration"] = json_value(geo.to_dict())
+    metadata["timings"] = md(timings_markdown(seconds))
+    if model is not None and points:
+        text, png = top_down_markdown(model, geo.georegistered)
+        (output / "top_down.png").write_bytes(png)
+        metadata["top_down_view"] = md(text)
     return StageReport(metadata, outcomes)
 
 
