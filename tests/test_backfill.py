@@ -57,7 +57,9 @@ def test_preset_rerun_over_all_datasets_queues_one_run_per_dataset(queued_instan
         assert run.status == DagsterRunStatus.QUEUED
         assert run.asset_selection == {AssetKey("splat_model"), AssetKey("sogs_bundle")}
         assert run.tags["spaceport/preset"] == "quality"
-        assert run.run_config["ops"] == {"splat_model": {"config": {"preset": "quality"}}}
+        # the pipeline preset picks each selected stage's own preset
+        assert run.run_config["ops"] == {"splat_model": {"config": {"preset": "quality"}},
+                                         "sogs_bundle": {"config": {"preset": "standard"}}}
 
 
 def test_backfill_cli_over_named_datasets(queued_instance: DagsterInstance, capsys: pytest.CaptureFixture) -> None:
