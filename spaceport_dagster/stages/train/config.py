@@ -106,9 +106,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "appearance": "affine", "background": "mean",
     },
     # held-out PSNR of few-view surveys peaks near 7k steps and then falls (measured): from 7k on, stop after
-    # two evaluations without a gain and keep the best parameters (earlier, blurrier models are not chosen)
+    # two evaluations without a gain and keep the best parameters (earlier, blurrier models are not chosen).
+    # Half resolution for the first 3k steps: 7k steps on brighton_beach took 55.2 s instead of 62.4 s at
+    # 17.29 vs 17.19 dB held-out PSNR (H100, one run each; benchmarks/results/h100_train_brighton_c2f.json).
     "standard": {"steps": 30_000, "cap_max": 1_000_000, "cap_per_train_mp": 15_000, "eval_every": 3500,
-                 "early_stop_patience": 2, "early_stop_min_step": 7000, **_DRONE},
+                 "early_stop_patience": 2, "early_stop_min_step": 7000, "coarse_factor": 2,
+                 "coarse_until_step": 3000, **_DRONE},
     "quality": {"steps": 30_000, "cap_max": 3_000_000, "cap_per_train_mp": 50_000, **_DRONE},
     # gsplat's simple_trainer defaults as they are (the peer configuration), for comparisons
     "reference": {"steps": 30_000},
