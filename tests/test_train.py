@@ -130,6 +130,19 @@ def test_resume_finds_checkpoint_in_output(export, trained, tmp_path):
     assert report.metadata["resumed_from"].endswith("ckpt_0000030.pt") and report.metadata["steps"] == 31
 
 
+def test_checkpoints_in_a_persistent_folder_resume_only_the_same_config(export, tmp_path):
+    """A retried attempt (fresh output folder) resumes from the launcher's checkpoint folder; a run under another
+    config clears those checkpoints instead of resuming a different model."""
+    keep = tmp_path / "kept-checkpoints"
+    first = run({"export": str(export), "checkpoints": str(keep)}, tmp_path / "a1", {**TINY, "steps": 45}, LOG)
+    assert "resumed_from" not in first.metadata  # None values are left out of the metadata
+    assert (keep / "ckpt_0000030.pt").is_file() and not (tmp_path / "a1" / "checkpoints").exists()
+    retry = run({"export": str(export), "checkpoints": str(keep)}, tmp_path / "a2", {**TINY, "steps": 50}, LOG)
+    assert retry.metadata["resumed_from"] == str(keep / "ckpt_0000030.pt") and retry.metadata["steps"] == 50
+    other = run({"export": str(export), "checkpoints": str(keep)}, tmp_path / "b", {**TINY, "steps": 45, "seed": 7}, LOG)
+    assert "resumed_from" not in other.metadata  # seed differs: not the same model, trained from scratch
+
+
 def test_broken_exports_give_clear_errors(export, tmp_path):
     with pytest.raises(ExportError, match="does not exist"):
         load_scene(tmp_path / "nowhere", 0, 8, torch.device("cpu"))

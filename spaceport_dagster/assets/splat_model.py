@@ -33,4 +33,4 @@ def splat_model(
     """Gaussians initialised from the SfM points, trained with every 8th image held out; writes the standard
     INRIA PLY, held-out previews, metrics per checkpoint and a training curve."""
     return run_stage_asset(context, storage, compute, stage="train", artifacts={"export": "colmap_export"},
-                           config=config.stage_config(), accelerator="gpu")
+                           config=config.stage_config(), accelerator="gpu", resumable=True)

@@ -33,6 +33,7 @@ def run_stage_asset(
     sources: dict[str, str] | None = None,
     config: dict[str, Any] | None = None,
     accelerator: str = "cpu",
+    resumable: bool = False,
 ) -> MaterializeResult:
     dataset = validate_dataset_id(context.partition_key)
     asset = context.asset_key.to_user_string()
@@ -42,7 +43,7 @@ def run_stage_asset(
             raise Failure(f"{asset} needs {upstream} for dataset {dataset!r}, but none is published at "
                           f"{store.uri(dataset, upstream)}; materialize {upstream} first")
     request = StageRequest(stage, dataset, asset, dict(artifacts or {}), dict(sources or {}), dict(config or {}),
-                           accelerator)
+                           accelerator, resumable)
     with store.staging(dataset, asset) as staging:
         results = compute.launch(context, store, request, staging)
         reported = [r for r in results if isinstance(r, MaterializeResult)]

@@ -8,8 +8,10 @@ SageMaker launcher implements the same `launch`, so assets never change when com
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -25,6 +27,7 @@ from dagster._core.errors import DagsterPipesExecutionError
 from spaceport_dagster.stages.entry import FAILURE_FILE
 
 from .artifact_store import ArtifactStore, Staging
+from .storage import spaceport_home
 
 PipesResult = MaterializeResult | AssetCheckResult
 
@@ -38,6 +41,7 @@ class StageRequest:
     sources: dict[str, str] = field(default_factory=dict)  # input name -> raw URI (uploads)
     config: dict[str, Any] = field(default_factory=dict)
     accelerator: str = "cpu"  # "cpu" or "gpu": which instance family a remote launcher picks
+    resumable: bool = False  # the stage checkpoints: give it a folder that survives a failed attempt
 
     @property
     def module(self) -> str:
@@ -58,12 +62,17 @@ class LocalStageLauncher(StageLauncher):
 
     python: str = ""  # interpreter for the stage; this one by default
     env: dict[str, str] = {}
+    checkpoint_root: str = ""  # resumable stages' checkpoints; default SPACEPORT_HOME/checkpoints
 
     def launch(
         self, context: AssetExecutionContext, store: ArtifactStore, request: StageRequest, staging: Staging
     ) -> list[PipesResult]:
         inputs = {name: str(store.fetch(request.dataset, asset)) for name, asset in request.artifacts.items()}
         inputs.update(request.sources)
+        checkpoints = None
+        if request.resumable:
+            checkpoints = Path(self.checkpoint_root or spaceport_home() / "checkpoints") / request.dataset / request.asset
+            inputs["checkpoints"] = str(checkpoints)
         extras = {"inputs": inputs, "output": str(staging.local_dir), "config": request.config,
                   "dataset": request.dataset}
         # Idle torch/OpenMP workers spin by default; on a busy laptop or CI core that made CPU stages 5-8x slower.
@@ -71,8 +80,11 @@ class LocalStageLauncher(StageLauncher):
         client = PipesSubprocessClient(env=env)
         command = [self.python or sys.executable, "-m", request.module]
         try:
-            return list(client.run(context=context, command=command, extras=extras).get_results())
+            results = list(client.run(context=context, command=command, extras=extras).get_results())
         except DagsterPipesExecutionError as exc:
             failure = staging.local_dir / FAILURE_FILE
             reason = failure.read_text().strip() if failure.is_file() else str(exc)
             raise Failure(f"stage {request.stage} failed for dataset {request.dataset!r}: {reason}") from exc
+        if checkpoints is not None:  # finished: the next run starts afresh, a failed one would have resumed
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        return results

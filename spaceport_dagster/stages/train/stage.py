@@ -1,12 +1,14 @@
 """The splat trainer stage: colmap_export in, splat_model out.
 
-Inputs: `export` (folder with images/ + sparse/0/), optional `resume` (a checkpoint file or folder).
+Inputs: `export` (folder with images/ + sparse/0/), optional `resume` (a checkpoint file or folder), optional
+`checkpoints` (a folder that outlives a failed attempt, so a retry resumes; default `output/checkpoints/`).
 Output folder: point_cloud.ply, cameras.json, metrics.json, previews/*.png, training_curve.png, checkpoints/.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -26,9 +28,9 @@ from .outputs import data_uri, side_by_side, write_cameras, write_curve, write_m
 from .trainer import Trainer
 
 
-def find_checkpoint(resume: str | None, output: Path) -> Path | None:
-    """The newest checkpoint in `resume` (file or folder), else in `output/checkpoints/`."""
-    for place in ([Path(resume)] if resume else []) + [output / "checkpoints"]:
+def find_checkpoint(resume: str | None, checkpoints: Path) -> Path | None:
+    """The newest checkpoint in `resume` (file or folder), else in the checkpoint folder."""
+    for place in ([Path(resume)] if resume else []) + [checkpoints]:
         if place.is_file():
             return place
         if place.is_dir():
@@ -38,7 +40,28 @@ def find_checkpoint(resume: str | None, output: Path) -> Path | None:
     return None
 
 
-def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resume: str | None = None) -> StageReport:
+# Options that may change between a checkpoint and its resumption (run length, reporting, gates, device).
+RESUME_INDEPENDENT = {"steps", "checkpoint_every", "eval_every", "previews", "device", "early_stop_patience",
+                      "early_stop_min_delta", "early_stop_restore_best", "early_stop_min_step", "min_gaussians",
+                      "baseline_margin_db", "psnr_floor_db"}
+
+
+def prepare_checkpoints(folder: Path, cfg: TrainConfig, log: logging.Logger) -> None:
+    """Checkpoints are resumed only under the config that wrote them (run length aside); others are cleared."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = folder / "config.json"
+    model_config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUME_INDEPENDENT}
+    current = json.dumps(model_config, sort_keys=True, default=str)
+    if stamp.is_file() and stamp.read_text() != current:
+        stale = list(folder.glob("ckpt_*.pt"))
+        log.warning(f"{len(stale)} checkpoint(s) in {folder} were written under another config; starting over")
+        for path in stale:
+            path.unlink()
+    stamp.write_text(current)
+
+
+def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resume: str | None = None,
+          checkpoints: str | None = None) -> StageReport:
     t_start = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
@@ -51,10 +74,12 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
     scene = load_scene(export, cfg.max_long_side, cfg.test_every, device, log)
     t_loaded = time.perf_counter()
     trainer = Trainer(scene, cfg, device, log)
-    ckpt = find_checkpoint(resume, output)
+    ckpt_dir = Path(checkpoints) if checkpoints else output / "checkpoints"
+    prepare_checkpoints(ckpt_dir, cfg, log)
+    ckpt = find_checkpoint(resume, ckpt_dir)
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
-    result = trainer.train(output / "checkpoints" if cfg.checkpoint_every else None)
+    result = trainer.train(ckpt_dir if cfg.checkpoint_every else None)
     result.resumed_from = str(ckpt) if ckpt else None
 
     t_trained = time.perf_counter()
@@ -110,4 +135,4 @@ def _write_previews(folder: Path, trainer: Trainer, cfg: TrainConfig) -> str:
 def run(inputs: dict[str, str], output: Path, config: dict[str, Any], log: logging.Logger) -> StageReport:
     if "export" not in inputs:
         raise ValueError("train needs an input named 'export' (a colmap_export folder with images/ and sparse/0/)")
-    return train(inputs["export"], output, load_config(config), log, inputs.get("resume"))
+    return train(inputs["export"], output, load_config(config), log, inputs.get("resume"), inputs.get("checkpoints"))

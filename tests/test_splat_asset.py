@@ -1,0 +1,65 @@
+"""splat_model and sogs_bundle as Dagster assets on a tiny synthetic export: checks, publishing, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, materialize
+
+from spaceport_dagster.definitions import PIPELINE_ASSETS
+from spaceport_dagster.partitions import register_dataset
+from spaceport_dagster.resources.artifact_store import LocalArtifactStore
+from spaceport_dagster.resources.compute import LocalStageLauncher
+from spaceport_dagster.resources.storage import StorageResource
+from spaceport_dagster.stages.ply import read_ply
+from spaceport_dagster.stages.train.synthetic import write_synthetic_export
+
+from .test_train import TINY
+
+
+@pytest.fixture
+def published_export(tmp_path: Path, instance: DagsterInstance) -> tuple[LocalArtifactStore, dict]:
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    with store.staging("tiny", "colmap_export") as staging:
+        write_synthetic_export(staging.local_dir, n_views=12)
+        store.publish(staging)
+    register_dataset(instance, "tiny")
+    resources = {"storage": StorageResource(root=str(tmp_path / "artifacts")),
+                 "compute": LocalStageLauncher(checkpoint_root=str(tmp_path / "checkpoints"))}
+    return store, resources
+
+
+def _train(instance: DagsterInstance, resources: dict, options: dict, assets: list[str]):
+    options = {k: v for k, v in options.items() if k != "preset"}
+    return materialize(PIPELINE_ASSETS, selection=[AssetKey(a) for a in assets], instance=instance,
+                       partition_key="tiny", resources=resources, raise_on_error=False,
+                       run_config={"ops": {"splat_model": {"config": {"preset": "preview", "options": options}}}})
+
+
+def test_splat_model_trains_publishes_and_clears_its_checkpoints(published_export, instance, tmp_path) -> None:
+    store, resources = published_export
+    result = _train(instance, resources, {**TINY, "steps": 45}, ["splat_model"])
+    assert result.success
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["min_gaussians"] and checks["finite_parameters"] and checks["ply_readable"]
+    assert checks["beats_mean_colour_baseline"]
+    metadata = result.asset_materializations_for_node("splat_model")[0].metadata
+    assert metadata["published"].value is True and metadata["steps"].value == 45
+    folder = store.fetch("tiny", "splat_model")
+    assert len(read_ply(folder / "point_cloud.ply")) == metadata["gaussians"].value
+    assert {"cameras.json", "metrics.json", "training_curve.png"} <= {p.name for p in folder.iterdir()}
+    # a finished run leaves no checkpoints behind for the next one to resume by mistake
+    assert not (tmp_path / "checkpoints" / "tiny" / "splat_model").exists()
+
+
+def test_a_failing_gate_keeps_the_last_good_model(published_export, instance) -> None:
+    store, resources = published_export
+    assert _train(instance, resources, {**TINY, "steps": 30}, ["splat_model"]).success
+    good = (store.fetch("tiny", "splat_model") / "point_cloud.ply").read_bytes()
+    result = _train(instance, resources, {**TINY, "steps": 30, "min_gaussians": 10_000_000}, ["splat_model"])
+    assert not result.success
+    failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
+    assert [c.check_name for c in failed] == ["min_gaussians"]
+    assert (store.fetch("tiny", "splat_model") / "point_cloud.ply").read_bytes() == good
+    assert (store.root / "tiny" / "splat_model.rejected" / "point_cloud.ply").is_file()
