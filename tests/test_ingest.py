@@ -97,6 +97,21 @@ def _tree_digest(folder: Path) -> dict[str, tuple[str, float]]:
     return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime) for p in folder.iterdir()}
 
 
+def test_exif_rotation_is_applied_once(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    image = Image.new("RGB", (200, 120), (200, 30, 30))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    image.save(src / "turned.jpg", "JPEG", exif=exif)
+    ingest(str(src), tmp_path / "out", IngestConfig(min_images=1), LOG)
+    record = _manifest(tmp_path / "out")["images"][0]
+    assert (record["width"], record["height"]) == (120, 200)
+    with Image.open(tmp_path / "out" / "images" / record["name"]) as written:
+        assert written.size == (120, 200)
+        assert written.getexif().get(0x0112, 1) == 1  # no tag left that would rotate it a second time
+
+
 def test_bad_files_are_refused_with_reasons_and_source_untouched(tmp_path: Path) -> None:
     src = _bad_upload(tmp_path)
     before = _tree_digest(src)

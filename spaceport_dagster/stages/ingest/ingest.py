@@ -91,7 +91,8 @@ def ingest(source: str, output: Path, config: IngestConfig, log: logging.Logger)
         name = _safe_name(item.name, taken)
         if exif.orientation != 1:
             upright = ImageOps.exif_transpose(image)
-            upright.convert("RGB").save(images_dir / name, format="JPEG", quality=95, exif=image.getexif())
+            # upright's EXIF has the Orientation tag removed; the source's would make readers rotate it again
+            upright.convert("RGB").save(images_dir / name, format="JPEG", quality=95, exif=upright.getexif())
             width, height = upright.size
         else:
             (images_dir / name).write_bytes(item.data)
