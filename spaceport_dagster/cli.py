@@ -40,6 +40,12 @@ def _figures(stage) -> str:
     return ", ".join(parts)
 
 
+def print_stage(stage) -> None:
+    """One progress line per stage event, for `spaceport run` and `spaceport demo`."""
+    seconds = f"{stage.seconds:6.1f}s" if stage.seconds is not None else "      "
+    print(f"  [{stage.status:^11}] {stage.asset:<22} {seconds}  {_figures(stage)}", flush=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     source = args.source
     if not is_s3_uri(source):
@@ -57,12 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from spaceport_dagster.runner import run_pipeline
 
     print(f"spaceport: dataset {dataset!r} from {source} (preset {args.preset}); home {home}")
-
-    def progress(stage) -> None:
-        seconds = f"{stage.seconds:6.1f}s" if stage.seconds is not None else "      "
-        print(f"  [{stage.status:^11}] {stage.asset:<22} {seconds}  {_figures(stage)}", flush=True)
-
-    outcome = run_pipeline(dataset, source, until=args.until, preset=args.preset, on_stage=progress)
+    outcome = run_pipeline(dataset, source, until=args.until, preset=args.preset, on_stage=print_stage)
     print()
     print(f"{'stage':<22} {'status':<12} {'seconds':>8}  key figures")
     for stage in outcome.stages:
@@ -125,12 +126,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from spaceport_dagster.backfill import launch_backfill
-    from spaceport_dagster.stages.dataset_id import InvalidDatasetId as BadId
 
     with DagsterInstance.get() as instance:
         try:
             launch = launch_backfill(instance, args.assets, args.datasets, preset=args.preset, title=args.title)
-        except (ValueError, BadId) as exc:
+        except (ValueError, InvalidDatasetId) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     print(f"spaceport: backfill {launch.backfill_id}: {', '.join(launch.assets)} over {len(launch.datasets)} "

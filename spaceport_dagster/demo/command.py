@@ -51,7 +51,7 @@ def report_truth(dataset: str, out: Path) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from spaceport_dagster.cli import _figures, prepare_home
+    from spaceport_dagster.cli import prepare_home, print_stage
 
     home = prepare_home()
     os.environ.setdefault("GLOG_minloglevel", "1")  # COLMAP's per-image INFO lines drown the demo's progress
@@ -64,12 +64,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     print(f"spaceport demo: dataset {DEMO_DATASET!r} (preset {args.preset}); home {home}", flush=True)
-
-    def progress(stage) -> None:
-        seconds = f"{stage.seconds:6.1f}s" if stage.seconds is not None else "      "
-        print(f"  [{stage.status:^11}] {stage.asset:<22} {seconds}  {_figures(stage)}", flush=True)
-
-    outcome = run_pipeline(DEMO_DATASET, str(out / "images"), until=args.until, preset=args.preset, on_stage=progress)
+    outcome = run_pipeline(DEMO_DATASET, str(out / "images"), until=args.until, preset=args.preset,
+                           on_stage=print_stage)
     print(f"\npipeline wall time {time.perf_counter() - start:.0f}s; run {outcome.run_id}")
     report_truth(DEMO_DATASET, out)
     message = outcome.failure_message()
