@@ -12,6 +12,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from spaceport_dagster.resources.artifact_store import ArtifactMissing, LocalArtifactStore, S3ArtifactStore, open_store
 from spaceport_dagster.stages.dataset_id import InvalidDatasetId, suggest_dataset_id, validate_dataset_id
@@ -73,6 +74,15 @@ def test_failed_run_leaves_last_good_artifact(tmp_path: Path) -> None:
         raise RuntimeError("stage crashed")
     assert (store.fetch("lund", "x") / "v").read_bytes() == b"good"
     assert not [p for p in (tmp_path / "lund").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_publish_over_a_real_folder_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    (tmp_path / "lund" / "x").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="is a real folder"), store.staging("lund", "x") as staging:
+        (staging.local_dir / "v").write_bytes(b"new")
+        store.publish(staging)
+    assert sorted(p.name for p in (tmp_path / "lund").iterdir()) == ["x"]  # no orphaned version folder
 
 
 def test_missing_artifact_is_a_clear_error(tmp_path: Path) -> None:
@@ -150,6 +160,16 @@ def test_s3_failed_run_keeps_previous_manifest(bucket: str) -> None:
     assert (store.fetch("lund", "x") / "v").read_bytes() == b"good"
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="root/lund/x/")["Contents"]]
     assert len(keys) == 2  # the manifest and the good version's one file: the partial upload was discarded
+
+
+def test_s3_failed_fetch_leaves_no_partial_copy_in_the_cache(bucket: str, tmp_path: Path) -> None:
+    store = S3ArtifactStore(f"s3://{bucket}/root", cache_dir=tmp_path / "cache")
+    _publish(store, "lund", "x", {"a": b"A", "b": b"B"})
+    version = store.manifest("lund", "x")["version"]
+    boto3.client("s3").delete_object(Bucket=bucket, Key=f"root/lund/x/{version}/b")
+    with pytest.raises(ClientError):
+        store.fetch("lund", "x")
+    assert not list((tmp_path / "cache" / "lund" / "x").iterdir())
 
 
 def test_s3_refuses_empty_publish(bucket: str) -> None:

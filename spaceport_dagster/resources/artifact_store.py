@@ -100,12 +100,12 @@ class LocalArtifactStore:
         final = parent / f".{staging.asset}.{staging.version}"
         manifest = {"dataset": staging.dataset, "asset": staging.asset, "version": staging.version,
                     "published_at": time.time(), "files": _file_list(staging.local_dir), **(info or {})}
+        link = parent / staging.asset
+        if link.exists() and not link.is_symlink():  # refuse before the output leaves its staging folder
+            raise RuntimeError(f"{link} is a real folder, not a published artifact link; move it away")
+        previous = link.resolve() if link.is_symlink() else None
         (staging.local_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
         os.replace(staging.local_dir, final)
-        link = parent / staging.asset
-        previous = link.resolve() if link.is_symlink() else None
-        if link.exists() and not link.is_symlink():
-            raise RuntimeError(f"{link} is a real folder, not a published artifact link; move it away")
         tmp_link = parent / f".{staging.asset}.{staging.version}.link"
         os.symlink(final.name, tmp_link)
         os.replace(tmp_link, link)  # the atomic step
@@ -160,14 +160,18 @@ class S3ArtifactStore:
             return target
         tmp = target.with_name(target.name + f".{uuid.uuid4().hex[:6]}.tmp")
         base = self._key(dataset, asset, manifest["version"]) + "/"
-        for entry in manifest["files"]:
-            dest = tmp / entry["path"]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            self.client.download_file(self.bucket, base + entry["path"], str(dest))
-        (tmp / MANIFEST).write_text(json.dumps(manifest))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        try:
+            for entry in manifest["files"]:
+                dest = tmp / entry["path"]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                self.client.download_file(self.bucket, base + entry["path"], str(dest))
+            (tmp / MANIFEST).write_text(json.dumps(manifest))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+        except BaseException:  # a failed download must not leave a partial copy in the cache
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return target
 
     @contextmanager
@@ -198,7 +202,10 @@ class S3ArtifactStore:
         ]
         if not files:
             raise RuntimeError(f"refusing to publish an empty {staging.asset} for {staging.dataset!r}")
-        previous = self.manifest(staging.dataset, staging.asset)["version"] if self.exists(staging.dataset, staging.asset) else None
+        try:
+            previous = self.manifest(staging.dataset, staging.asset)["version"]
+        except ArtifactMissing:
+            previous = None
         manifest = {"dataset": staging.dataset, "asset": staging.asset, "version": staging.version,
                     "published_at": time.time(), "files": files, **(info or {})}
         self.client.put_object(Bucket=self.bucket, Key=self._key(staging.dataset, staging.asset, MANIFEST),
