@@ -125,10 +125,3 @@ def read_camera_exif(image: Image.Image, raw: bytes = b"") -> CameraExif:
         captured_at=_timestamp(sub.get(TAG_DATETIME_ORIGINAL) or exif.get(TAG_DATETIME), sub.get(TAG_SUBSEC_ORIGINAL)),
         gps=parse_gps(dict(gps), raw),
     )
-
-
-def focal_length_pixels(exif: CameraExif, width: int, height: int) -> float | None:
-    """Focal length in pixels from the 35 mm equivalent (36 mm film width along the long side)."""
-    if exif.focal_length_35mm:
-        return exif.focal_length_35mm / 36.0 * max(width, height)
-    return None

@@ -1,5 +1,5 @@
-"""Read the files of an OpenSfM dataset folder: reconstruction.json, tracks.csv, camera_models.json,
-reference_lla.json. Plain JSON/CSV reading, no OpenSfM import."""
+"""Read the files of an OpenSfM dataset folder: reconstruction.json, tracks.csv, reference_lla.json.
+Plain JSON/CSV reading, no OpenSfM import."""
 
 from __future__ import annotations
 
@@ -68,11 +68,6 @@ def load_tracks(dataset: Path) -> Tracks:
         feature_ids=np.array(features, dtype=np.int64),
         xy=np.array(xy, dtype=np.float64).reshape(-1, 2),
     )
-
-
-def load_camera_models(dataset: Path) -> dict[str, dict[str, Any]]:
-    path = dataset / "camera_models.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def load_reference_lla(dataset: Path, reconstruction: dict[str, Any] | None = None) -> tuple[float, float, float] | None:

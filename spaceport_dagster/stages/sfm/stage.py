@@ -26,8 +26,6 @@ from .config import SfmConfig, load_config
 from .georegister import Georegistration, georegister, gps_positions
 from .reconstruct import EngineResult, reconstruct
 
-SPARSE_FILES = ("cameras.bin", "images.bin", "points3D.bin")
-
 
 def read_manifest(image_set: Path) -> list[dict[str, Any]]:
     manifest = image_set / "manifest.json"
