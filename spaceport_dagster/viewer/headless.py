@@ -67,6 +67,14 @@ class Browser:
         self._id = 0
 
     def __enter__(self) -> Browser:
+        try:
+            self._start()
+        except BaseException:  # __exit__ will not run: stop Chromium and remove the profile here
+            self.close()
+            raise
+        return self
+
+    def _start(self) -> None:
         binary = find_chromium()
         if binary is None:
             raise BrowserUnavailable("no Chromium found (apt-get install chromium, or set SPACEPORT_CHROMIUM)")
@@ -82,7 +90,6 @@ class Browser:
         deadline = time.monotonic() + self.timeout
         while not port_file.is_file() or not port_file.read_text().strip():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
                 raise BrowserUnavailable(f"{binary} did not start (exit code {self.proc.returncode})")
             time.sleep(0.1)
         port = int(port_file.read_text().split()[0])
@@ -95,7 +102,6 @@ class Browser:
             self.call(f"{domain}.enable")
         self.call("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height, deviceScaleFactor=1,
                   mobile=False)
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
