@@ -117,6 +117,16 @@ def _image_sizes(names: list[str], image_dir: Path) -> dict[str, tuple[int, int]
     return sizes
 
 
+def _indices_by_image(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Image name -> ascending indices of its entries in `images`, in one sort instead of a scan per image."""
+    if not len(images):
+        return {}
+    names, inverse = np.unique(images, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    groups = np.split(order, np.cumsum(np.bincount(inverse, minlength=len(names)))[:-1])
+    return dict(zip(names.tolist(), groups, strict=True))
+
+
 def _check_aspect(key: str, camera: dict[str, Any], name: str, size: tuple[int, int]) -> None:
     w, h = int(camera.get("width", 0)), int(camera.get("height", 0))
     if w and h and w * size[1] != h * size[0]:
@@ -195,10 +205,11 @@ def convert(
     xyz = {tid: np.asarray(p["coordinates"], np.float64) for tid, p in points.items()}
 
     # Pixel positions and residuals, image by image.
+    by_image = _indices_by_image(obs_images)
     obs_px = np.empty_like(obs_xy)
     residual = np.empty(len(obs_xy))
     for name in names:
-        sel = np.flatnonzero(obs_images == name)
+        sel = by_image.get(name, np.empty(0, np.int64))
         if not len(sel):
             continue
         w, h = sizes[name]
@@ -225,7 +236,8 @@ def convert(
     image_ids = {name: i for i, name in enumerate(names, start=1)}
     point2d_index: dict[tuple[str, str], int] = {}
     for name in names:
-        sel = np.flatnonzero(keep & (obs_images == name))
+        sel = by_image.get(name, np.empty(0, np.int64))
+        sel = sel[keep[sel]]
         sel = sel[np.argsort(obs_features[sel], kind="stable")]
         for idx, j in enumerate(sel):
             point2d_index[(name, obs_tracks[j])] = idx
