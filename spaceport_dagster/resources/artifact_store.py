@@ -212,21 +212,22 @@ class S3ArtifactStore:
                                Body=json.dumps(manifest, indent=2).encode(), ContentType="application/json")
         staging.extra["published"] = True
         if previous and previous != staging.version:
-            self._delete_prefix(self._key(staging.dataset, staging.asset, previous) + "/")
+            self.delete_prefix(self._key(staging.dataset, staging.asset, previous) + "/")
         return self.uri(staging.dataset, staging.asset)
 
-    def _delete_prefix(self, prefix: str) -> None:
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under `prefix` of this bucket."""
         keys = [{"Key": o["Key"]} for o in list_keys(self.client, self.bucket, prefix)]
         for i in range(0, len(keys), 1000):
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[i : i + 1000]})
 
     def discard(self, staging: Staging) -> None:
         """Remove whatever a failed remote job left under the staging version prefix."""
-        self._delete_prefix(self._key(staging.dataset, staging.asset, staging.version) + "/")
+        self.delete_prefix(self._key(staging.dataset, staging.asset, staging.version) + "/")
 
     def reject(self, staging: Staging) -> str:
         base = self._key(staging.dataset, staging.asset + ".rejected") + "/"
-        self._delete_prefix(base)
+        self.delete_prefix(base)
         self._upload_folder(staging.local_dir, base)
         return f"s3://{self.bucket}/{base}"
 

@@ -10,6 +10,7 @@ the staging prefix is discarded, so the published artifact stays as it was.
 
 from __future__ import annotations
 
+import contextlib
 import tarfile
 import tempfile
 import time
@@ -125,7 +126,8 @@ class SageMakerStageLauncher(StageLauncher):
             raise
         finally:
             if not self.keep_job_files:
-                self._delete(store, scratch_key)
+                with contextlib.suppress(Exception):  # cleanup must not mask the job's own outcome
+                    store.delete_prefix(scratch_key)
 
     @staticmethod
     def scratch_key(store: S3ArtifactStore, name: str) -> str:
@@ -168,15 +170,6 @@ class SageMakerStageLauncher(StageLauncher):
         for path in files:
             store.client.upload_file(str(path), store.bucket, key_prefix + path.relative_to(folder).as_posix())
         return f"s3://{store.bucket}/{key_prefix}"
-
-    @staticmethod
-    def _delete(store: S3ArtifactStore, key_prefix: str) -> None:
-        try:
-            keys = [{"Key": o["Key"]} for o in list_keys(store.client, store.bucket, key_prefix)]
-            for i in range(0, len(keys), 1000):
-                store.client.delete_objects(Bucket=store.bucket, Delete={"Objects": keys[i : i + 1000]})
-        except Exception:  # cleanup must not mask the job's own outcome
-            pass
 
     # -- the job
     def _run(self, context: AssetExecutionContext, store: S3ArtifactStore, request: StageRequest, staging: Staging,
