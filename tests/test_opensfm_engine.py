@@ -8,6 +8,7 @@ output of the brighton_beach fixture into the dataset folder. The real CLI runs 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -169,3 +170,22 @@ def test_real_opensfm_cli_on_lund(tmp_path: Path) -> None:
     assert all(img.num_points3D > 0 for img in loaded.images.values())
     assert result.reference_lla is not None
     assert list(result.step_seconds) == [*STEPS, "convert"]
+
+
+def test_sfm_stage_with_the_opensfm_engine(no_opensfm: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+    from spaceport_dagster.stages.sfm.stage import run
+
+    monkeypatch.setenv(engine.ENV_VAR, str(_stand_in(tmp_path)))
+    images = dataset_images("brighton_beach")
+    ingest(str(images), tmp_path / "image_set", IngestConfig(), LOG)
+    report = run({"image_set": str(tmp_path / "image_set")}, tmp_path / "out", {"engine": "opensfm"}, LOG)
+    direct = convert(FIXTURES / "opensfm" / "brighton_beach", images).reconstruction
+    assert report.metadata["engine"] == "opensfm" and report.metadata["mapper"] == "opensfm"
+    assert report.metadata["points"] == direct.num_points3D()
+    assert report.metadata["registered_images"] == direct.num_reg_images()
+    assert {"seconds_features", "seconds_matching", "seconds_mapping"} <= set(report.metadata)
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert written["opensfm"]["points3D"] == direct.num_points3D()
+    assert report.metadata["models"] == 1 + len(written["dropped_model_sizes"])
+    assert all((tmp_path / "out" / "sparse" / f).is_file() for f in ("cameras.bin", "images.bin", "points3D.bin"))

@@ -58,13 +58,10 @@ def run_opensfm(image_dir: Path, work_dir: Path, config: SfmConfig, log: logging
     for step, value in result.step_seconds.items():
         name = OPENSFM_STEPS.get(step, step)
         seconds[name] = seconds.get(name, 0.0) + float(value)
-    kept = result.reconstruction
-    dropped = result.dropped_reconstructions
+    kept = result.reconstruction  # always a model: convert raises ConversionError when OpenSfM made none
     return EngineResult(
-        [kept] if kept is not None else [], seconds, "opensfm", "OpenSfM's own pair selection",
-        kept.num_cameras() if kept is not None else 0,
-        {"opensfm": result.metadata() if kept is not None else {},
-         "dropped_model_sizes": [d.images for d in dropped]},
+        [kept], seconds, "opensfm", "OpenSfM's own pair selection", kept.num_cameras(),
+        {"opensfm": result.metadata(), "dropped_model_sizes": [d.images for d in result.dropped_reconstructions]},
         # OpenSfM runs as child processes: their CPU time is not this process's
         cpu_seconds={"opensfm_parent_process": time.process_time() - cpu0},
     )
