@@ -10,12 +10,12 @@ the values the old pipeline tuned.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from spaceport_dagster.stages.config import ConfigError, with_preset
 
 Matcher = Literal["auto", "exhaustive", "spatial", "sequential", "vocab_tree"]
-MATCHERS = ("auto", "exhaustive", "spatial", "sequential", "vocab_tree")
+MATCHERS: tuple[str, ...] = get_args(Matcher)
 
 
 @dataclass
