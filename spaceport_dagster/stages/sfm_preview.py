@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import math
-import zlib  # noqa: F401  - load zlib before any later pycolmap import (see png_bytes)
 from typing import Any
 
 import numpy as np
@@ -101,7 +100,8 @@ def reconstruction_arrays(reconstruction: Any, max_points: int = 60_000) -> tupl
 
 def png_bytes(image: Image.Image) -> bytes:
     """PNG encoding. Note: in a process that imported pycolmap 4.2 before zlib was first loaded, any zlib
-    compression (Pillow's PNG encoder included) corrupts the heap; importing zlib first avoids it."""
+    compression (Pillow's PNG encoder included) corrupts the heap; spaceport_dagster/__init__.py loads zlib
+    first, before any module of the package (this one included) can import pycolmap."""
     buffer = io.BytesIO()
     image.save(buffer, "PNG", optimize=True)
     return buffer.getvalue()
