@@ -2,7 +2,7 @@
 
 IFD0: Make, Model, DateTime, Orientation; Exif IFD: DateTimeOriginal, FocalLength, FocalLengthIn35mmFilm,
 pixel dimensions; GPS IFD: latitude/longitude as degrees-minutes-seconds rationals, altitude above sea level;
-plus a DJI-style XMP packet with the height above take-off (drs:RelativeAltitude).
+plus a DJI-style XMP packet with the height above take-off (drone-dji:RelativeAltitude) and above sea level.
 """
 
 from __future__ import annotations

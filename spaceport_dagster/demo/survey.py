@@ -140,7 +140,3 @@ def generate_survey(out: Path, spec: SurveySpec | None = None,
     }
     (out / "truth.json").write_text(json.dumps(truth, indent=2))
     return truth
-
-
-def load_truth(out: Path) -> dict[str, Any]:
-    return json.loads((Path(out) / "truth.json").read_text())
