@@ -8,32 +8,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter, instance_for_test
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.execution.backfill import BulkActionStatus
-from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.backfill import execute_backfill_iteration
 
 from spaceport_dagster.backfill import launch_backfill
 from spaceport_dagster.cli import main as cli_main
 
-REPO = Path(__file__).resolve().parents[1]
+from .dagster_helpers import queued_instance_for_test, spaceport_workspace
 
 
 @pytest.fixture
 def queued_instance(spaceport_home: Path) -> Iterator[DagsterInstance]:
-    overrides = {"run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"},
-                 "telemetry": {"enabled": False}}
-    with instance_for_test(overrides=overrides, temp_dir=str(spaceport_home)) as instance:
+    with queued_instance_for_test(spaceport_home) as instance:
         instance.add_dynamic_partitions("datasets", ["banana", "brighton-beach", "lund"])
         yield instance
 
 
 def drive(instance: DagsterInstance) -> None:
     """What the daemon does on its next tick: turn the requested backfill into runs."""
-    target = ModuleTarget(module_name="spaceport_dagster.definitions", attribute="defs",
-                          working_directory=str(REPO), location_name="spaceport")
-    with WorkspaceProcessContext(instance, target) as context:
+    with spaceport_workspace(instance) as context:
         for error in execute_backfill_iteration(context, logging.getLogger("backfill-test")):
             assert error is None, error
 

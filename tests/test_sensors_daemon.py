@@ -14,20 +14,15 @@ from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.scheduler.instigation import SensorInstigatorData
 from dagster._core.test_utils import freeze_time
 from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.sensor import execute_sensor_iteration
 from dagster._time import get_current_datetime
 
-REPO = Path(__file__).resolve().parents[1]
+from .dagster_helpers import queued_instance_for_test, spaceport_workspace
 
 
 @pytest.fixture
 def queued_instance(spaceport_home: Path) -> Iterator[DagsterInstance]:
-    from dagster import instance_for_test
-
-    overrides = {"run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"},
-                 "telemetry": {"enabled": False}}
-    with instance_for_test(overrides=overrides, temp_dir=str(spaceport_home)) as instance:
+    with queued_instance_for_test(spaceport_home) as instance:
         yield instance
 
 
@@ -41,10 +36,8 @@ def test_daemon_tick_adds_partition_and_queues_one_run(queued_instance: DagsterI
     folder.mkdir(parents=True)
     (folder / "IMG_1.jpg").write_bytes(b"\xff\xd8photo")
     (folder / "dataset.json").write_text('{"email": "farmer@example.org"}')
-    target = ModuleTarget(module_name="spaceport_dagster.definitions", attribute="defs",
-                          working_directory=str(REPO), location_name="spaceport")
     start = get_current_datetime()
-    with WorkspaceProcessContext(queued_instance, target) as context:
+    with spaceport_workspace(queued_instance) as context:
         with freeze_time(start):
             _tick(context)
         assert queued_instance.get_dynamic_partitions("datasets") == ["meadow"]

@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, DefaultSensorStatus, SensorResult, build_sensor_context
+from dagster import DagsterInstance, DefaultSensorStatus, SensorResult
 
 from spaceport_dagster.sensors.inbox import inbox_sensor
+
+from .dagster_helpers import tick_sensor
 
 
 @pytest.fixture
@@ -38,11 +40,7 @@ def survey(inbox: Path, dataset: str, marker: str | None = "_READY", options: di
 
 
 def tick(instance: DagsterInstance, cursor: str | None = None) -> SensorResult:
-    result = inbox_sensor(build_sensor_context(instance=instance, cursor=cursor))
-    assert isinstance(result, SensorResult), result
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return result
+    return tick_sensor(inbox_sensor, instance, cursor)
 
 
 def test_inbox_sensor_is_the_running_default_without_s3_uploads() -> None:

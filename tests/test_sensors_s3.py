@@ -10,6 +10,8 @@ from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_cont
 
 from spaceport_dagster.sensors.s3_uploads import s3_uploads_sensor
 
+from .dagster_helpers import tick_sensor
+
 PREFIX = "survey-co/uploads"
 
 
@@ -41,12 +43,7 @@ def upload(bucket: str, dataset: str, images: int = 3, marker: str | None = "_RE
 
 
 def tick(instance: DagsterInstance, cursor: str | None = None) -> SensorResult:
-    """One sensor evaluation; applies the partition requests as the daemon would."""
-    result = s3_uploads_sensor(build_sensor_context(instance=instance, cursor=cursor))
-    assert isinstance(result, SensorResult), result
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return result
+    return tick_sensor(s3_uploads_sensor, instance, cursor)
 
 
 def datasets(result: SensorResult) -> list[str]:
