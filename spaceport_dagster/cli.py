@@ -54,8 +54,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
         source = str(Path(source).resolve())
     try:
+        # the folder's name, or the last part of the S3 prefix
         dataset = validate_dataset_id(args.dataset) if args.dataset else suggest_dataset_id(
-            Path(source.rstrip("/")).name if not is_s3_uri(source) else source.rstrip("/").rsplit("/", 1)[-1])
+            source.rstrip("/").rsplit("/", 1)[-1])
     except InvalidDatasetId as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
