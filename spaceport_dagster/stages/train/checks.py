@@ -29,7 +29,9 @@ def check_ply(path: Path, expected: int) -> CheckOutcome:
         from_disk = read_ply(path)
     except (PlyFormatError, OSError) as exc:
         return CheckOutcome("ply_readable", False, f"{path.name} is not readable: {exc}")
-    header = path.read_bytes()[:8192].split(b"end_header")[0].decode("ascii", "replace")
+    with open(path, "rb") as fh:  # the header only; the splat itself can be hundreds of MB
+        head = fh.read(8192)
+    header = head.split(b"end_header")[0].decode("ascii", "replace")
     props = [line.split()[-1] for line in header.splitlines() if line.startswith("property")]
     problems = []
     if props != property_names(15):
