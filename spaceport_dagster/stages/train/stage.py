@@ -23,7 +23,7 @@ from spaceport_dagster.stages.report import StageReport, md
 from .checks import quality_checks
 from .config import TrainConfig, load_config
 from .data import load_scene
-from .model import nearest_train, to_cloud
+from .model import to_cloud
 from .outputs import data_uri, side_by_side, write_cameras, write_curve, write_metrics
 from .trainer import Trainer
 
@@ -123,8 +123,7 @@ def _write_previews(folder: Path, trainer: Trainer, cfg: TrainConfig) -> str:
     views = scene.test or scene.train
     lines = []
     for i in views[: cfg.previews]:
-        app = nearest_train(i, scene.train) if trainer.appearance is not None else None
-        image = trainer.render(i, cfg.sh_degree, appearance_index=app)[0]
+        image = trainer.render_heldout(i, cfg.sh_degree)
         pair = side_by_side(image, scene.photos[i])
         name = Path(scene.views[i].name).stem + ".png"
         pair.save(folder / name)

@@ -73,7 +73,8 @@ class Trainer:
         self.appearance = Appearance(len(scene.views), device) if cfg.appearance == "affine" else None
         self.app_opt = (torch.optim.Adam(self.appearance.parameters(), lr=cfg.appearance_lr)
                         if self.appearance is not None else None)
-        self.background = scene.mean_colour().to(device) if cfg.background == "mean" else None
+        self.baseline = scene.mean_colour()  # the photos never change: the baseline colour is computed once
+        self.background = self.baseline.to(device) if cfg.background == "mean" else None
         self.cams = _cameras(scene, device)
         self.coarse_cams = _cameras(scene, device, cfg.coarse_factor) if cfg.coarse_factor > 1 else self.cams
         self.coarse_photos = ([_downscale(p, c) for p, c in zip(scene.photos, self.coarse_cams, strict=True)]
@@ -133,15 +134,19 @@ class Trainer:
             image = self.appearance(image, index if appearance_index is None else appearance_index)
         return image, alpha, info
 
+    def render_heldout(self, index: int, sh_degree: int) -> Tensor:
+        """A view rendered as for evaluation: held-out views borrow the nearest training view's appearance."""
+        app = nearest_train(index, self.scene.train) if self.appearance is not None else None
+        return self.render(index, sh_degree, appearance_index=app)[0]
+
     @torch.no_grad()
     def evaluate(self, step: int, elapsed: float, train_loss: float) -> dict[str, Any]:
         scene = self.scene
-        baseline = scene.mean_colour()
+        baseline = self.baseline
         sh = min(step // self.cfg.sh_degree_interval, self.cfg.sh_degree)
         p_list, s_list, b_list = [], [], []
         for i in scene.test or scene.train:  # no held-out views (test_every=0): report training views
-            app = nearest_train(i, scene.train) if self.appearance is not None else None
-            image = self.render(i, sh, appearance_index=app)[0].clamp(0, 1)
+            image = self.render_heldout(i, sh).clamp(0, 1)
             gt = scene.photos[i].float() / 255.0
             p_list.append(psnr(image, gt))
             s_list.append(ssim(image, gt))
