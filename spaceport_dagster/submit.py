@@ -190,9 +190,13 @@ class S3Target:
 
     def put_multipart(self, key: str, path: Path, report: SubmitReport, progress: Progress | None,
                       lock: threading.Lock) -> None:
+        whole = hashlib.sha256()  # the file's SHA-256, from the same read as the part digests
+        digests = []
         with path.open("rb") as handle:
-            digests = [(hashlib.md5(c).digest(), hashlib.sha256(c).digest()) for c in _chunks(handle, self.part_size)]
-        upload_id, done = self._open_upload(key, digests, sha256_file(path))
+            for chunk in _chunks(handle, self.part_size):
+                whole.update(chunk)
+                digests.append((hashlib.md5(chunk).digest(), hashlib.sha256(chunk).digest()))
+        upload_id, done = self._open_upload(key, digests, whole.hexdigest())
         completed = []
         with path.open("rb") as handle:
             for number, (md5, sha) in enumerate(digests, start=1):
@@ -231,7 +235,8 @@ def _submit_s3(files: list[tuple[str, Path]], target: S3Target, report: SubmitRe
         if target.already_there(key, path):
             outcome = "skipped"
         elif size <= target.threshold:
-            target.put_small(key, path.read_bytes(), {"sha256": sha256_file(path)})
+            data = path.read_bytes()
+            target.put_small(key, data, {"sha256": hashlib.sha256(data).hexdigest()})
             outcome, sent = "uploaded", size
         else:
             target.put_multipart(key, path, report, progress, lock)

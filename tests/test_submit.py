@@ -93,6 +93,10 @@ def test_submit_to_s3_multipart_checksums_and_resume(survey: Path, bucket: str, 
     assert head["ETag"].strip('"') == expected_etag(big, part_size, part_size) and head["ETag"].endswith('-3"')
     body = s3.get_object(Bucket=bucket, Key="acme/uploads/lund/raw/big.tif")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == _sha(big)
+    assert head["Metadata"]["sha256"] == _sha(big)  # the whole file's digest, kept with the object
+    photo = sorted(p for p in survey.iterdir() if p.is_file() and not p.name.startswith((".", "_")))[0]
+    photo_head = s3.head_object(Bucket=bucket, Key=f"acme/uploads/lund/{photo.name}")
+    assert photo_head["Metadata"]["sha256"] == _sha(photo)
     assert json.loads(s3.get_object(Bucket=bucket, Key="acme/uploads/lund/dataset.json")["Body"].read())["email"] == [
         "ops@example.org"]
 
