@@ -112,6 +112,22 @@ def test_exif_rotation_is_applied_once(tmp_path: Path) -> None:
         assert written.getexif().get(0x0112, 1) == 1  # no tag left that would rotate it a second time
 
 
+def test_rotated_png_stays_a_png(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    image = Image.new("RGB", (200, 120), (10, 200, 30))
+    exif = image.getexif()
+    exif[0x0112] = 8  # rotate 90 degrees counter-clockwise to display
+    image.save(src / "turned.png", "PNG", exif=exif)
+    ingest(str(src), tmp_path / "out", IngestConfig(min_images=1), LOG)
+    record = _manifest(tmp_path / "out")["images"][0]
+    stored = tmp_path / "out" / "images" / record["name"]
+    with Image.open(stored) as written:
+        assert written.format == "PNG" and written.size == (120, 200)
+        assert written.getpixel((5, 5)) == (10, 200, 30)  # lossless
+    assert record["bytes"] == stored.stat().st_size
+
+
 def test_bad_files_are_refused_with_reasons_and_source_untouched(tmp_path: Path) -> None:
     src = _bad_upload(tmp_path)
     before = _tree_digest(src)

@@ -90,16 +90,20 @@ def ingest(source: str, output: Path, config: IngestConfig, log: logging.Logger)
         exif = read_camera_exif(image, item.data)
         name = _safe_name(item.name, taken)
         if exif.orientation != 1:
+            # Re-encoded upright in the upload's own format (JPEG at quality 95; PNG and TIFF stay lossless).
+            # upright's EXIF has the Orientation tag removed; the source's would make readers rotate it again.
             upright = ImageOps.exif_transpose(image)
-            # upright's EXIF has the Orientation tag removed; the source's would make readers rotate it again
-            upright.convert("RGB").save(images_dir / name, format="JPEG", quality=95, exif=upright.getexif())
+            fmt = "JPEG" if image.format in ("JPEG", "MPO") else image.format
+            extra = {"quality": 95} if fmt == "JPEG" else {}
+            pixels = upright.convert("RGB") if fmt == "JPEG" else upright
+            pixels.save(images_dir / name, format=fmt, exif=upright.getexif(), **extra)
             width, height = upright.size
         else:
             (images_dir / name).write_bytes(item.data)
             width, height = image.size
         usable.append({
             "name": name, "source": item.name, "sha256": digest, "format": image.format,
-            "width": width, "height": height, "bytes": len(item.data), **exif.to_dict(),
+            "width": width, "height": height, "bytes": (images_dir / name).stat().st_size, **exif.to_dict(),
             "camera": exif.camera_key,
         })
     usable.sort(key=lambda r: r["name"])
