@@ -11,12 +11,11 @@ import torch
 from torch import Tensor
 
 from spaceport_dagster.stages.ply import GaussianCloud
+from spaceport_dagster.stages.raster_torch import SH_C0
 from spaceport_dagster.stages.render import gsplat_available
 
 from .config import TrainConfig
 from .densify import TorchDefaultStrategy
-
-SH_C0 = 0.28209479177387814
 
 
 def knn_mean_dist(points: Tensor, k: int = 3, chunk: int = 4096) -> Tensor:
@@ -70,6 +69,10 @@ def gaussian_cap(cfg: TrainConfig, train_megapixels: float) -> int:
 def make_strategy(cfg: TrainConfig, device: torch.device, log: logging.Logger,
                   train_megapixels: float = 0.0) -> tuple[Any, bool]:
     """(strategy, is_mcmc). gsplat's strategies on CUDA, the PyTorch port of the default one elsewhere."""
+    default = {"prune_opa": cfg.prune_opa, "grow_grad2d": cfg.grow_grad2d, "grow_scale3d": cfg.grow_scale3d,
+               "prune_scale3d": cfg.prune_scale3d, "refine_start_iter": cfg.refine_start_iter,
+               "refine_stop_iter": cfg.refine_stop_iter, "reset_every": cfg.reset_every,
+               "refine_every": cfg.refine_every}
     if gsplat_available(device):
         from gsplat.strategy import DefaultStrategy, MCMCStrategy
 
@@ -79,16 +82,10 @@ def make_strategy(cfg: TrainConfig, device: torch.device, log: logging.Logger,
             return MCMCStrategy(cap_max=cap, refine_start_iter=cfg.refine_start_iter,
                                 refine_stop_iter=cfg.refine_stop_iter, refine_every=cfg.refine_every,
                                 min_opacity=cfg.prune_opa), True
-        return DefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, grow_scale3d=cfg.grow_scale3d,
-                               prune_scale3d=cfg.prune_scale3d, refine_start_iter=cfg.refine_start_iter,
-                               refine_stop_iter=cfg.refine_stop_iter, reset_every=cfg.reset_every,
-                               refine_every=cfg.refine_every, absgrad=cfg.absgrad), False
+        return DefaultStrategy(**default, absgrad=cfg.absgrad), False
     if cfg.strategy == "mcmc":
         log.warning("strategy 'mcmc' needs gsplat on CUDA; using the default densification on this device")
-    return TorchDefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, grow_scale3d=cfg.grow_scale3d,
-                                prune_scale3d=cfg.prune_scale3d, refine_start_iter=cfg.refine_start_iter,
-                                refine_stop_iter=cfg.refine_stop_iter, reset_every=cfg.reset_every,
-                                refine_every=cfg.refine_every), False
+    return TorchDefaultStrategy(**default), False
 
 
 class Appearance(torch.nn.Module):
