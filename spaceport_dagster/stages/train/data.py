@@ -100,7 +100,7 @@ def load_scene(export: str | Path, max_long_side: int, test_every: int, device: 
     train = [i for i in idx if i not in test]
     for i in test:
         views[i].heldout = True
-    centers = np.stack([-v.viewmat[:3, :3].T @ v.viewmat[:3, 3] for v in views])
+    centers = np.stack([im.center() for im in images])
     scene_scale = float(np.linalg.norm(centers - centers.mean(0), axis=1).max()) * 1.1
     if log:
         log.info(f"export: {len(views)} images ({len(train)} train / {len(test)} held out) at "
