@@ -134,7 +134,3 @@ def pipeline_run_config(source: str, preset: str, assets: list[str] | None = Non
         if assets is None or name in assets:
             ops[name] = {"config": {"preset": stage_preset}}
     return {"ops": ops}
-
-
-def describe(value: Any) -> str:
-    return json.dumps(value, default=str)
