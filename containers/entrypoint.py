@@ -2,7 +2,7 @@
 
 SageMaker starts it with the job's environment: SPACEPORT_STAGE names the stage module, DAGSTER_PIPES_CONTEXT /
 DAGSTER_PIPES_MESSAGES point at the Pipes context and message prefix on S3 (the stage reads its inputs, output
-folder and config from the Pipes extras: `/opt/ml/processing/input/<name>` and `/opt/ml/processing/output/<asset>`
+folder and config from the Pipes extras: `/opt/ml/processing/input/<name>` and `/opt/ml/processing/output/artifact`
 for Processing jobs, `/opt/ml/input/data/<channel>` and `/opt/ml/model` for Training jobs). A Training job passes
 the argument `train`, which is ignored.
 

@@ -25,7 +25,7 @@ class CheckFailure:
 @dataclass
 class StageSummary:
     asset: str
-    status: str = "not run"  # ok | failed | skipped | not run
+    status: str = "not run"  # ok | failed | skipped | running (started, no end seen) | not run
     seconds: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     failed_checks: list[CheckFailure] = field(default_factory=list)
