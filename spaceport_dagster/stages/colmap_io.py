@@ -115,18 +115,20 @@ class _Reader:
             raise ColmapFormatError(f"{path} does not exist") from None
         self.pos = 0
 
-    def take(self, fmt: str) -> tuple:
-        size = struct.calcsize(fmt)
+    def _need(self, size: int) -> None:
         if self.pos + size > len(self.data):
             raise ColmapFormatError(f"{self.path} is truncated at byte {self.pos} (wanted {size} more)")
+
+    def take(self, fmt: str) -> tuple:
+        size = struct.calcsize(fmt)
+        self._need(size)
         values = struct.unpack_from(fmt, self.data, self.pos)
         self.pos += size
         return values
 
     def array(self, dtype: np.dtype, count: int) -> np.ndarray:
         size = np.dtype(dtype).itemsize * count
-        if self.pos + size > len(self.data):
-            raise ColmapFormatError(f"{self.path} is truncated at byte {self.pos} (wanted {size} more)")
+        self._need(size)
         out = np.frombuffer(self.data, dtype=dtype, count=count, offset=self.pos)
         self.pos += size
         return out
