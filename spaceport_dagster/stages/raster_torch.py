@@ -7,8 +7,9 @@ compositing sorted by camera depth with alpha = min(0.999, o * exp(-sigma)), con
 skipped, and a pixel's compositing stopped before transmittance falls to 1e-4. Colours come from gsplat's
 real SH basis (`spherical_harmonics`) with `clamp_min(c + 0.5, 0)`.
 
-It is tile-free: every pixel sees every visible Gaussian, processed in pixel chunks under activation
-checkpointing so memory stays bounded. Fine for images of a few hundred pixels a side.
+Like gsplat it composites tile by tile (8x8 pixels): each tile sees the depth-sorted Gaussians whose 3.33-sigma
+box touches it; tiles with similar Gaussian counts are batched, and big batches are recomputed in the backward
+pass (activation checkpointing) so memory stays bounded. Fine for images of a few hundred pixels a side.
 """
 
 from __future__ import annotations
