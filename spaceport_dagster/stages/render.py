@@ -170,7 +170,8 @@ def evaluate(cloud: GaussianCloud, views: list[View], photos: list[Tensor],
     scores = []
     for view, photo in zip(views, photos, strict=True):
         image = render(cloud, view, view.width, view.height, device)
-        scores.append((psnr(image, photo.to(device)), ssim(image, photo.to(device))))
+        photo = photo.to(device)
+        scores.append((psnr(image, photo), ssim(image, photo)))
     return {"psnr": float(np.mean([s[0] for s in scores])), "ssim": float(np.mean([s[1] for s in scores]))}
 
 
