@@ -99,7 +99,7 @@ def _step_error(error: Any) -> str:
 
 
 def _collect(instance: DagsterInstance, run_id: str, outcomes: dict[str, StageOutcome],
-             on_event: Callable[[StageOutcome], None] | None, seen: set[int]) -> None:
+             on_event: Callable[[StageOutcome], None] | None, seen: set[tuple[str, str]]) -> None:
     starts: dict[str, float] = {}
     for record in instance.all_logs(run_id):
         event = record.dagster_event
@@ -133,9 +133,8 @@ def _collect(instance: DagsterInstance, run_id: str, outcomes: dict[str, StageOu
                 outcome.error = _step_error(event.event_specific_data.error)
             else:
                 outcome.status = "ok"
-            marker = hash((name, outcome.status))
-            if on_event and marker not in seen:
-                seen.add(marker)
+            if on_event and (name, outcome.status) not in seen:
+                seen.add((name, outcome.status))
                 on_event(outcome)
 
 
@@ -170,7 +169,7 @@ def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
     run_id = None
-    seen: set[int] = set()
+    seen: set[tuple[str, str]] = set()
     while True:
         finished = done.wait(poll_seconds)
         if run_id is None:
@@ -184,6 +183,6 @@ def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, 
     if errors:
         raise errors[0]
     for outcome in outcomes.values():
-        if outcome.status in ("running", "not run") and any(o.status != "ok" for o in outcomes.values()):
-            outcome.status = "skipped" if outcome.status == "not run" else outcome.status
+        if outcome.status == "not run":  # the run ended before this stage started
+            outcome.status = "skipped"
     return PipelineOutcome(dataset, run_id, [outcomes[n] for n in selected])
