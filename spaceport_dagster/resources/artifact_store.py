@@ -64,7 +64,7 @@ class LocalArtifactStore:
         self.root = Path(root).expanduser().resolve()
 
     def uri(self, dataset: str, asset: str) -> str:
-        return str(self.root / validate_dataset_id(dataset) / asset) + "/"
+        return str(self._link(dataset, asset)) + "/"
 
     def _link(self, dataset: str, asset: str) -> Path:
         return self.root / validate_dataset_id(dataset) / asset
