@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from spaceport_dagster.stages.ply import GaussianCloud
+from spaceport_dagster.stages.render import pick_device
 
 from . import codebook
 from .format import (
@@ -110,12 +111,6 @@ def encode_opacity(opacities: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(sigmoid(opacities) * 255.0, 0.0, 255.0)).astype(np.uint8)
 
 
-def _pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def cluster_shn(shn: np.ndarray, options: EncodeOptions) -> tuple[np.ndarray, np.ndarray, str, float]:
     """k-means palette of the (N, K, 3) SH rest: (centroids (P, 3, K), labels (N,), method, seconds)."""
     n, k, _ = shn.shape
@@ -124,7 +119,7 @@ def cluster_shn(shn: np.ndarray, options: EncodeOptions) -> tuple[np.ndarray, np
                else palette_size(n))
     t0 = time.perf_counter()
     result = kmeans(torch.from_numpy(rows), palette, options.kmeans_iterations, options.seed,
-                    _pick_device(options.device), options.kmeans_method)
+                    pick_device(options.device), options.kmeans_method)
     centroids = result.centroids.numpy().reshape(palette, 3, k)
     return centroids, result.labels.numpy(), result.method, time.perf_counter() - t0
 
@@ -216,7 +211,7 @@ def encode_cloud(cloud: GaussianCloud, options: EncodeOptions | None = None,
         emit(MEANS_FILES[0], _texture(np.hstack([lo, opaque]), width, height))
         emit(MEANS_FILES[1], _texture(np.hstack([hi, opaque]), width, height))
         emit(QUATS_FILE, _texture(encode_quats(cloud.quats[order]), width, height))
-        dp_device = "cuda" if _pick_device(options.device).type == "cuda" else None
+        dp_device = "cuda" if pick_device(options.device).type == "cuda" else None
         scales_book, scales_idx = codebook.quantise(cloud.scales[order], device=dp_device)
         emit(SCALES_FILE, _texture(np.hstack([scales_idx, opaque]), width, height))
         sh0_book, sh0_idx = codebook.quantise(cloud.sh0[order], device=dp_device)
