@@ -43,8 +43,7 @@ def load_bundle(path: str | Path, max_bytes: int = bundle.DEFAULT_MAX_BYTES) -> 
 
 
 def decode_bundle(sog: SogBundle) -> GaussianCloud:
-    images = {name: webp.decode(data, name) for name, data in sog.files.items()}
-    return decode_arrays(sog.meta, images)
+    return decode_arrays(sog.meta, texel_arrays(sog))
 
 
 def read_sog(path: str | Path, max_bytes: int = bundle.DEFAULT_MAX_BYTES) -> GaussianCloud:
