@@ -34,16 +34,6 @@ def meta_bytes(meta: dict) -> bytes:
     return json.dumps(meta, separators=(",", ":")).encode("utf-8")
 
 
-def encode_files(encoded: EncodedSog, settings: webp.WebpSettings | None = None,
-                 threads: int | None = None) -> dict[str, bytes]:
-    """meta.json first, then the WebP images in meta order."""
-    settings = settings or webp.WebpSettings()
-    names = list(encoded.images)
-    with ThreadPoolExecutor(max_workers=threads or _threads()) as pool:
-        blobs = list(pool.map(lambda n: webp.encode(encoded.images[n], settings), names))
-    return {"meta.json": meta_bytes(encoded.meta), **dict(zip(names, blobs, strict=True))}
-
-
 def _threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
