@@ -109,7 +109,7 @@ def read_zip(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, bytes
         infos = zf.infolist()
         for info in infos:
             check_name(info.filename)
-            if info.filename in files or sum(i.filename == info.filename for i in infos) > 1:
+            if sum(i.filename == info.filename for i in infos) > 1:
                 raise SogFormatError(f"the .sog ZIP holds {info.filename!r} more than once")
             if info.flag_bits & 0x1:
                 raise SogFormatError(f"{info.filename} is encrypted")
