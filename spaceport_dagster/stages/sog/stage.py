@@ -98,13 +98,14 @@ def compress(splat_dir: Path, output: Path, cfg: SogConfig, log: logging.Logger,
         errors = roundtrip_errors(source, decoded, written.encoded.meta)
         failed = [e.name for e in errors if not e.passed]
         metadata["roundtrip"] = json_value({e.name: e.as_dict() for e in errors})
-        metadata["roundtrip_table"] = md(_error_table(errors))
+        table = _error_table(errors)
+        metadata["roundtrip_table"] = md(table)
         for e in errors:
             metadata[f"error_{e.name}"] = e.max_error
         checks.append(CheckOutcome("roundtrip_within_bounds", not failed,
                                    "all attributes within the format's quantisation bounds" if not failed
                                    else f"out of bounds: {', '.join(failed)}",
-                                   metadata={"table": md(_error_table(errors))}))
+                                   metadata={"table": md(table)}))
     ratio = metadata["ratio"]
     checks.append(CheckOutcome("size_ratio", ratio >= cfg.min_size_ratio,
                                f"bundle is {ratio:.1f}x smaller than the PLY ({written.sog_bytes} vs {ply_bytes} "
