@@ -317,7 +317,8 @@ def test_bundle_layout(written):
         meta = json.loads(zf.read("meta.json"))
     assert sorted(names) == sorted(p.name for p in (out / "bundle").iterdir())
     assert meta["version"] == 2 and meta["count"] == 3000
-    assert meta["shN"]["count"] == 256 and meta["shN"]["bands"] == 3  # compact palette: 3000 / 16 -> 256 and len(meta["shN"]["codebook"]) == 256
+    assert meta["shN"]["count"] == 256 and meta["shN"]["bands"] == 3  # compact palette: 3000 / 16 -> 256
+    assert len(meta["shN"]["codebook"]) == 256
     images = {n: webp.decode((out / "bundle" / n).read_bytes()) for n in names if n.endswith(".webp")}
     assert images["means_l.webp"].shape == (56, 56, 4)
     assert images["shN_centroids.webp"].shape == (4, 960, 4)
