@@ -48,7 +48,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             "gaussians", "psnr", "ssim", "baseline_psnr", "ply_mb", "resolution", "views"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join(str(r.get(c, r.get("error", "")) if c in r else "") for c in cols) + " |")
+        lines.append("| " + " | ".join(str(r[c]) if c in r else "" for c in cols) + " |")
     return "\n".join(lines)
 
 
