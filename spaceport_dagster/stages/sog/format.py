@@ -43,7 +43,7 @@ def palette_size(count: int) -> int:
 
 def compact_palette_size(count: int, splats_per_entry: int) -> int:
     """A palette that scales with the splat count: about `splats_per_entry` splats per entry (a power of two,
-    between min(256, N) and 65536). Any size decodes; the reference rule gives 65,536 entries (2.9 MB of
+    at least 256 or the largest power of two <= N if that is less, at most 65536). Any size decodes; the reference rule gives 65,536 entries (2.9 MB of
     centroids) from 64k splats on, which alone kept a 150k-splat trained scene under 10x."""
     target = 2 ** round(math.log2(max(1.0, count / splats_per_entry)))
     floor = min(256, 2 ** math.floor(math.log2(count)))
