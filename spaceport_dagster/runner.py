@@ -30,6 +30,12 @@ KEY_FIGURES = {
 }
 
 
+# The events _collect reads; filtering them in the event log's query skips the stages' log lines on each poll.
+WATCHED_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.ASSET_MATERIALIZATION,
+                  DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.STEP_SUCCESS,
+                  DagsterEventType.STEP_FAILURE}
+
+
 @dataclass
 class StageOutcome:
     asset: str
@@ -101,7 +107,7 @@ def _step_error(error: Any) -> str:
 def _collect(instance: DagsterInstance, run_id: str, outcomes: dict[str, StageOutcome],
              on_event: Callable[[StageOutcome], None] | None, seen: set[tuple[str, str]]) -> None:
     starts: dict[str, float] = {}
-    for record in instance.all_logs(run_id):
+    for record in instance.all_logs(run_id, of_type=WATCHED_EVENTS):
         event = record.dagster_event
         if event is None:
             continue
