@@ -122,6 +122,11 @@ def test_resume_from_checkpoint(export, trained, tmp_path):
     assert report.metadata["steps"] == 40
 
 
+def test_missing_resume_checkpoint_is_a_clear_error(export, tmp_path):
+    with pytest.raises(FileNotFoundError, match="resume checkpoint .*nowhere.pt does not exist"):
+        run({"export": str(export), "resume": str(tmp_path / "nowhere.pt")}, tmp_path / "out", TINY, LOG)
+
+
 def test_resume_finds_checkpoint_in_output(export, trained, tmp_path):
     out, _ = trained
     retry = tmp_path / "retry"

@@ -30,6 +30,8 @@ from .trainer import Trainer
 
 def find_checkpoint(resume: str | None, checkpoints: Path) -> Path | None:
     """The newest checkpoint in `resume` (file or folder), else in the checkpoint folder."""
+    if resume and not Path(resume).exists():
+        raise FileNotFoundError(f"resume checkpoint {resume} does not exist")
     for place in ([Path(resume)] if resume else []) + [checkpoints]:
         if place.is_file():
             return place
