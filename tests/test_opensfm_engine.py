@@ -44,7 +44,7 @@ def no_opensfm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(engine, "KNOWN_LOCATIONS", ())
 
 
-def _stand_in(tmp_path: Path, fail_at: str | None = None) -> Path:
+def _stand_in(tmp_path: Path, fail_at: str | None = None, empty: bool = False) -> Path:
     fixture = FIXTURES / "opensfm" / "brighton_beach"
     if not fixture.is_dir():
         pytest.skip("OpenSfM fixture brighton_beach not found")
@@ -64,6 +64,8 @@ def _stand_in(tmp_path: Path, fail_at: str | None = None) -> Path:
         "if cmd == 'reconstruct':\n"
         "    for name in ('reconstruction.json', 'tracks.csv', 'reference_lla.json'):\n"
         f"        shutil.copy(Path({str(fixture)!r}) / name, dataset / name)\n"
+        f"    if {empty!r}:\n"
+        "        (dataset / 'reconstruction.json').write_text('[]')\n"
     )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return script
@@ -189,3 +191,17 @@ def test_sfm_stage_with_the_opensfm_engine(no_opensfm: None, monkeypatch: pytest
     assert written["opensfm"]["points3D"] == direct.num_points3D()
     assert report.metadata["models"] == 1 + len(written["dropped_model_sizes"])
     assert all((tmp_path / "out" / "sparse" / f).is_file() for f in ("cameras.bin", "images.bin", "points3D.bin"))
+
+
+def test_sfm_stage_reports_an_empty_opensfm_result_through_the_gates(no_opensfm: None, monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+    from spaceport_dagster.stages.sfm.stage import run
+
+    monkeypatch.setenv(engine.ENV_VAR, str(_stand_in(tmp_path, empty=True)))
+    ingest(str(dataset_images("brighton_beach")), tmp_path / "image_set", IngestConfig(), LOG)
+    report = run({"image_set": str(tmp_path / "image_set")}, tmp_path / "out", {"engine": "opensfm"}, LOG)
+    assert report.metadata["points"] == 0 and report.metadata["registered_images"] == 0
+    failed = {c.name for c in report.failed_gates()}
+    assert failed == {"min_points", "registered_fraction"}
+    assert "no reconstruction" in json.loads((tmp_path / "out" / "report.json").read_text())["opensfm_error"]

@@ -35,6 +35,10 @@ class ConversionError(ValueError):
     """The OpenSfM output cannot be turned into a consistent COLMAP model."""
 
 
+class NoReconstruction(ConversionError):
+    """OpenSfM ran but reconstructed nothing: a quality-gate failure, not a crash."""
+
+
 @dataclass
 class DroppedReconstruction:
     index: int  # position in reconstruction.json
@@ -101,7 +105,7 @@ def rotation_matrix(rotvec: np.ndarray) -> np.ndarray:
 
 def _pick_largest(reconstructions: list[dict[str, Any]]) -> int:
     if not reconstructions:
-        raise ConversionError("reconstruction.json holds no reconstruction (OpenSfM registered no image pair)")
+        raise NoReconstruction("reconstruction.json holds no reconstruction (OpenSfM registered no image pair)")
     sizes = [(len(r["shots"]), len(r.get("points", {}))) for r in reconstructions]
     return max(range(len(sizes)), key=lambda i: (sizes[i], -i))
 

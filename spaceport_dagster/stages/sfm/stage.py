@@ -52,13 +52,20 @@ def run_opensfm(image_dir: Path, work_dir: Path, config: SfmConfig, log: logging
                            f"(spaceport_dagster.stages.opensfm.engine: {exc}); use engine 'colmap'") from exc
     options = {"max_image_size": config.max_image_size, "max_num_features": config.max_num_features,
                **config.opensfm_options}
+    from spaceport_dagster.stages.opensfm.convert import NoReconstruction
+
     cpu0 = time.process_time()
-    result = engine.reconstruct(image_dir, work_dir, options, log)  # OpenSfmUnavailable says how to install it
+    try:
+        result = engine.reconstruct(image_dir, work_dir, options, log)  # OpenSfmUnavailable says how to install it
+    except NoReconstruction as exc:  # like COLMAP making no model: report it so the gates fail with a message
+        log.warning(f"OpenSfM made no reconstruction: {exc}")
+        return EngineResult([], {}, "opensfm", "OpenSfM's own pair selection", 0, {"opensfm_error": str(exc)},
+                            cpu_seconds={"opensfm_parent_process": time.process_time() - cpu0})
     seconds: dict[str, float] = {}
     for step, value in result.step_seconds.items():
         name = OPENSFM_STEPS.get(step, step)
         seconds[name] = seconds.get(name, 0.0) + float(value)
-    kept = result.reconstruction  # always a model: convert raises ConversionError when OpenSfM made none
+    kept = result.reconstruction  # always a model: convert raises NoReconstruction when OpenSfM made none
     return EngineResult(
         [kept], seconds, "opensfm", "OpenSfM's own pair selection", kept.num_cameras(),
         {"opensfm": result.metadata(), "dropped_model_sizes": [d.images for d in result.dropped_reconstructions]},
