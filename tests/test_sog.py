@@ -258,11 +258,12 @@ def test_palette_order_with_the_smaller_label_image():
     rng = np.random.default_rng(9)
     centroids = rng.normal(0, 1, (2048, 3, 3)).astype(np.float32)
     scattered = rng.permutation(2048)[np.arange(4096) // 2]  # k-means order: labels jump around
-    c, lab, tex = _smaller_labels(centroids, scattered, 64, 64, WebpSettings())
+    new_to_old, lab, tex = _smaller_labels(scattered, 2048, 64, 64, WebpSettings())
     assert lab[:6].tolist() == [0, 0, 1, 1, 2, 2]  # first use won
-    assert np.array_equal(c[lab], centroids[scattered]) and tex.shape == (64, 64, 4)
+    assert np.array_equal(centroids[new_to_old][lab], centroids[scattered]) and tex.shape == (64, 64, 4)
+    assert sorted(new_to_old.tolist()) == list(range(2048))
     ordered = first_use_order(centroids, scattered)[1]  # already in first-use order: either choice is the same
-    assert np.array_equal(_smaller_labels(centroids, ordered, 64, 64, WebpSettings())[1], ordered)
+    assert np.array_equal(_smaller_labels(ordered, 2048, 64, 64, WebpSettings())[1], ordered)
 
 
 # ---------------------------------------------------------------- WebP

@@ -139,18 +139,18 @@ def first_use_order(centroids: np.ndarray, labels: np.ndarray) -> tuple[np.ndarr
     return centroids[new_to_old], old_to_new[labels]
 
 
-def palette_texture(centroids: np.ndarray, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(shN_centroids texture, shN codebook): centroid n, coefficient j at ((n % 64) * K + j, n // 64)."""
-    palette, _, k = centroids.shape
-    book, idx = codebook.quantise(centroids, device=device)
+def palette_texture(indices: np.ndarray) -> np.ndarray:
+    """shN_centroids texture from the (P, 3, K) codebook indices: centroid n, coefficient j at
+    ((n % 64) * K + j, n // 64)."""
+    palette, _, k = indices.shape
     height = math.ceil(palette / PALETTE_COLUMNS)
     tex = np.zeros((height, PALETTE_COLUMNS * k, 4), np.uint8)
     n_idx = np.arange(palette)
     for j in range(k):
         x = (n_idx % PALETTE_COLUMNS) * k + j
-        tex[n_idx // PALETTE_COLUMNS, x, :3] = idx[:, :, j]
+        tex[n_idx // PALETTE_COLUMNS, x, :3] = indices[:, :, j]
         tex[n_idx // PALETTE_COLUMNS, x, 3] = 255
-    return tex, book
+    return tex
 
 
 ImageSink = Callable[[str, np.ndarray], None]
@@ -164,10 +164,12 @@ def label_texture(labels: np.ndarray, width: int, height: int) -> np.ndarray:
     return _texture(rows, width, height)
 
 
-def _smaller_labels(centroids: np.ndarray, labels: np.ndarray, width: int, height: int,
+def _smaller_labels(labels: np.ndarray, palette: int, width: int, height: int,
                     sizing: WebpSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The palette order (k-means' own or first use) whose label image compresses smaller."""
-    candidates = [(centroids, labels), first_use_order(centroids, labels)]
+    """(new_to_old palette order, labels, label texture) of the order, k-means' own or first use, whose
+    label image compresses smaller."""
+    identity = np.arange(palette)
+    candidates = [(identity, labels), first_use_order(identity, labels)]
     textures = [label_texture(lab, width, height) for _, lab in candidates]
     with ThreadPoolExecutor(max_workers=2) as pool:
         sizes = list(pool.map(lambda t: len(encode_webp(t, sizing)), textures))
@@ -201,20 +203,25 @@ def encode_cloud(cloud: GaussianCloud, options: EncodeOptions | None = None,
     order = morton_order(cloud.means)
     timings["morton"] = time.perf_counter() - t0
     bands = min(options.sh_bands, cloud.sh_degree)
-    with ThreadPoolExecutor(max_workers=1) as background:
+    dp_device = "cuda" if pick_device(options.device).type == "cuda" else None
+    # every job below is numpy or torch work that releases the GIL, so the threads run in parallel
+    with ThreadPoolExecutor(max_workers=5) as jobs:
         clustering = None
         if bands > 0:
-            clustering = background.submit(cluster_shn, cloud.shN[order][:, : SH_COEFFS[bands], :], options)
+            clustering = jobs.submit(cluster_shn, cloud.shN[order][:, : SH_COEFFS[bands], :], options)
         t0 = time.perf_counter()
-        lo, hi, mins, maxs = encode_means(cloud.means[order])
+        means_job = jobs.submit(encode_means, cloud.means[order])
+        quats_job = jobs.submit(encode_quats, cloud.quats[order])
+        scales_job = jobs.submit(codebook.quantise, cloud.scales[order], device=dp_device)
+        sh0_job = jobs.submit(codebook.quantise, cloud.sh0[order], device=dp_device)
         opaque = np.full((n, 1), 255, np.uint8)
+        lo, hi, mins, maxs = means_job.result()
         emit(MEANS_FILES[0], _texture(np.hstack([lo, opaque]), width, height))
         emit(MEANS_FILES[1], _texture(np.hstack([hi, opaque]), width, height))
-        emit(QUATS_FILE, _texture(encode_quats(cloud.quats[order]), width, height))
-        dp_device = "cuda" if pick_device(options.device).type == "cuda" else None
-        scales_book, scales_idx = codebook.quantise(cloud.scales[order], device=dp_device)
+        emit(QUATS_FILE, _texture(quats_job.result(), width, height))
+        scales_book, scales_idx = scales_job.result()
         emit(SCALES_FILE, _texture(np.hstack([scales_idx, opaque]), width, height))
-        sh0_book, sh0_idx = codebook.quantise(cloud.sh0[order], device=dp_device)
+        sh0_book, sh0_idx = sh0_job.result()
         opacity = encode_opacity(cloud.opacities[order])[:, None]
         emit(SH0_FILE, _texture(np.hstack([sh0_idx, opacity]), width, height))
         timings["attributes"] = time.perf_counter() - t0
@@ -232,9 +239,11 @@ def encode_cloud(cloud: GaussianCloud, options: EncodeOptions | None = None,
             t0 = time.perf_counter()
             centroids, labels, method, timings["kmeans"] = clustering.result()
             timings["kmeans_wait"] = time.perf_counter() - t0
-            centroids, labels, label_tex = _smaller_labels(centroids, labels, width, height, sizing)
-            tex, book = palette_texture(centroids, dp_device)
-            emit(SHN_FILES[0], tex)
+            # the codebook does not depend on the palette order, so it is built while the order is chosen
+            palette_job = jobs.submit(codebook.quantise, centroids, device=dp_device)
+            new_to_old, labels, label_tex = _smaller_labels(labels, len(centroids), width, height, sizing)
+            book, indices = palette_job.result()
+            emit(SHN_FILES[0], palette_texture(indices[new_to_old]))
             emit(SHN_FILES[1], label_tex)
             meta["shN"] = {"count": len(centroids), "bands": bands, "codebook": book.tolist(),
                            "files": list(SHN_FILES)}

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
+from . import fused_nearest
+from .fused_nearest import FusedNearest
+
 FLAT_WORK_LIMIT = 5e9  # multiply-adds of flat k-means above which `auto` goes two-level on the CPU (~0.5 s)
 
 
@@ -31,22 +34,27 @@ def _chunk_rows(k: int, device: torch.device) -> int:
     return max(256, budget // (4 * max(k, 1)))
 
 
-def assign(points: torch.Tensor, centroids: torch.Tensor, half: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def assign(points: torch.Tensor, centroids: torch.Tensor, fast: FusedNearest | torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
     """(labels, squared distance to the label) for every point; chunked to bound memory.
 
-    With `half` (the points in float16, CUDA only) the distance blocks are computed and scanned in float16:
-    with 45-dim points the matrix product is bound by writing the N x k block, so half the bytes is about
-    twice the speed; the distance to the chosen centroid is then recomputed in float32.
+    `fast` (CUDA only) picks the nearest centroid in reduced precision; the distance to it is then recomputed
+    in float32. A `FusedNearest` never materialises the distance matrix (see fused_nearest.py). A float16 copy
+    of the points makes the torch path compute and scan the distance blocks in float16: with 45-dim points the
+    matrix product is bound by writing the N x k block, so half the bytes is about twice the speed.
     """
+    if isinstance(fast, FusedNearest):
+        labels = fast.labels(centroids)
+        return labels, ((points - centroids[labels]) ** 2).sum(1)
     c_norm = (centroids * centroids).sum(1)
     rows = _chunk_rows(len(centroids), points.device)
     labels = torch.empty(len(points), dtype=torch.int64, device=points.device)
     dists = torch.empty(len(points), dtype=points.dtype, device=points.device)
-    c_half = centroids.half() if half is not None else None
+    c_half = centroids.half() if fast is not None else None
     for start in range(0, len(points), rows):
         block = points[start : start + rows]
-        if half is not None:
-            d = torch.addmm(c_norm.half()[None, :], half[start : start + rows], c_half.T, alpha=-2.0)
+        if fast is not None:
+            d = torch.addmm(c_norm.half()[None, :], fast[start : start + rows], c_half.T, alpha=-2.0)
             idx = torch.argmin(d, dim=1)
             labels[start : start + rows] = idx
             dists[start : start + rows] = ((block - centroids[idx]) ** 2).sum(1)
@@ -56,6 +64,13 @@ def assign(points: torch.Tensor, centroids: torch.Tensor, half: torch.Tensor | N
         labels[start : start + rows] = idx
         dists[start : start + rows] = (best + (block * block).sum(1)).clamp_min(0)
     return labels, dists
+
+
+def _fast_search(points: torch.Tensor) -> FusedNearest | torch.Tensor | None:
+    """The reduced-precision nearest-centroid search for `points`: fused kernel, float16 torch, or none (CPU)."""
+    if not points.is_cuda:
+        return None
+    return FusedNearest(points) if fused_nearest.available(points.device) else points.half()
 
 
 def _sums(points: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,9 +91,9 @@ def flat_kmeans(points: torch.Tensor, k: int, iterations: int, generator: torch.
         return centroids, torch.arange(n, device=points.device)
     init = torch.randperm(n, generator=generator)[:k].to(points.device)
     centroids = points[init].clone()
-    half = points.half() if points.is_cuda else None
+    fast = _fast_search(points)
     for _ in range(iterations):
-        labels, dists = assign(points, centroids, half)
+        labels, dists = assign(points, centroids, fast)
         sums, counts = _sums(points, labels, k)
         filled = counts > 0
         centroids = torch.where(filled[:, None], (sums / counts.clamp_min(1)[:, None]).float(), centroids)
@@ -86,7 +101,7 @@ def flat_kmeans(points: torch.Tensor, k: int, iterations: int, generator: torch.
         if len(empty):  # re-seed with the points that fit their centroid worst
             worst = torch.topk(dists, len(empty)).indices
             centroids[empty] = points[worst]
-    labels, _ = assign(points, centroids, half)
+    labels, _ = assign(points, centroids, fast)
     return centroids, labels
 
 
