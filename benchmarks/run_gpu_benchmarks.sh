@@ -18,7 +18,7 @@ ply=$(ls "$WORK"/brighton/brighton_beach-*/point_cloud.ply | head -1)
 cp "$(dirname "$ply")/metrics.json" "$RESULTS/brighton_metrics.json"
 python3 benchmarks/sog.py --device cuda --ply "$ply" --photos "$EXPORTS/brighton_beach/images" \
   --json "$RESULTS/sog_brighton_cuda.json"
-python3 benchmarks/sog.py --device cuda --json "$RESULTS/sog_1m_cuda.json"
+RESULTS="$RESULTS" bash benchmarks/run_sog_gpu_benchmarks.sh
 python3 -m pytest -q -m gpu tests/test_sog.py tests/test_train_parity.py 2>&1 | tail -5
 python3 benchmarks/train.py --exports "$EXPORTS" --datasets lund --steps 30000 \
   --workdir "$WORK/lund" --json "$RESULTS/train_lund_standard.json"

@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from spaceport_dagster.stages.ply import read_ply, write_ply  # noqa: E402
+from spaceport_dagster.stages.render import pick_device  # noqa: E402
+from spaceport_dagster.stages.sog import fused_nearest  # noqa: E402
 from spaceport_dagster.stages.sog.encode import EncodeOptions  # noqa: E402
 from spaceport_dagster.stages.sog.format import SH_COEFFS  # noqa: E402
 from spaceport_dagster.stages.sog.reader import read_sog  # noqa: E402
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "splats": len(cloud), "sh_bands": written.encoded.sh_bands,
             "palette": written.encoded.meta.get("shN", {}).get("count", 0),
             "kmeans_method": written.encoded.kmeans_method, "kmeans_iterations": args.iterations,
+            "fused_nearest": written.encoded.kmeans_method == "flat" and fused_nearest.available(pick_device(args.device)),
             "ply_bytes": ply_bytes, "sog_bytes": written.sog_bytes, "ratio": ply_bytes / written.sog_bytes,
             "compress_s": compress_s, "compress_cpu_s": compress_cpu_s,
             "load_average_1min": [round(load_before, 2), round(load_after, 2)], "read_ply_s": read_s, "decode_s": decode_s,

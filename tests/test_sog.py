@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from spaceport_dagster.stages.ply import GaussianCloud, read_ply
-from spaceport_dagster.stages.sog import bundle, codebook, webp
+from spaceport_dagster.stages.sog import bundle, codebook, fused_nearest, webp
 from spaceport_dagster.stages.sog.encode import EncodeOptions, encode_cloud, encode_means, encode_quats
 from spaceport_dagster.stages.sog.format import (
     SogFormatError,
@@ -24,7 +24,8 @@ from spaceport_dagster.stages.sog.format import (
     palette_size,
     texture_size,
 )
-from spaceport_dagster.stages.sog.kmeans import kmeans
+from spaceport_dagster.stages.sog.fused_nearest import FusedNearest
+from spaceport_dagster.stages.sog.kmeans import assign, kmeans
 from spaceport_dagster.stages.sog.morton import morton_order
 from spaceport_dagster.stages.sog.reader import read_sog, sog_to_ply
 from spaceport_dagster.stages.sog.roundtrip import reorder, rotation_bound_deg, rotation_error_deg, roundtrip_errors
@@ -543,3 +544,21 @@ def test_cuda_paths(tmp_path: Path):
     assert result.encoded.kmeans_method == "flat"
     errors = roundtrip_errors(reorder(cloud, result.order, 15), read_sog(tmp_path / "gpu.sog"), result.encoded.meta)
     assert all(e.passed for e in errors)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not fused_nearest.available(torch.device("cuda")), reason="needs CUDA and Triton")
+def test_fused_nearest_centroid_matches_the_exact_search():
+    g = torch.Generator().manual_seed(5)
+    points = (torch.randn(50_000, 45, generator=g) * 0.3).cuda()  # 50,000 and 3,000: partial blocks on both axes
+    centroids = (torch.randn(3_000, 45, generator=g) * 0.3).cuda()
+    exact = torch.cdist(points.double(), centroids.double()).argmin(1)
+    best = ((points.double() - centroids.double()[exact]) ** 2).sum(1)
+    fused, dists = assign(points, centroids, FusedNearest(points))
+    assert torch.equal(fused, FusedNearest(points).labels(centroids))  # deterministic
+    assert torch.allclose(dists.double(), ((points.double() - centroids.double()[fused]) ** 2).sum(1), rtol=1e-5)
+    big = FusedNearest(points * 1e5).labels(centroids * 1e5)  # float16 would overflow without the scaling
+    for labels in (fused, assign(points, centroids, points.half())[0], big):
+        got = ((points.double() - centroids.double()[labels]) ** 2).sum(1)
+        assert (labels == exact).float().mean() > 0.99
+        assert float((got - best).max()) <= 1e-2 * float(best.mean())  # any miss is a near-tie

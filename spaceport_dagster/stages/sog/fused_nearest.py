@@ -24,7 +24,7 @@ NUM_WARPS = 8
 
 
 def available(device: torch.device) -> bool:
-    return triton is not None and device.type == "cuda"
+    return triton is not None and device.type == "cuda" and torch.cuda.is_available()
 
 
 if triton is not None:
