@@ -7,7 +7,7 @@ RESULTS=${RESULTS:-gpu-results}
 mkdir -p "$RESULTS"
 export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$(mktemp -d)/triton}
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-python3 benchmarks/kmeans_nearest.py --json "$RESULTS/kmeans_nearest.json"
+python3 benchmarks/kmeans_nearest.py --profile --json "$RESULTS/kmeans_nearest.json"
 rm -rf "$TRITON_CACHE_DIR"
 python3 benchmarks/sog.py --device cuda --json "$RESULTS/sog_1m_cuda_cold.json"
 python3 benchmarks/sog.py --device cuda --json "$RESULTS/sog_1m_cuda_warm.json"

@@ -562,3 +562,12 @@ def test_fused_nearest_centroid_matches_the_exact_search():
         got = ((points.double() - centroids.double()[labels]) ** 2).sum(1)
         assert (labels == exact).float().mean() > 0.99
         assert float((got - best).max()) <= 1e-2 * float(best.mean())  # any miss is a near-tie
+
+
+def test_prefix_sums_in_blocks_match_a_plain_running_sum():
+    from spaceport_dagster.stages.sog.kmeans import _prefix_sums
+
+    values = torch.randn(2500, 7, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    expected = torch.cat([torch.zeros(1, 7, dtype=torch.float64), torch.cumsum(values, 0)])
+    for block in (1, 64, 1000, 4096):  # one row per block, a partial last block, a single block
+        assert torch.allclose(_prefix_sums(values, block), expected, rtol=0, atol=1e-12)

@@ -73,12 +73,27 @@ def _fast_search(points: torch.Tensor) -> FusedNearest | torch.Tensor | None:
     return FusedNearest(points) if fused_nearest.available(points.device) else points.half()
 
 
+def _prefix_sums(values: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """(N + 1, D) running sums down the rows, from a zero first row; every entry summed in a fixed order.
+
+    In two levels, within blocks of rows and then over the block totals: torch's CUDA cumsum over the first
+    dimension of an (N, 45) tensor runs one thread per column through all N rows, about 0.4 s at 1M rows,
+    while the blocks here run in parallel.
+    """
+    n, d = values.shape
+    pad = (-n) % block
+    blocks = torch.cat([values, values.new_zeros(pad, d)]).view(-1, block, d)
+    within = torch.cumsum(blocks, dim=1)
+    before = torch.cumsum(within[:-1, -1], dim=0)  # total of all earlier blocks, for blocks 1..
+    within[1:] += before[:, None, :]
+    return torch.cat([values.new_zeros(1, d), within.view(-1, d)[:n]])
+
+
 def _sums(points: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-label sums (float64) and counts, summed in label-sorted order so the result is deterministic."""
     order = torch.argsort(labels, stable=True)
     sorted_labels = labels[order]
-    csum = torch.cumsum(points[order].double(), dim=0)
-    csum = torch.cat([torch.zeros(1, points.shape[1], dtype=torch.float64, device=points.device), csum])
+    csum = _prefix_sums(points[order].double())
     bounds = torch.searchsorted(sorted_labels, torch.arange(k + 1, device=points.device))
     return csum[bounds[1:]] - csum[bounds[:-1]], (bounds[1:] - bounds[:-1])
 
