@@ -15,6 +15,7 @@ import torch
 
 from spaceport_dagster.stages.ply import GaussianCloud, read_ply
 from spaceport_dagster.stages.sog import bundle, codebook, fused_nearest, webp
+from spaceport_dagster.stages.sog import kmeans as kmeans_module
 from spaceport_dagster.stages.sog.encode import EncodeOptions, encode_cloud, encode_means, encode_quats
 from spaceport_dagster.stages.sog.format import (
     SogFormatError,
@@ -532,13 +533,20 @@ def test_folder_bundle_errors(written, tmp_path: Path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_paths(tmp_path: Path):
+def test_cuda_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     values = np.random.default_rng(8).normal(0, 1, 50_000)
     assert np.array_equal(codebook.build_codebook(values, device="cuda"), codebook.build_codebook(values))
     points = torch.randn(20_000, 45, generator=torch.Generator().manual_seed(2))
     a = kmeans(points, 4096, 10, seed=1, device="cuda")
     b = kmeans(points, 4096, 10, seed=1, device="cuda")
     assert a.method == "flat" and torch.equal(a.labels, b.labels) and torch.equal(a.centroids, b.centroids)
+    if fused_nearest.available(torch.device("cuda")):  # the fused kernel, which large problems get
+        monkeypatch.setattr(kmeans_module, "FUSED_MIN_PAIRS", 0)
+        c = kmeans(points, 4096, 10, seed=1, device="cuda")
+        assert torch.equal(c.labels, kmeans(points, 4096, 10, seed=1, device="cuda").labels)
+        fused_mse = float(((c.centroids[c.labels] - points) ** 2).sum(1).mean())
+        torch_mse = float(((a.centroids[a.labels] - points) ** 2).sum(1).mean())
+        assert abs(fused_mse - torch_mse) < 0.01 * torch_mse
     cloud = realistic_cloud(30_000, 3, seed=4)
     result = write_sog(cloud, tmp_path / "gpu.sog", None, EncodeOptions(device="cuda"))
     assert result.encoded.kmeans_method == "flat"

@@ -20,6 +20,10 @@ from . import fused_nearest
 from .fused_nearest import FusedNearest
 
 FLAT_WORK_LIMIT = 5e9  # multiply-adds of flat k-means above which `auto` goes two-level on the CPU (~0.5 s)
+# points x centroids from which CUDA k-means uses the fused kernel: below it the float16 torch path's 11
+# assignments (~5 ms per 1e9 pairs on an H100) take less than compiling the kernel into an empty Triton cache
+# (~1.1 s, once per machine or container)
+FUSED_MIN_PAIRS = 2e10
 
 
 @dataclass
@@ -66,11 +70,13 @@ def assign(points: torch.Tensor, centroids: torch.Tensor, fast: FusedNearest | t
     return labels, dists
 
 
-def _fast_search(points: torch.Tensor) -> FusedNearest | torch.Tensor | None:
+def _fast_search(points: torch.Tensor, k: int) -> FusedNearest | torch.Tensor | None:
     """The reduced-precision nearest-centroid search for `points`: fused kernel, float16 torch, or none (CPU)."""
     if not points.is_cuda:
         return None
-    return FusedNearest(points) if fused_nearest.available(points.device) else points.half()
+    if fused_nearest.available(points.device) and len(points) * k >= FUSED_MIN_PAIRS:
+        return FusedNearest(points)
+    return points.half()
 
 
 def _prefix_sums(values: torch.Tensor, block: int = 1024) -> torch.Tensor:
@@ -106,7 +112,7 @@ def flat_kmeans(points: torch.Tensor, k: int, iterations: int, generator: torch.
         return centroids, torch.arange(n, device=points.device)
     init = torch.randperm(n, generator=generator)[:k].to(points.device)
     centroids = points[init].clone()
-    fast = _fast_search(points)
+    fast = _fast_search(points, k)
     for _ in range(iterations):
         labels, dists = assign(points, centroids, fast)
         sums, counts = _sums(points, labels, k)
