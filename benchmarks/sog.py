@@ -32,17 +32,25 @@ from spaceport_dagster.stages.render import pick_device  # noqa: E402
 from spaceport_dagster.stages.sog import fused_nearest  # noqa: E402
 from spaceport_dagster.stages.sog.encode import EncodeOptions  # noqa: E402
 from spaceport_dagster.stages.sog.format import SH_COEFFS  # noqa: E402
+from spaceport_dagster.stages.sog.kmeans import FUSED_MIN_PAIRS  # noqa: E402
 from spaceport_dagster.stages.sog.reader import read_sog  # noqa: E402
 from spaceport_dagster.stages.sog.roundtrip import reorder, roundtrip_errors  # noqa: E402
 from spaceport_dagster.stages.sog.synthetic import realistic_cloud  # noqa: E402
 from spaceport_dagster.stages.sog.webp import WebpSettings  # noqa: E402
-from spaceport_dagster.stages.sog.writer import write_sog  # noqa: E402
+from spaceport_dagster.stages.sog.writer import WriteResult, write_sog  # noqa: E402
 
 
 def machine(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.get_num_threads()} threads"
+
+
+def uses_fused_kernel(written: WriteResult, device: torch.device) -> bool:
+    """Whether the SH k-means took the fused Triton kernel (flat k-means on CUDA, large enough)."""
+    shn = written.encoded.meta.get("shN")
+    return (shn is not None and written.encoded.kmeans_method == "flat" and fused_nearest.available(device)
+            and written.encoded.meta["count"] * shn["count"] >= FUSED_MIN_PAIRS)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -84,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "splats": len(cloud), "sh_bands": written.encoded.sh_bands,
             "palette": written.encoded.meta.get("shN", {}).get("count", 0),
             "kmeans_method": written.encoded.kmeans_method, "kmeans_iterations": args.iterations,
-            "fused_nearest": written.encoded.kmeans_method == "flat" and fused_nearest.available(pick_device(args.device)),
+            "fused_nearest": uses_fused_kernel(written, pick_device(args.device)),
             "ply_bytes": ply_bytes, "sog_bytes": written.sog_bytes, "ratio": ply_bytes / written.sog_bytes,
             "compress_s": compress_s, "compress_cpu_s": compress_cpu_s,
             "load_average_1min": [round(load_before, 2), round(load_after, 2)], "read_ply_s": read_s, "decode_s": decode_s,
