@@ -1,6 +1,7 @@
 """k-means for the higher-order SH palette, in torch (GPU when there is one, vectorised on the CPU).
 
-`flat`: Lloyd's algorithm over all points and all centroids, distances by chunked matrix products.
+`flat`: Lloyd's algorithm over all points and all centroids, distances by chunked matrix products (on
+CUDA, large problems use the fused nearest-centroid kernel of fused_nearest.py instead).
 `two_level`: for CPU runs where flat k-means costs too much (1M points x 65536 centroids x 45 dims is
 ~6 TFLOP per iteration): sqrt(k) coarse clusters first, then each coarse cluster gets centroids in
 proportion to its size and runs its own Lloyd iterations. `auto` picks flat on CUDA or when the work is
