@@ -235,6 +235,19 @@ def test_config_presets_and_errors():
         load_config({"preset": "turbo"})
 
 
+def test_a_resumed_run_stops_early_where_the_uninterrupted_run_did(export, tmp_path):
+    """The evaluations stored in the checkpoint count towards patience, so resuming at step 30 stops at 40 too."""
+    cfg = {**TINY, "steps": 200, "eval_every": 10, "checkpoint_every": 30, "early_stop_patience": 2,
+           "early_stop_min_delta": 8.0, "early_stop_min_step": 20}
+    whole = run({"export": str(export)}, tmp_path / "whole", cfg, LOG)
+    assert whole.metadata["stopped_early"] and whole.metadata["steps"] == 40  # best at 20, then 30 and 40 gain < 8 dB
+    ckpt = tmp_path / "whole" / "checkpoints" / "ckpt_0000030.pt"
+    resumed = run({"export": str(export), "resume": str(ckpt)}, tmp_path / "resumed", cfg, LOG)
+    evals = json.loads((tmp_path / "resumed" / "metrics.json").read_text())["evals"]
+    assert resumed.metadata["stopped_early"] and resumed.metadata["steps"] == 40
+    assert [e["step"] for e in evals] == [0, 10, 20, 30, 40]  # the step-20 parameters were not checkpointed
+
+
 def test_early_stop_restores_best(export, tmp_path):
     """Patience 1 with evaluations every 10 steps: training stops early and writes the best evaluation's model."""
     cfg = {**TINY, "steps": 200, "eval_every": 10, "checkpoint_every": 0, "early_stop_patience": 1,

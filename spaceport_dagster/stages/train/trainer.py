@@ -18,6 +18,7 @@ from spaceport_dagster.stages.render import rasterize_params
 
 from .config import TrainConfig
 from .data import Scene
+from .early_stop import EarlyStop
 from .model import Appearance, init_params, make_optimizers, make_strategy, means_lr_gamma, nearest_train
 
 
@@ -173,14 +174,10 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         loss_n = 0
         order: list[int] = []
-        best, since_best, stopped = -float("inf"), 0, False
+        stopped = False
+        early_stop = EarlyStop(cfg.early_stop_min_step, cfg.early_stop_min_delta, cfg.early_stop_patience)
+        early_stop.replay(self.evals)  # a resumed run goes on counting (the best model before it is gone)
         best_state: tuple[dict[str, Tensor], dict[str, Any]] | None = None
-        for record in self.evals:  # a resumed run continues the early-stop bookkeeping (its best model is gone)
-            if record["step"] >= max(1, cfg.early_stop_min_step) and not record.get("restored_best"):
-                if record["psnr"] > best + cfg.early_stop_min_delta:
-                    best, since_best = record["psnr"], 0
-                else:
-                    since_best += 1
         if self.start_step == 0:
             self.evaluate(0, 0.0, float("nan"))
         step = self.start_step
@@ -226,17 +223,12 @@ class Trainer:
                 loss_sum.zero_()
                 loss_n = 0
                 record = self.evaluate(done, time.perf_counter() - t0, train_loss)
-                if done < cfg.early_stop_min_step:
-                    pass
-                elif record["psnr"] > best + cfg.early_stop_min_delta:
-                    best, since_best = record["psnr"], 0
-                    if cfg.early_stop_patience and cfg.early_stop_restore_best:
-                        best_state = ({k: v.detach().clone() for k, v in self.params.items()}, dict(record))
-                else:
-                    since_best += 1
-                if cfg.early_stop_patience and since_best >= cfg.early_stop_patience and done < cfg.steps:
+                improved = early_stop.observe(done, record["psnr"])
+                if improved and cfg.early_stop_patience and cfg.early_stop_restore_best:
+                    best_state = ({k: v.detach().clone() for k, v in self.params.items()}, dict(record))
+                if early_stop.should_stop and done < cfg.steps:
                     self.log.info(f"early stop at step {done}: held-out PSNR has not improved for "
-                                  f"{since_best} evaluations")
+                                  f"{early_stop.since_best} evaluations")
                     stopped = True
             if checkpoint_dir is not None and cfg.checkpoint_every and (done % cfg.checkpoint_every == 0
                                                                         and done < cfg.steps):
