@@ -14,7 +14,7 @@ from PIL import Image
 
 from spaceport_dagster.stages.config import ConfigError
 from spaceport_dagster.stages.ply import GaussianCloud, property_names, read_ply, write_ply
-from spaceport_dagster.stages.render import View, render
+from spaceport_dagster.stages.render import View, cloud_to_params, render
 from spaceport_dagster.stages.train import load_config, run
 from spaceport_dagster.stages.train.checks import (
     check_baseline,
@@ -108,6 +108,10 @@ def test_render_api_matches_training_views(trained, export):
     assert image.shape == (48, 64, 3) and float(image.min()) >= 0 and float(image.max()) <= 1
     half = render(cloud, view, 32, 24, "cpu")
     assert half.shape == (24, 32, 3)
+    params = cloud_to_params(cloud, "cpu")  # converted once, for many views
+    assert torch.equal(render(params, view, 32, 24, sh_degree=cloud.sh_degree), half)
+    with pytest.raises(ValueError, match="sh_degree"):
+        render(params, view)
 
 
 def test_resume_from_checkpoint(export, trained, tmp_path):

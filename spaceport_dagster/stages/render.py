@@ -147,18 +147,25 @@ def _view_tensors(view: View, device: torch.device | str) -> tuple[Tensor, Tenso
 
 
 @torch.no_grad()
-def render(cloud: GaussianCloud, camera: View, width: int | None = None, height: int | None = None,
-           device: torch.device | str = "auto") -> Tensor:
+def render(cloud: GaussianCloud | dict[str, Tensor], camera: View, width: int | None = None,
+           height: int | None = None, device: torch.device | str = "auto", sh_degree: int | None = None) -> Tensor:
     """Render `cloud` from `camera` -> (H, W, 3) float tensor in [0, 1] (black background).
-    A width/height other than the camera's rescales its intrinsics to match."""
-    device = pick_device(device) if isinstance(device, str) else device
+    A width/height other than the camera's rescales its intrinsics to match. To render one splat from many
+    views, pass it once converted by `cloud_to_params` (and its `sh_degree`): it then stays on the device."""
+    if isinstance(cloud, GaussianCloud):
+        device = pick_device(device) if isinstance(device, str) else device
+        params, degree = cloud_to_params(cloud, device), cloud.sh_degree
+    else:
+        if sh_degree is None:
+            raise ValueError("rendering parameters needs their sh_degree")
+        params, degree, device = cloud, sh_degree, cloud["means"].device
     width, height = width or camera.width, height or camera.height
     K = camera.K.copy()
     K[0] *= width / camera.width
     K[1] *= height / camera.height
     view = View(camera.name, camera.viewmat, K, width, height)
     viewmat, Kt = _view_tensors(view, device)
-    image, _, _ = rasterize_params(cloud_to_params(cloud, device), viewmat, Kt, width, height, cloud.sh_degree)
+    image, _, _ = rasterize_params(params, viewmat, Kt, width, height, degree)
     return image.clamp(0.0, 1.0)
 
 
@@ -168,8 +175,9 @@ def evaluate(cloud: GaussianCloud, views: list[View], photos: list[Tensor],
     """Mean PSNR/SSIM of `cloud` rendered at each view against its photo ((H, W, 3) in [0, 1])."""
     device = pick_device(device) if isinstance(device, str) else device
     scores = []
+    params = cloud_to_params(cloud, device)
     for view, photo in zip(views, photos, strict=True):
-        image = render(cloud, view, view.width, view.height, device)
+        image = render(params, view, view.width, view.height, sh_degree=cloud.sh_degree)
         photo = photo.to(device)
         scores.append((psnr(image, photo), ssim(image, photo)))
     return {"psnr": float(np.mean([s[0] for s in scores])), "ssim": float(np.mean([s[1] for s in scores]))}

@@ -84,6 +84,7 @@ def heldout_psnr(source: GaussianCloud, decoded: GaussianCloud, splat_dir: Path,
     if photos is None and trainer_psnr is None:
         return HeldoutPsnr("", "no photos (input 'export') and no held-out PSNR in metrics.json to compare with")
     device = renderer.pick_device(cfg.render_device)
+    source_params, decoded_params = renderer.cloud_to_params(source, device), renderer.cloud_to_params(decoded, device)
     fid_se = orig_se = dec_se = 0.0
     pixels = 0
     sizes = set()
@@ -91,8 +92,8 @@ def heldout_psnr(source: GaussianCloud, decoded: GaussianCloud, splat_dir: Path,
         scale = min(1.0, cfg.psnr_max_side / max(view.width, view.height)) if cfg.psnr_max_side else 1.0
         w, h = max(1, round(view.width * scale)), max(1, round(view.height * scale))
         sizes.add(f"{w}x{h}")
-        a = renderer.render(source, view, w, h, device).double()
-        b = renderer.render(decoded, view, w, h, device).double()
+        a = renderer.render(source_params, view, w, h, sh_degree=source.sh_degree).double()
+        b = renderer.render(decoded_params, view, w, h, sh_degree=decoded.sh_degree).double()
         fid_se += float(((a - b) ** 2).sum())
         if photos is not None:
             photo = renderer.load_photo(photos / view.name, w, h).to(a.device).double()
