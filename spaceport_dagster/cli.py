@@ -65,6 +65,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     print(f"spaceport: dataset {dataset!r} from {source} (preset {args.preset}); home {home}")
     outcome = run_pipeline(dataset, source, until=args.until, preset=args.preset, on_stage=print_stage)
+    return report(outcome)
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    try:
+        dataset = validate_dataset_id(args.dataset)
+    except InvalidDatasetId as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    home = prepare_home()
+    from spaceport_dagster.resources.artifact_store import ArtifactMissing
+    from spaceport_dagster.runner import run_pipeline, select_stages
+
+    try:
+        select_stages(args.start, args.until)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"spaceport: dataset {dataset!r} again from {args.start} (preset {args.preset}); home {home}")
+    try:
+        outcome = run_pipeline(dataset, None, start=args.start, until=args.until, preset=args.preset,
+                               on_stage=print_stage)
+    except ArtifactMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return report(outcome)
+
+
+def report(outcome) -> int:
+    """The summary table after a run; 1 when a stage failed or a quality gate stopped it."""
     print()
     print(f"{'stage':<22} {'status':<12} {'seconds':>8}  key figures")
     for stage in outcome.stages:
@@ -150,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--until", help="stop after this asset (e.g. colmap_export)")
     run.add_argument("--preset", default="preview", help="preview (laptop), standard (GPU) or quality")
     run.set_defaults(func=cmd_run)
+    rerun = sub.add_parser("rerun", help="materialise a dataset again from one stage on, reading the published "
+                                         "artifacts before it (e.g. retrain with another preset)")
+    rerun.add_argument("dataset", help="dataset id, as `spaceport run` printed it")
+    rerun.add_argument("--from", dest="start", required=True, metavar="STAGE",
+                       help="first stage to run again, e.g. splat_model")
+    rerun.add_argument("--until", help="stop after this asset")
+    rerun.add_argument("--preset", default="preview", help="preview (laptop), standard (GPU) or quality")
+    rerun.set_defaults(func=cmd_rerun)
     ui = sub.add_parser("ui", help="start the Dagster UI on this home's instance")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)

@@ -17,6 +17,7 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, RunsFilter, mat
 from spaceport_dagster.definitions import PIPELINE_ASSETS
 from spaceport_dagster.partitions import register_dataset
 from spaceport_dagster.presets import stage_presets
+from spaceport_dagster.resources.artifact_store import ArtifactMissing, ArtifactStore
 from spaceport_dagster.resources.selection import resources_from_env
 
 ASSET_ORDER = [a.key.to_user_string() for a in PIPELINE_ASSETS]
@@ -65,12 +66,23 @@ class PipelineOutcome:
         return None
 
 
-def selection_until(until: str | None) -> list[str]:
-    if until is None:
-        return ASSET_ORDER
-    if until not in ASSET_ORDER:
-        raise ValueError(f"unknown asset {until!r}; choose one of {', '.join(ASSET_ORDER)}")
-    return ASSET_ORDER[: ASSET_ORDER.index(until) + 1]
+def select_stages(start: str | None = None, until: str | None = None) -> list[str]:
+    """The stages from `start` to `until` (both included), in pipeline order; None means the first / the last."""
+    for name in (start, until):
+        if name is not None and name not in ASSET_ORDER:
+            raise ValueError(f"unknown asset {name!r}; choose one of {', '.join(ASSET_ORDER)}")
+    first = ASSET_ORDER.index(start) if start else 0
+    last = ASSET_ORDER.index(until) + 1 if until else len(ASSET_ORDER)
+    if first >= last:
+        raise ValueError(f"{start} comes after {until} in the pipeline ({' -> '.join(ASSET_ORDER)})")
+    return ASSET_ORDER[first:last]
+
+
+def missing_inputs(dataset: str, selected: list[str], store: ArtifactStore) -> list[str]:
+    """Upstream artifacts the selected stages read but do not make, and that are not published for `dataset`."""
+    made = {AssetKey(name) for name in selected}
+    needed = {key for a in PIPELINE_ASSETS if a.key in made for key in a.dependency_keys} - made
+    return sorted(k.to_user_string() for k in needed if not store.exists(dataset, k.to_user_string()))
 
 
 def run_config_for(assets: list[str], source: str | None, preset: str) -> dict[str, Any]:
@@ -146,10 +158,18 @@ def _collect(instance: DagsterInstance, run_id: str, outcomes: dict[str, StageOu
 
 def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, preset: str = "preview",
                  instance: DagsterInstance | None = None, resources: dict[str, Any] | None = None,
-                 on_stage: Callable[[StageOutcome], None] | None = None, poll_seconds: float = 0.5) -> PipelineOutcome:
+                 on_stage: Callable[[StageOutcome], None] | None = None, poll_seconds: float = 0.5,
+                 start: str | None = None) -> PipelineOutcome:
+    """Materialise the stages from `start` (default: the first) to `until` (default: the last) for `dataset`.
+    Stages before `start` are not run: their published artifacts are read, and must exist (ArtifactMissing)."""
+    selected = select_stages(start, until)
+    resources = resources or resources_from_env()
+    missing = missing_inputs(dataset, selected, resources["storage"].store())
+    if missing:
+        raise ArtifactMissing(f"dataset {dataset!r} has no published {', '.join(missing)}, which {selected[0]} "
+                              "reads; run the stages before it first")
     instance = instance or DagsterInstance.get()
     register_dataset(instance, dataset)
-    selected = selection_until(until)
     token = uuid.uuid4().hex
     outcomes = {name: StageOutcome(name) for name in selected}
     done = threading.Event()
@@ -163,7 +183,7 @@ def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, 
                 instance=instance,
                 partition_key=dataset,
                 run_config=run_config_for(selected, source, preset),
-                resources=resources or resources_from_env(),
+                resources=resources,
                 tags={"spaceport/cli": token, "spaceport/preset": preset},
                 raise_on_error=False,
             )
