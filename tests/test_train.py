@@ -240,7 +240,8 @@ def test_config_presets_and_errors():
 
 
 def test_a_resumed_run_stops_early_where_the_uninterrupted_run_did(export, tmp_path):
-    """The evaluations stored in the checkpoint count towards patience, so resuming at step 30 stops at 40 too."""
+    """The evaluations stored in the checkpoint count towards patience, so resuming at step 30 stops at 40 too,
+    and the best model so far travels in the checkpoint, so the resumed run restores the same step-20 model."""
     cfg = {**TINY, "steps": 200, "eval_every": 10, "checkpoint_every": 30, "early_stop_patience": 2,
            "early_stop_min_delta": 8.0, "early_stop_min_step": 20}
     whole = run({"export": str(export)}, tmp_path / "whole", cfg, LOG)
@@ -249,7 +250,9 @@ def test_a_resumed_run_stops_early_where_the_uninterrupted_run_did(export, tmp_p
     resumed = run({"export": str(export), "resume": str(ckpt)}, tmp_path / "resumed", cfg, LOG)
     evals = json.loads((tmp_path / "resumed" / "metrics.json").read_text())["evals"]
     assert resumed.metadata["stopped_early"] and resumed.metadata["steps"] == 40
-    assert [e["step"] for e in evals] == [0, 10, 20, 30, 40]  # the step-20 parameters were not checkpointed
+    assert [e["step"] for e in evals] == [0, 10, 20, 30, 40, 20] and evals[-1]["restored_best"]
+    whole_ply = (tmp_path / "whole" / "point_cloud.ply").read_bytes()
+    assert (tmp_path / "resumed" / "point_cloud.ply").read_bytes() == whole_ply
 
 
 def test_early_stop_restores_best(export, tmp_path):

@@ -81,6 +81,8 @@ class Trainer:
         self.coarse_photos = ([_downscale(p, c) for p, c in zip(scene.photos, self.coarse_cams, strict=True)]
                               if cfg.coarse_factor > 1 else scene.photos)
         self.evals: list[dict[str, Any]] = []
+        # parameters and evaluation record of the best held-out PSNR so far, kept for early stop's restore
+        self.best_state: tuple[dict[str, Tensor], dict[str, Any]] | None = None
         self.start_step = 0
         self.elapsed_before = 0.0
 
@@ -96,6 +98,7 @@ class Trainer:
             "appearance": None if self.appearance is None else self.appearance.state_dict(),
             "app_opt": None if self.app_opt is None else self.app_opt.state_dict(),
             "generator": self.generator.get_state(), "config_steps": self.cfg.steps,
+            "best_state": self.best_state,
         }
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -120,6 +123,8 @@ class Trainer:
             self.app_opt.load_state_dict(state["app_opt"])
         self.generator.set_state(state["generator"])
         self.evals = list(state["evals"])
+        best = state.get("best_state")
+        self.best_state = None if best is None else ({k: v.to(self.device) for k, v in best[0].items()}, best[1])
         self.start_step = int(state["step"])
         self.elapsed_before = float(state["elapsed"])
         self.log.info(f"resumed from {path} at step {self.start_step}")
@@ -176,8 +181,7 @@ class Trainer:
         order: list[int] = []
         stopped = False
         early_stop = EarlyStop(cfg.early_stop_min_step, cfg.early_stop_min_delta, cfg.early_stop_patience)
-        early_stop.replay(self.evals)  # a resumed run goes on counting (the best model before it is gone)
-        best_state: tuple[dict[str, Tensor], dict[str, Any]] | None = None
+        early_stop.replay(self.evals)  # a resumed run goes on counting where its checkpoint left off
         if self.start_step == 0:
             self.evaluate(0, 0.0, float("nan"))
         step = self.start_step
@@ -225,7 +229,7 @@ class Trainer:
                 record = self.evaluate(done, time.perf_counter() - t0, train_loss)
                 improved = early_stop.observe(done, record["psnr"])
                 if improved and cfg.early_stop_patience and cfg.early_stop_restore_best:
-                    best_state = ({k: v.detach().clone() for k, v in self.params.items()}, dict(record))
+                    self.best_state = ({k: v.detach().clone() for k, v in self.params.items()}, dict(record))
                 if early_stop.should_stop and done < cfg.steps:
                     self.log.info(f"early stop at step {done}: held-out PSNR has not improved for "
                                   f"{early_stop.since_best} evaluations")
@@ -237,6 +241,7 @@ class Trainer:
                 break
         if sync:
             torch.cuda.synchronize()
+        best_state = self.best_state
         if stopped and best_state is not None and best_state[1]["step"] != self.evals[-1]["step"]:
             for k, v in best_state[0].items():
                 self.params[k] = torch.nn.Parameter(v)
