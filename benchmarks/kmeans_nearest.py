@@ -18,6 +18,7 @@ import statistics
 import sys
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,17 +75,14 @@ def main() -> None:
     rows.append({"method": "torch float16", "ms": ms, **agreement(points, centroids, labels, ref, ref_d)})
     if fused_nearest.available(points.device):
         fused = fused_nearest.FusedNearest(points)
-        shipped = fused_nearest.BLOCK_POINTS, fused_nearest.BLOCK_CENTROIDS, fused_nearest.NUM_WARPS
         for bp, bc, warps in BLOCK_SHAPES:
-            fused_nearest.BLOCK_POINTS, fused_nearest.BLOCK_CENTROIDS, fused_nearest.NUM_WARPS = bp, bc, warps
             try:
-                ms, labels = timed(lambda: fused.labels(centroids), args.repeats)
+                ms, labels = timed(partial(fused.labels, centroids, (bp, bc, warps)), args.repeats)
             except Exception as exc:  # a block shape the GPU cannot hold (shared memory)
                 rows.append({"method": f"fused {bp}x{bc} w{warps}", "error": str(exc)[:200]})
                 continue
             rows.append({"method": f"fused {bp}x{bc} w{warps}", "ms": ms,
                          **agreement(points, centroids, labels, ref, ref_d)})
-        fused_nearest.BLOCK_POINTS, fused_nearest.BLOCK_CENTROIDS, fused_nearest.NUM_WARPS = shipped
     cpu_points = points.cpu()
     kmeans_s, _ = timed(lambda: kmeans(cpu_points, args.palette, 10, seed=0, device="cuda", method="flat"), 1)
     result = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -29,10 +29,9 @@ import torch  # noqa: E402
 
 from spaceport_dagster.stages.ply import read_ply, write_ply  # noqa: E402
 from spaceport_dagster.stages.render import pick_device  # noqa: E402
-from spaceport_dagster.stages.sog import fused_nearest  # noqa: E402
 from spaceport_dagster.stages.sog.encode import EncodeOptions  # noqa: E402
 from spaceport_dagster.stages.sog.format import SH_COEFFS  # noqa: E402
-from spaceport_dagster.stages.sog.kmeans import FUSED_MIN_PAIRS  # noqa: E402
+from spaceport_dagster.stages.sog.kmeans import uses_fused_kernel  # noqa: E402
 from spaceport_dagster.stages.sog.reader import read_sog  # noqa: E402
 from spaceport_dagster.stages.sog.roundtrip import reorder, roundtrip_errors  # noqa: E402
 from spaceport_dagster.stages.sog.synthetic import realistic_cloud  # noqa: E402
@@ -46,11 +45,11 @@ def machine(device: str) -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.get_num_threads()} threads"
 
 
-def uses_fused_kernel(written: WriteResult, device: torch.device) -> bool:
-    """Whether the SH k-means took the fused Triton kernel (flat k-means on CUDA, large enough)."""
+def took_fused_kernel(written: WriteResult, device: torch.device) -> bool:
+    """Whether the SH k-means searched with the fused Triton kernel."""
     shn = written.encoded.meta.get("shN")
-    return (shn is not None and written.encoded.kmeans_method == "flat" and fused_nearest.available(device)
-            and written.encoded.meta["count"] * shn["count"] >= FUSED_MIN_PAIRS)
+    return (shn is not None and written.encoded.kmeans_method == "flat"
+            and uses_fused_kernel(device, written.encoded.meta["count"], shn["count"]))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "splats": len(cloud), "sh_bands": written.encoded.sh_bands,
             "palette": written.encoded.meta.get("shN", {}).get("count", 0),
             "kmeans_method": written.encoded.kmeans_method, "kmeans_iterations": args.iterations,
-            "fused_nearest": uses_fused_kernel(written, pick_device(args.device)),
+            "fused_nearest": took_fused_kernel(written, pick_device(args.device)),
             "ply_bytes": ply_bytes, "sog_bytes": written.sog_bytes, "ratio": ply_bytes / written.sog_bytes,
             "compress_s": compress_s, "compress_cpu_s": compress_cpu_s,
             "load_average_1min": [round(load_before, 2), round(load_after, 2)], "read_ply_s": read_s, "decode_s": decode_s,

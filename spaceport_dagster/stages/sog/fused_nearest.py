@@ -18,9 +18,7 @@ try:
 except ImportError:  # CPU-only torch builds do not ship Triton
     triton = None
 
-BLOCK_POINTS = 128
-BLOCK_CENTROIDS = 128
-NUM_WARPS = 8
+BLOCK_SHAPE = (128, 128, 8)  # points per program, centroids per step, warps: the best of six on the H100
 
 
 def available(device: torch.device) -> bool:
@@ -62,15 +60,16 @@ class FusedNearest:
         self.points = torch.zeros(n, self.width, dtype=torch.float16, device=points.device)
         self.points[:, :dims] = points * self.scale
 
-    def labels(self, centroids: torch.Tensor) -> torch.Tensor:
+    def labels(self, centroids: torch.Tensor, block_shape: tuple[int, int, int] = BLOCK_SHAPE) -> torch.Tensor:
         """(N,) int64 index of the nearest centroid (squared Euclidean distance) of every point."""
+        block_points, block_centroids, num_warps = block_shape
         k, dims = centroids.shape
         padded = torch.zeros(k, self.width, dtype=torch.float16, device=centroids.device)
         padded[:, :dims] = centroids * self.scale
         norms = (padded.float() ** 2).sum(1)  # of the float16 values the kernel multiplies
         n = len(self.points)
         labels = torch.empty(n, dtype=torch.int32, device=centroids.device)
-        grid = (triton.cdiv(n, BLOCK_POINTS),)
+        grid = (triton.cdiv(n, block_points),)
         _nearest_kernel[grid](self.points, padded, norms, labels, n, k, WIDTH=self.width,
-                              BLOCK_POINTS=BLOCK_POINTS, BLOCK_CENTROIDS=BLOCK_CENTROIDS, num_warps=NUM_WARPS)
+                              BLOCK_POINTS=block_points, BLOCK_CENTROIDS=block_centroids, num_warps=num_warps)
         return labels.long()

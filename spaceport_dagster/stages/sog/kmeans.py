@@ -71,13 +71,16 @@ def assign(points: torch.Tensor, centroids: torch.Tensor, fast: FusedNearest | t
     return labels, dists
 
 
+def uses_fused_kernel(device: torch.device, n: int, k: int) -> bool:
+    """Whether flat k-means of n points into k centroids on `device` searches with the fused kernel."""
+    return fused_nearest.available(device) and n * k >= FUSED_MIN_PAIRS
+
+
 def _fast_search(points: torch.Tensor, k: int) -> FusedNearest | torch.Tensor | None:
     """The reduced-precision nearest-centroid search for `points`: fused kernel, float16 torch, or none (CPU)."""
     if not points.is_cuda:
         return None
-    if fused_nearest.available(points.device) and len(points) * k >= FUSED_MIN_PAIRS:
-        return FusedNearest(points)
-    return points.half()
+    return FusedNearest(points) if uses_fused_kernel(points.device, len(points), k) else points.half()
 
 
 def _prefix_sums(values: torch.Tensor, block: int = 1024) -> torch.Tensor:
