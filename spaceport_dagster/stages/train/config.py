@@ -52,17 +52,25 @@ class TrainConfig:
     sh0_lr: float = 2.5e-3
     shN_lr: float = 2.5e-3 / 20
     # drone-survey options
-    appearance: str = "none"  # "none" or "affine": per-image colour affine (lighting/exposure between passes)
+    # "none" or "affine": a per-image colour affine on the Gaussians' colours (exposure between passes), its
+    # mean over the training images folded into the published PLY; never applied after compositing
+    appearance: str = "none"
     appearance_lr: float = 1e-3
-    background: str = "black"  # "black" or "mean": the training photos' mean colour behind the splats
+    appearance_reg: float = 0.0  # weight of the maps' squared distance from identity in the loss
+    # what shows through where the splat is transparent while training: "black" (gsplat's default), "random"
+    # (a new random colour each step, gsplat's random_bkgd: the splat must cover the photo itself) or "mean"
+    # (the photos' mean colour; lets the splat leave flat areas empty, so plain renders show holes)
+    background: str = "black"
     # rendering
     near_plane: float = 0.01
     far_plane: float = 1e10
     # evaluation, checkpoints and outputs
-    test_every: int = 8  # hold out every Nth registered image (sorted by name); 0 = none
-    eval_every: int = 7000  # held-out metrics every N steps (and always at the end)
+    test_every: int = 8  # test views: every Nth registered image (sorted by name); 0 = none
+    # validation views for early stop: every Nth training view, kept out of training (0 = none)
+    validation_every: int = 0
+    eval_every: int = 7000  # test-view metrics every N steps (and always at the end)
     checkpoint_every: int = 5000  # 0 = no checkpoints
-    early_stop_patience: int = 0  # stop after this many evals without held-out PSNR gain (0 = off)
+    early_stop_patience: int = 0  # stop after this many evals without validation PSNR gain (0 = off)
     early_stop_min_delta: float = 0.05
     early_stop_restore_best: bool = True  # with early stop: write the parameters of the best evaluation
     early_stop_min_step: int = 0  # evaluations before this step neither count as best nor use up patience
@@ -70,6 +78,7 @@ class TrainConfig:
     # quality gates
     min_gaussians: int = 1000
     baseline_margin_db: float = 3.0
+    min_alpha: float = 0.9  # mean alpha on the test views (blocking where the SfM points fill the photos)
     psnr_floor_db: float = 20.0
 
     def __post_init__(self) -> None:
@@ -77,7 +86,10 @@ class TrainConfig:
             (self.steps >= 1, "steps must be >= 1"),
             (self.strategy in ("default", "mcmc"), f"strategy must be 'default' or 'mcmc', not {self.strategy!r}"),
             (self.appearance in ("none", "affine"), f"appearance must be 'none' or 'affine', not {self.appearance!r}"),
-            (self.background in ("black", "mean"), f"background must be 'black' or 'mean', not {self.background!r}"),
+            (self.background in ("black", "random", "mean"),
+             f"background must be 'black', 'random' or 'mean', not {self.background!r}"),
+            (not self.early_stop_patience or self.validation_every > 0,
+             "early stop chooses on validation views: set validation_every (test views are never used for it)"),
             (0 <= self.sh_degree <= 3, "sh_degree must be 0..3"),
             (self.max_long_side >= 0, "max_long_side must be >= 0"),
             (self.coarse_factor >= 1, "coarse_factor must be >= 1"),
