@@ -24,9 +24,9 @@ from spaceport_dagster.stages.entry import main
 from spaceport_dagster.stages.report import CheckOutcome, StageReport, json_value, md
 
 
-def log_line(thread: int, index: int, wide_every: int) -> str:
-    """One progress line: a small markdown table, every `wide_every`-th one a wide table (~60 kB)."""
-    rows = 600 if index % wide_every == wide_every - 1 else 12 + (index * 7 + thread * 3) % 40
+def log_line(thread: int, index: int, wide_every: int, wide_rows: int) -> str:
+    """One progress line: a small markdown table, every `wide_every`-th one a wide table (40 bytes a row)."""
+    rows = wide_rows if index % wide_every == wide_every - 1 else 12 + (index * 7 + thread * 3) % 40
     table = "\n".join(f"| t{thread} | {index} | {row} | {row * 0.125:.3f} | {'é' * (row % 5)} |" for row in range(rows))
     return f"chatty t{thread} #{index}\n| thread | step | row | value | text |\n|---|---|---|---|---|\n{table}"
 
@@ -49,12 +49,13 @@ def preview_markdown(pixels: int, seed: int) -> str:
 
 def run(inputs: dict[str, str], output: Path, config: dict[str, Any], log: logging.Logger) -> StageReport:
     threads, lines = int(config.get("threads", 4)), int(config.get("lines_per_thread", 25))
-    wide_every, pause = int(config.get("wide_every", 10)), float(config.get("pause_s", 0.002))
+    wide_every, wide_rows = int(config.get("wide_every", 10)), int(config.get("wide_rows", 600))
+    pause = float(config.get("pause_s", 0.002))
     pixels, checks = int(config.get("image_px", 600)), int(config.get("checks", 3))
 
     def talk(thread: int) -> None:
         for index in range(lines):
-            log.info(log_line(thread, index, wide_every))
+            log.info(log_line(thread, index, wide_every, wide_rows))
             time.sleep(pause)
 
     workers = [threading.Thread(target=talk, args=(t,)) for t in range(threads)]
