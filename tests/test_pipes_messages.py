@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,15 +23,18 @@ from dagster import (
     AssetKey,
     DagsterInstance,
     MaterializeResult,
+    PipesEnvContextInjector,
     StaticPartitionsDefinition,
     asset,
     materialize,
+    open_pipes_session,
 )
 from dagster._utils import tail_file
 
 from spaceport_dagster.assets.stage_asset import run_stage_asset
 from spaceport_dagster.resources.artifact_store import LocalArtifactStore
 from spaceport_dagster.resources.compute import LocalStageLauncher, StageLauncher
+from spaceport_dagster.resources.pipes_messages import WholeLineFileMessageReader
 from spaceport_dagster.resources.storage import StorageResource
 
 from .stages import chatty
@@ -53,6 +57,36 @@ def test_upstream_tail_file_hands_on_a_half_written_line(tmp_path: Path) -> None
     assert seen == line[:2298].decode()
     with pytest.raises(json.JSONDecodeError, match="Unterminated string"):
         json.loads(seen)
+
+
+def test_a_message_visible_in_parts_is_read_once_whole() -> None:
+    """The same half-visible append under our reader: nothing is handed on until the line end arrives."""
+    metadata = {"table": {"raw_value": "| a |\n|---|\n" + "| é |\n" * 2000, "type": "md"}}
+    report = message_line("report_asset_materialization", {"asset_key": "talk", "metadata": metadata,
+                                                           "data_version": None})
+    reader = WholeLineFileMessageReader()
+    got: dict[str, Any] = {}
+
+    @asset
+    def talk(context: AssetExecutionContext):
+        with open_pipes_session(context=context, context_injector=PipesEnvContextInjector(),
+                                message_reader=reader) as session:
+            path = Path(session.message_reader_params["path"])
+            with open(path, "ab") as stream:
+                stream.write(message_line("opened", {}))
+                for start in range(0, len(report), 2298):  # the line appears piece by piece, polled in between
+                    stream.write(report[start:start + 2298])
+                    stream.flush()
+                    time.sleep(0.03)
+                stream.write(message_line("closed", {}))
+        results = list(session.get_results())
+        got["tables"] = [r.metadata["table"].value for r in results]
+        yield from results
+
+    assert materialize([talk]).success
+    assert reader.problems == []
+    assert reader.messages == 3
+    assert got["tables"] == [metadata["table"]["raw_value"]]
 
 
 def _launcher(**kwargs: Any) -> LocalStageLauncher:
