@@ -27,6 +27,7 @@ from dagster._core.errors import DagsterPipesExecutionError
 from spaceport_dagster.stages.entry import FAILURE_FILE
 
 from .artifact_store import ArtifactStore, Staging
+from .pipes_messages import WholeLineFileMessageReader, describe
 from .storage import spaceport_home
 
 PipesResult = MaterializeResult | AssetCheckResult
@@ -42,10 +43,6 @@ class StageRequest:
     config: dict[str, Any] = field(default_factory=dict)
     accelerator: str = "cpu"  # "cpu" or "gpu": which instance family a remote launcher picks
     resumable: bool = False  # the stage checkpoints: give it a folder that survives a failed attempt
-
-    @property
-    def module(self) -> str:
-        return f"spaceport_dagster.stages.{self.stage}"
 
 
 class StageLauncher(ConfigurableResource):
@@ -63,6 +60,7 @@ class LocalStageLauncher(StageLauncher):
     python: str = ""  # interpreter for the stage; this one by default
     env: dict[str, str] = {}
     checkpoint_root: str = ""  # resumable stages' checkpoints; default SPACEPORT_HOME/checkpoints
+    stages_package: str = "spaceport_dagster.stages"  # where `<stage>` modules live (tests run their own stages)
 
     def launch(
         self, context: AssetExecutionContext, store: ArtifactStore, request: StageRequest, staging: Staging
@@ -77,14 +75,19 @@ class LocalStageLauncher(StageLauncher):
                   "dataset": request.dataset}
         # Idle torch/OpenMP workers spin by default; on a busy laptop or CI core that made CPU stages 5-8x slower.
         env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **self.env}
-        client = PipesSubprocessClient(env=env)
-        command = [self.python or sys.executable, "-m", request.module]
+        reader = WholeLineFileMessageReader()
+        client = PipesSubprocessClient(env=env, message_reader=reader)
+        command = [self.python or sys.executable, "-m", f"{self.stages_package}.{request.stage}"]
         try:
             results = list(client.run(context=context, command=command, extras=extras).get_results())
         except DagsterPipesExecutionError as exc:
             failure = staging.local_dir / FAILURE_FILE
             reason = failure.read_text().strip() if failure.is_file() else str(exc)
             raise Failure(f"stage {request.stage} failed for dataset {request.dataset!r}: {reason}") from exc
+        if reader.problems:  # never publish on a partial report: the checks that were lost would pass silently
+            raise Failure(f"stage {request.stage} finished for dataset {request.dataset!r}, but its Pipes messages "
+                          f"could not all be read, so its report and checks are incomplete and nothing was "
+                          f"published (a retry runs the stage again): {describe(reader.problems)}")
         if checkpoints is not None:  # finished: the next run starts afresh, a failed one would have resumed
             shutil.rmtree(checkpoints, ignore_errors=True)
         return results
