@@ -4,6 +4,7 @@ plainly (as published), choose only on validation views, checkpoint and resume."
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +168,7 @@ class Trainer:
                            self.baseline)
         record = {
             "step": step, "seconds": round(elapsed, 2), "gaussians": int(self.params["means"].shape[0]),
-            "train_loss": round(train_loss, 5) if train_loss == train_loss else None,
+            "train_loss": None if math.isnan(train_loss) else round(train_loss, 5),  # step 0: nothing trained
             "psnr": test.psnr, "ssim": test.ssim, "alpha_mean": test.alpha, "baseline_psnr": test.baseline_psnr,
             "psnr_colour_corrected": test.psnr_colour_corrected,
         }
