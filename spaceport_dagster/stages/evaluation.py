@@ -15,7 +15,6 @@ PSNR and SSIM are averaged over views, as gsplat's simple_trainer and the peer s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -135,12 +134,8 @@ def score_plain(params: dict[str, Tensor], sh_degree: int, views: Sequence[View]
                        baseline, ", ".join(sizes), scores)
 
 
-def pooled_psnr_drop(before: PlainScores, after: PlainScores) -> float:
+def psnr_drop(before: PlainScores, after: PlainScores) -> float:
     """PSNR lost between two scorings of the same views (positive = `after` is worse)."""
     if [v.name for v in before.views] != [v.name for v in after.views]:
         raise ValueError("the two scorings cover different views")
     return before.psnr - after.psnr
-
-
-def finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

@@ -48,7 +48,7 @@ def heldout_psnr(source: GaussianCloud, decoded: GaussianCloud, splat_dir: Path,
         return HeldoutPsnr(False, f"the photos folder {photos_dir} does not exist")
     try:
         from spaceport_dagster.stages import render as renderer
-        from spaceport_dagster.stages.evaluation import pooled_psnr_drop, score_plain
+        from spaceport_dagster.stages.evaluation import psnr_drop, score_plain
     except ImportError as exc:
         return HeldoutPsnr(False, f"the renderer is not importable ({exc})")
     views = [v for v in renderer.load_views(cameras) if v.heldout]
@@ -65,5 +65,5 @@ def heldout_psnr(source: GaussianCloud, decoded: GaussianCloud, splat_dir: Path,
         log.info(f"test view {b.name}: {b.psnr:.2f} dB uncompressed, {a.psnr:.2f} dB decoded")
     return HeldoutPsnr(True, views=[v.name for v in views], resolution=before.resolution,
                        psnr_uncompressed_db=before.psnr, psnr_decoded_db=after.psnr,
-                       psnr_drop_db=pooled_psnr_drop(before, after), alpha_uncompressed=before.alpha,
+                       psnr_drop_db=psnr_drop(before, after), alpha_uncompressed=before.alpha,
                        alpha_decoded=after.alpha, seconds=time.perf_counter() - t0)
