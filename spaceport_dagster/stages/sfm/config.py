@@ -62,11 +62,17 @@ class SfmConfig:
     # georegistration
     georegister: bool = True
     georegister_min_images: int = 3
-    georegister_max_error_m: float = 10.0
+    georegister_max_error_m: float = 10.0  # RANSAC inlier distance (widened to 3 sigma of noisier GPS)
+    # GPS altitude is used (a full 3D fit) only when that fit leaves the cameras' own up within this angle of
+    # vertical and the altitudes agree with the model's heights within max(this many metres, 3x the
+    # horizontal residual); otherwise up comes from the cameras (camera GPS altitude drifts, issue 13)
+    georegister_max_altitude_tilt_deg: float = 2.0
+    georegister_min_vertical_tolerance_m: float = 3.0
     # quality gates
     min_points: int = 1000
     min_registered_fraction: float = 0.5
     max_reprojection_error_px: float = 1.5
+    max_upright_deg: float = 5.0  # `upright`: nadir views and camera plane within this of the frame's vertical
 
     def __post_init__(self) -> None:
         if self.engine not in ("colmap", "opensfm"):
