@@ -12,10 +12,11 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spaceport_dagster.demo.survey import generate_survey
-from spaceport_dagster.demo.truth_check import compare_frame
+from spaceport_dagster.demo.truth_check import compare_frame, umeyama
 from spaceport_dagster.demo.variants import survey_for
 from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
 from spaceport_dagster.stages.report import StageReport
@@ -38,8 +39,9 @@ def _checks(report: StageReport) -> dict[str, bool]:
 
 def test_drifting_camera_gps_altitude_leaves_the_model_upright_and_scaled(tmp_path: Path) -> None:
     survey = tmp_path / "survey"
-    # 1 m horizontal noise: on 20 photos, 5 m noise leaves ~4 % scale uncertainty (benchmarks/RESULTS.md)
-    generate_survey(survey, survey_for(20, altitude_drift_m=100.0, horizontal_noise_m=1.0))
+    # scale can only be as good as the horizontal GPS allows: on 20 photos ~40 m across, 5 m noise leaves
+    # several % of scale uncertainty (the benchmark flies 150-300 photos with 5 m); 0.5 m here
+    generate_survey(survey, survey_for(20, altitude_drift_m=100.0, horizontal_noise_m=0.5))
     report, saved = _reconstruct(survey, tmp_path)
     m, geo = report.metadata, saved["georegistration"]
     assert m["registered"] == "20/20" and all(_checks(report).values()), report.checks
@@ -50,8 +52,14 @@ def test_drifting_camera_gps_altitude_leaves_the_model_upright_and_scaled(tmp_pa
     assert m["georegistration_vertical_rms_m"] > 20.0 and m["georegistration_horizontal_rms_m"] < 3.0
     upright = next(c for c in report.checks if c.name == "upright")
     assert upright.metadata["median_view_from_down_deg"] < 1.0 and upright.metadata["camera_plane_tilt_deg"] < 1.0
-    frame = compare_frame(tmp_path / "sparse" / "sparse", saved, json.loads((survey / "truth.json").read_text()))
+    truth = json.loads((survey / "truth.json").read_text())
+    frame = compare_frame(tmp_path / "sparse" / "sparse", saved, truth)
     assert frame.up_error_deg < 1.0, frame.summary()
+    # the scale is the one the GPS fixes imply (best 2D similarity from the true to the written positions)
+    true = np.array([[*r["centre_enu"][:2], 0.0] for r in truth["images"]])
+    written = true + np.array([[*r["gps"]["error_enu"][:2], 0.0] for r in truth["images"]])
+    implied_scale, _, _ = umeyama(true, written, with_scale=True)
+    assert frame.scale_ratio == pytest.approx(implied_scale, abs=0.005), (frame.summary(), implied_scale)
     assert abs(frame.scale_ratio - 1.0) < 0.02, frame.summary()
     assert frame.rigid_rms_m < 0.01 * frame.altitude_m, frame.summary()
 

@@ -85,8 +85,9 @@ def checks(config: SfmConfig, registered: int, total: int, points: int, reproj: 
     fraction = registered / total if total else 0.0
     none = "" if n_models else " (mapping produced no model: the images share too few matches)"
     upright = (upright_check(measure_uprightness(CameraAxes.of(model)), config.max_upright_deg)
-               if model is not None and registered else
-               CheckOutcome("upright", False, f"no model to judge{none}", metadata={"measured": False}))
+               if model is not None and registered >= 3 else
+               CheckOutcome("upright", False, f"{registered} registered image(s): too few to judge which way is up"
+                            f"{none}", metadata={"measured": False}))
     outcomes = [
         CheckOutcome("min_points", points >= config.min_points,
                      f"{points} 3D points (need at least {config.min_points}){none}",
