@@ -62,7 +62,7 @@ def compare_reconstruction(sparse_dir: Path, report: dict[str, Any], truth: dict
 class FrameComparison:
     """How the published frame sits against the true one: the best similarity from model to truth."""
 
-    up_error_deg: float  # angle between the model's +z and true up
+    up_error_deg: float  # angle between the model's +z and true up (from the camera orientations)
     scale_ratio: float  # model metres per true metre (1 = right scale)
     rigid_rms_m: float  # camera centres after the best rigid alignment (rotation + translation, no scale)
     altitude_m: float
@@ -98,8 +98,16 @@ def compare_frame(sparse_dir: Path, report: dict[str, Any], truth: dict[str, Any
         raise ValueError(f"{len(images)} registered images to compare (need 3)")
     src = np.array([img.projection_center() for img in images])
     tgt = np.array([truth_enu[img.name] for img in images])
-    scale, rotation, _ = umeyama(src, tgt, with_scale=True)
-    up_error = float(np.degrees(np.arccos(np.clip((rotation @ np.array([0.0, 0.0, 1.0]))[2], -1.0, 1.0))))
+    scale, _, _ = umeyama(src, tgt, with_scale=True)
+    # the rotation from the model frame to the true one, averaged over the cameras (true world_from_camera times
+    # model camera_from_world): well defined even for a single flight line, where the centres leave the roll
+    # about the line open
+    records = {r["name"]: r for r in truth["images"]}
+    summed = sum(np.array(records[img.name]["cam_from_world_rotation"]).T @ img.cam_from_world().rotation.matrix()
+                 for img in images)
+    u, _, vt = np.linalg.svd(summed)
+    true_from_model = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+    up_error = float(np.degrees(np.arccos(np.clip((true_from_model @ np.array([0.0, 0.0, 1.0]))[2], -1.0, 1.0))))
     _, rigid_r, rigid_t = umeyama(src, tgt, with_scale=False)
     rigid = src @ rigid_r.T + rigid_t
     return FrameComparison(up_error, 1.0 / scale, float(np.sqrt(np.mean(np.sum((rigid - tgt) ** 2, axis=1)))),
