@@ -226,3 +226,18 @@ def test_cameras_that_fix_no_up_keep_the_model_frame_without_gps() -> None:
     result = georegister(rec, [])
     assert not result.georegistered and result.frame == "model" and result.warnings
     np.testing.assert_allclose(_centres(rec), before)
+
+
+def test_good_altitude_is_used_when_the_views_are_pitched_but_the_flight_is_level() -> None:
+    """A gimbal 10 deg off nadir on a fixed heading: the views are off, the camera plane is not, and good GPS
+    altitude agrees with the plane, so it is used."""
+    enu, _ = _lawnmower(lines=4, shots=6)
+    pitch = np.radians(10.0)
+    pitched = NADIR @ np.array([[1.0, 0.0, 0.0], [0.0, np.cos(pitch), -np.sin(pitch)],
+                                [0.0, np.sin(pitch), np.cos(pitch)]])
+    scale, rotation, shift = ARBITRARY
+    rec = _synthetic_model(scale * enu @ rotation.T + shift, [rotation @ pitched] * len(enu))
+    result = georegister(rec, _manifest_for(enu, Origin(46.84, -91.99, 198.0, "altitude")))
+    assert result.frame == "enu" and result.altitude_used, result.altitude_reason
+    np.testing.assert_allclose(_centres(rec), enu, atol=1e-3)
+    assert result.up is not None and set(result.up["candidates"]) == {"views", "plane"}

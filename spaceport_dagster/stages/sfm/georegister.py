@@ -152,7 +152,10 @@ def altitude_trust(source: str, estimate: UpEstimate, sim3: Similarity3D | None,
     vertical_rms = _rms(vertical) or 0.0
     if sim3 is None:
         return AltitudeTrust(False, "no 3D similarity fits the GPS positions", None, vertical_rms)
-    tilt = angle_deg(sim3.rotation @ estimate.up, np.array([0.0, 0.0, 1.0]))
+    # against the closest of the cameras' own estimates: a gimbal pitched 10 deg off nadir leaves the views
+    # off but the camera plane right, and good GPS altitude then agrees with the plane
+    z = np.array([0.0, 0.0, 1.0])
+    tilt = min(angle_deg(sim3.rotation @ up, z) for up in [estimate.up, *estimate.candidates.values()])
     tolerance = max(min_vertical_tolerance_m, 3.0 * horizontal_rms)
     if tilt > max_tilt_deg:
         return AltitudeTrust(False, f"a fit to the GPS altitudes would tilt the cameras' up by {tilt:.1f} deg "

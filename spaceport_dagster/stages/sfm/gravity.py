@@ -11,7 +11,7 @@ clustered views, but moves along them).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -92,10 +92,13 @@ class UpEstimate:
     nadir: bool
     flight: str  # "area", "line" or "point": the shape of the camera track
     views_vs_plane_deg: float | None = None  # nadir, area flights: mean viewing direction vs camera plane
+    # each estimate the cameras give on their own (nadir: "views", "plane"; else "level"), for the altitude test
+    candidates: dict[str, np.ndarray] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["up"] = None if self.up is None else [round(float(v), 6) for v in self.up]
+        out["candidates"] = {k: [round(float(x), 6) for x in v] for k, v in self.candidates.items()}
         return out
 
 
@@ -131,13 +134,14 @@ def estimate_up(axes: CameraAxes) -> UpEstimate:
         if flight == "area" and spread.is_planar:
             normal = spread.normal if spread.normal @ views_up > 0 else -spread.normal
             disagreement = angle_deg(normal, views_up)
+            candidates = {"views": views_up, "plane": normal}
             if disagreement <= PLANE_AGREEMENT_DEG:
                 return UpEstimate(_unit(normal + views_up), "nadir: mean viewing direction and camera plane", True,
-                                  flight, round(disagreement, 3))
+                                  flight, round(disagreement, 3), candidates)
             return UpEstimate(views_up, "nadir: mean viewing direction (the camera plane disagrees by "
                               f"{disagreement:.1f} deg: not a flight at one height)", True, flight,
-                              round(disagreement, 3))
-        return UpEstimate(views_up, "nadir: mean viewing direction", True, flight)
+                              round(disagreement, 3), candidates)
+        return UpEstimate(views_up, "nadir: mean viewing direction", True, flight, candidates={"views": views_up})
     return level_axes_up(axes, spread, flight)
 
 
@@ -154,7 +158,8 @@ def level_axes_up(axes: CameraAxes, spread: Spread, flight: str) -> UpEstimate:
                           flight)
     up = vt[2]
     hint = -(axes.y + axes.z).mean(axis=0)  # image up and backwards both lean up for level, downward views
-    return UpEstimate(up if up @ hint >= 0 else -up, "level cameras: x axes and track horizontal", False, flight)
+    up = up if up @ hint >= 0 else -up
+    return UpEstimate(up, "level cameras: x axes and track horizontal", False, flight, candidates={"level": up})
 
 
 @dataclass
