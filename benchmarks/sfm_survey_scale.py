@@ -69,6 +69,7 @@ def run_one(survey: Path, work: Path, preset: str, overrides: dict[str, Any]) ->
         "photos": len(truth["images"]), "size": f"{truth['camera']['width']}x{truth['camera']['height']}",
         "render_scale": truth["fingerprint"].get("render_scale", 1),
         "registered": m["registered"], "points": m["points"], "matcher": m["matcher"], "mapper": m["mapper"],
+        "verified_pairs": saved.get("database", {}).get("verified_pairs"),
         **{f"{s}_s": m.get(f"seconds_{s}") for s in STEPS}, "total_s": round(wall, 1),
         "cpu_s": round(sum(saved.get("cpu_seconds", {}).values()), 1),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
@@ -91,12 +92,13 @@ def run_one(survey: Path, work: Path, preset: str, overrides: dict[str, Any]) ->
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| photos | size | registered | points | matcher / mapper | features s | matching s | mapping s | total s "
+    head = ("| photos | size | registered | points | matcher / mapper | verified pairs | features s | matching s | mapping s | total s "
             "| CPU s | peak RSS GB | frame | up error deg | scale error % (GPS-implied) | rigid RMS m (% of height) | upright |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
             f"| {r['photos']} | {r['size']} | {r['registered']} | {r['points']:,} | {r['matcher']} / {r['mapper']} | "
+            f"{r.get('verified_pairs')} | "
             f"{r['features_s']} | {r['matching_s']} | {r['mapping_s']} | {r['total_s']} | {r['cpu_s']} | "
             f"{r['peak_rss_gb']} | {r['frame']} | {r.get('up_error_deg')} | {r.get('scale_error_pct')} "
             f"({r.get('gps_implied_scale_error_pct')}) | "
