@@ -64,10 +64,16 @@ def test_drifting_camera_gps_altitude_leaves_the_model_upright_and_scaled(tmp_pa
     assert frame.rigid_rms_m < 0.01 * frame.altitude_m, frame.summary()
 
 
-def test_corridor_flight_is_upright_with_a_warning(tmp_path: Path) -> None:
+def test_corridor_flight_is_upright_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     survey = tmp_path / "survey"
     generate_survey(survey, survey_for(10, corridor=True, altitude_drift_m=30.0, horizontal_noise_m=1.0))
-    report, saved = _reconstruct(survey, tmp_path)
+    with caplog.at_level(logging.INFO, logger="test"):
+        report, saved = _reconstruct(survey, tmp_path)
+    # progress as it happens (Pipes forwards these lines to the run's log in the UI)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("features: 10/10 images (") for line in lines), lines
+    assert any(line.startswith("matching done: ") and "verified pairs" in line for line in lines), lines
+    assert any(line.startswith("mapping: 10 image registrations of 10 images") for line in lines), lines
     geo = saved["georegistration"]
     assert report.metadata["registered"] == "10/10" and _checks(report)["upright"]
     assert geo["up"]["flight"] == "line" and geo["altitude_used"] is False
