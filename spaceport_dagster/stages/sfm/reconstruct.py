@@ -161,14 +161,19 @@ def global_options(config: SfmConfig) -> pycolmap.GlobalPipelineOptions:
 
 
 class MappingProgress:
-    """Called by the incremental mapper for every image it registers: a log line every `every` images."""
+    """Called by the incremental mapper when it registers its initial pair and each image after: a log line
+    every `every` registrations and at the last image."""
 
     def __init__(self, log: logging.Logger, total: int, every: int = 10) -> None:
         self.log, self.total, self.every, self.count, self.start = log, total, every, 0, time.perf_counter()
 
+    def initial_pair(self) -> None:
+        self.count += 2
+        self.log.info(f"mapping: initial pair registered ({time.perf_counter() - self.start:.0f} s)")
+
     def __call__(self) -> None:
         self.count += 1
-        if self.count % self.every == 0:
+        if self.count % self.every == 0 or self.count == self.total:
             self.log.info(f"mapping: {self.count} image registrations of {self.total} images "
                           f"({time.perf_counter() - self.start:.0f} s)")
 
@@ -182,6 +187,7 @@ def run_mapper(mapper: str, database: Path, image_dir: Path, work_dir: Path,
     else:
         progress = MappingProgress(log, n_images) if log else None
         models = pycolmap.incremental_mapping(database, image_dir, out, incremental_options(config),
+                                              initial_image_pair_callback=progress.initial_pair if progress else None,
                                               next_image_callback=progress)
     return list(models.values())
 
