@@ -20,7 +20,8 @@ def survey_spec(args: argparse.Namespace | None = None):  # -> SurveySpec (torch
     """The built-in survey, or one sized and degraded by the command-line options."""
     from .survey import SurveySpec
 
-    if args is None or not any((args.photos, args.size, args.gps_altitude_drift, args.gps_noise, args.corridor)):
+    if args is None or not any((args.photos, args.size, args.gps_altitude_drift, args.gps_noise, args.corridor,
+                                args.render_scale > 1)):
         return SurveySpec()
     from .variants import survey_for
 
