@@ -56,6 +56,11 @@ class SfmConfig:
     ba_local_max_num_iterations: int = -1
     ba_global_frames_ratio: float = 1.1
     ba_global_points_ratio: float = 1.1
+    # GPS as position priors inside bundle adjustment (COLMAP use_prior_position), with a vertical standard
+    # deviation large enough that drifting camera altitudes do not pull; off: it measured no better (RESULTS)
+    ba_gps_priors: bool = False
+    gps_prior_horizontal_std_m: float = 5.0
+    gps_prior_vertical_std_m: float = 1000.0
     random_seed: int = 0
     num_threads: int = -1
     keep_database: bool = False  # copy the COLMAP database.db into the artifact

@@ -149,6 +149,9 @@ def incremental_options(config: SfmConfig) -> pycolmap.IncrementalPipelineOption
     options.min_num_matches = config.min_num_inliers
     options.mapper.abs_pose_min_num_inliers = config.abs_pose_min_num_inliers
     options.triangulation.ignore_two_view_tracks = config.ignore_two_view_tracks
+    if config.ba_gps_priors:
+        options.use_prior_position = True
+        options.use_robust_loss_on_prior_position = True
     return options
 
 
@@ -232,8 +235,9 @@ def reconstruct(image_dir: Path, work_dir: Path, manifest_images: list[dict[str,
         matcher, why = "exhaustive", "spatial matching needs GPS; fell back to every pair"
     log.info(f"matching: {matcher} ({why})")
     with timer.step("matching"):
-        if matcher == "spatial":
-            write_position_priors(database, gps_enu)
+        if matcher == "spatial" or (config.ba_gps_priors and gps_enu):
+            h, v = config.gps_prior_horizontal_std_m ** 2, config.gps_prior_vertical_std_m ** 2
+            write_position_priors(database, gps_enu, np.diag([h, h, v]) if config.ba_gps_priors else None)
         run_matcher(matcher, database, config)
     counts = database_counts(database)
     log.info(f"matching done: {counts['verified_pairs']} verified pairs of {counts['matched_pairs']} matched, "
