@@ -116,3 +116,43 @@ def test_flight_plan_geometry() -> None:
     rotation = attitude(90.0)
     np.testing.assert_allclose(rotation[:, 1], [-1.0, 0.0, 0.0], atol=1e-12)  # image down = west
     np.testing.assert_allclose(rotation[:, 0], [0.0, -1.0, 0.0], atol=1e-12)
+
+
+def test_camera_gps_errors_are_written_to_exif_and_truth_keeps_the_true_centres(tmp_path: Path) -> None:
+    from spaceport_dagster.demo.survey import GpsErrors
+
+    spec = replace(SMALL, gps=GpsErrors(altitude_drift_m=100.0, horizontal_noise_m=5.0))
+    truth = generate_survey(tmp_path / "survey", spec)
+    ingest(str(tmp_path / "survey" / "images"), tmp_path / "set", IngestConfig(min_images=5), logging.getLogger("t"))
+    manifest = {r["name"]: r for r in json.loads((tmp_path / "set" / "manifest.json").read_text())["images"]}
+    origin = (truth["origin"]["latitude"], truth["origin"]["longitude"], truth["origin"]["height"])
+    errors = []
+    for record in truth["images"]:
+        gps = manifest[record["name"]]["gps"]
+        written = geodetic_to_enu(gps["latitude"], gps["longitude"], gps["altitude"], origin)
+        true = geodetic_to_enu(record["latitude"], record["longitude"], record["altitude"], origin)
+        np.testing.assert_allclose(true, record["centre_enu"], atol=1e-6)
+        np.testing.assert_allclose(written - true, record["gps"]["error_enu"], atol=2e-3)
+        errors.append(written - true)
+    errors = np.array(errors)
+    np.testing.assert_allclose(errors[:, 2], np.linspace(0, 100, 5), atol=2e-3)  # the drift, in capture order
+    assert 0.5 < np.std(errors[:, :2]) < 15.0 and np.abs(errors[:, :2]).max() > 0.5
+
+
+def test_survey_variants_have_the_asked_photo_count_and_fit_the_site() -> None:
+    from spaceport_dagster.demo.variants import survey_for
+
+    for photos in (5, 8, 20, 28, 40, 75, 150, 300):
+        spec = survey_for(photos)
+        cameras = plan_cameras(spec.flight)
+        assert len(cameras) == photos
+        centres = np.array([c.centre for _, c in cameras])
+        # every camera's footprint centre (below it) lies inside the scene with its half footprint to spare
+        assert np.abs(centres[:, 0]).max() + 30 <= spec.scene.half_x
+        assert np.abs(centres[:, 1]).max() + 22.5 <= spec.scene.half_y
+    corridor = plan_cameras(survey_for(12, corridor=True).flight)
+    assert len(corridor) == 12 and np.ptp([c.centre[0] for _, c in corridor]) < 1.0  # one line, north-south
+    big = survey_for(8, width=4000, height=3000, render_scale=4)
+    assert (big.flight.width, big.flight.height, big.render_scale) == (4000, 3000, 4)
+    with pytest.raises(ValueError, match="at least 2 photos"):
+        survey_for(1)

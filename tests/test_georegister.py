@@ -71,15 +71,48 @@ def test_gps_positions_origin_is_first_fix() -> None:
     np.testing.assert_allclose(positions["c.jpg"], [0, 0, 5.0], atol=1e-6)
 
 
-def _synthetic_model(centres: np.ndarray) -> pycolmap.Reconstruction:
+def _synthetic_model(centres: np.ndarray, rotations: list[np.ndarray] | None = None) -> pycolmap.Reconstruction:
+    """A model with images at `centres` and world_from_camera `rotations` (default: arbitrary ones)."""
     rec = pycolmap.Reconstruction()
     rec.add_camera_with_trivial_rig(pycolmap.Camera.create_from_model_name(1, "PINHOLE", 100.0, 100, 100))
     for i, centre in enumerate(centres, start=1):
         image = pycolmap.Image(name=f"{i:02d}.jpg", camera_id=1, image_id=i)
-        rotation = pycolmap.Rotation3d(np.array([0.1 * i, -0.05 * i, 0.02 * i]))
-        cam_from_world = pycolmap.Rigid3d(rotation, -(rotation.matrix() @ centre))
+        if rotations is None:
+            cam_from_world_r = pycolmap.Rotation3d(np.array([0.1 * i, -0.05 * i, 0.02 * i])).matrix()
+        else:
+            cam_from_world_r = rotations[i - 1].T
+        cam_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(cam_from_world_r), -(cam_from_world_r @ centre))
         rec.add_image_with_trivial_frame(image, cam_from_world)
     return rec
+
+
+def _rz(deg: float) -> np.ndarray:
+    a = np.radians(deg)
+    return np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+
+
+NADIR = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]]).T  # world_from_camera, image top north
+
+
+def _nadir_survey(enu: np.ndarray, model_from_enu: tuple[float, np.ndarray, np.ndarray],
+                  headings: np.ndarray | None = None) -> pycolmap.Reconstruction:
+    """Nadir cameras at the true ENU centres, expressed in an arbitrary SfM frame (scale, rotation, shift)."""
+    scale, rotation, shift = model_from_enu
+    headings = np.zeros(len(enu)) if headings is None else headings
+    centres = scale * enu @ rotation.T + shift
+    return _synthetic_model(centres, [rotation @ _rz(-h) @ NADIR for h in headings])
+
+
+def _lawnmower(lines: int = 4, shots: int = 6, height: float = 40.0) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (ENU, first at the origin) and headings of a lawnmower flight at one height."""
+    centres, headings = [], []
+    for line in range(lines):
+        for shot in range(shots):
+            k = shot if line % 2 == 0 else shots - 1 - shot
+            centres.append([18.0 * line, 10.0 * k, height])
+            headings.append(0.0 if line % 2 == 0 else 180.0)
+    enu = np.array(centres)
+    return enu - enu[0], np.array(headings)
 
 
 def _manifest_for(enu: np.ndarray, origin: Origin) -> list[dict]:
@@ -90,39 +123,121 @@ def _manifest_for(enu: np.ndarray, origin: Origin) -> list[dict]:
             for i, (a, b, c) in enumerate(lla, start=1)]
 
 
+ARBITRARY = (1 / 7.5, pycolmap.Rotation3d(np.array([0.3, -0.2, 1.1])).matrix(), np.array([3.0, -1.0, 2.0]))
+
+
+def _centres(rec: pycolmap.Reconstruction) -> np.ndarray:
+    return np.array([rec.image(i).projection_center() for i in sorted(rec.reg_image_ids())])
+
+
+def _view_up_error_deg(rec: pycolmap.Reconstruction) -> float:
+    views = np.array([rec.image(i).cam_from_world().rotation.matrix()[2] for i in rec.reg_image_ids()])
+    return float(np.degrees(np.arccos(np.clip(-np.mean(views, axis=0)[2] / np.linalg.norm(views.mean(axis=0)),
+                                              -1, 1))))
+
+
 def test_georegister_recovers_a_known_similarity() -> None:
-    rng = np.random.default_rng(0)
-    enu = np.column_stack([rng.uniform(-60, 60, 8), rng.uniform(-40, 40, 8), rng.uniform(35, 45, 8)])
-    enu -= enu[0]  # the first fix is the origin
-    rotation = pycolmap.Rotation3d(np.array([0.3, -0.2, 1.1])).matrix()
-    model_centres = (enu @ rotation.T) / 7.5 + np.array([3.0, -1.0, 2.0])  # arbitrary SfM frame and scale
-    rec = _synthetic_model(model_centres)
+    enu, headings = _lawnmower()
+    rec = _nadir_survey(enu, ARBITRARY, headings)
     manifest = _manifest_for(enu, Origin(46.84, -91.99, 198.0, "altitude"))
     result = georegister(rec, manifest)
-    assert result.georegistered
-    assert result.images_with_gps == 8 and result.inliers == 8
+    assert result.georegistered and result.frame == "enu" and result.altitude_used
+    assert result.images_with_gps == 24 and result.inliers == 24 and result.outliers == []
     assert result.residual_rms_m is not None and result.residual_rms_m < 1e-3
+    assert result.residual_vertical_rms_m is not None and result.residual_vertical_rms_m < 1e-3
     assert result.scale == pytest.approx(7.5, rel=1e-4)
-    aligned = np.array([rec.image(i).projection_center() for i in sorted(rec.reg_image_ids())])
-    np.testing.assert_allclose(aligned, enu, atol=1e-3)
+    np.testing.assert_allclose(_centres(rec), enu, atol=1e-3)
+    assert result.up is not None and result.up["nadir"] is True
 
 
-def test_georegister_reports_an_outlier_in_the_residual() -> None:
-    rng = np.random.default_rng(1)
-    enu = np.column_stack([rng.uniform(-60, 60, 10), rng.uniform(-40, 40, 10), rng.uniform(-3, 3, 10)])
-    enu -= enu[0]
-    rec = _synthetic_model(enu * 0.2)
+def test_drifting_gps_altitude_is_not_used_and_the_frame_stays_upright() -> None:
+    """Camera GPS: altitude climbing 100 m over a flight at one height, 5 m horizontal noise, one 60 m blunder."""
+    enu, headings = _lawnmower(lines=5, shots=8)
+    rng = np.random.default_rng(3)
+    gps = enu.copy()
+    gps[:, :2] += rng.normal(0.0, 5.0, (len(enu), 2))
+    gps[:, 2] += np.linspace(0.0, 100.0, len(enu))
+    gps[17, :2] += [60.0, 0.0]
+    gps -= gps[0]
+    rec = _nadir_survey(enu, ARBITRARY, headings)
+    result = georegister(rec, _manifest_for(gps, Origin(55.7, 13.2, 37.0, "altitude")))
+    assert result.georegistered and result.frame == "enu_horizontal" and not result.altitude_used
+    assert "tilt" in result.altitude_reason
+    # the blunder is left out; so may be the rare fix whose Gaussian noise passes 3 sigma (15 m)
+    assert "18.jpg" in result.outliers and len(result.outliers) <= 3
+    assert result.inliers == len(enu) - len(result.outliers)
+    assert result.scale == pytest.approx(7.5, rel=0.02)
+    # the cameras look straight down and fly level in the published frame
+    assert _view_up_error_deg(rec) < 0.01
+    centres = _centres(rec)
+    assert np.ptp(centres[:, 2]) < 1e-6
+    # residuals: horizontal ~ the GPS noise (5 m per axis: ~7 m RMS), vertical ~ the detrended drift
+    assert 4.0 < result.residual_horizontal_rms_m < 10.0
+    assert result.residual_vertical_rms_m == pytest.approx(100 / np.sqrt(12), rel=0.1)
+    assert result.residual_max_m == pytest.approx(60.0, abs=20.0)  # the blunder, over every fix
+    # against the truth: the best rigid fit of the true centres leaves the horizontal GPS noise, averaged out
+    offset = (centres - enu)[np.arange(len(enu)) != 17].mean(axis=0)
+    assert np.sqrt(np.mean(np.sum((centres - offset - enu) ** 2, axis=1))) < 0.01 * 40 * 5  # 2 m
+
+
+def test_good_altitude_with_one_outlier_reports_robust_residuals() -> None:
+    enu, headings = _lawnmower(lines=2, shots=5)
+    rec = _nadir_survey(enu, (0.2, np.eye(3), np.zeros(3)), headings)
     gps = enu.copy()
     gps[4] += [40.0, 0.0, 0.0]  # one fix 40 m off
     result = georegister(rec, _manifest_for(gps, Origin(55.7, 13.2, 37.0, "altitude")), max_error_m=5.0)
-    assert result.georegistered and result.inliers == 9
+    assert result.georegistered and result.altitude_used and result.inliers == 9
+    assert result.outliers == ["05.jpg"]
     assert result.residual_max_m == pytest.approx(40.0, abs=0.1)
-    assert result.residual_rms_m == pytest.approx(40.0 / np.sqrt(10), abs=0.1)
+    assert result.residual_rms_m is not None and result.residual_rms_m < 1e-3  # the inliers fit exactly
+    assert result.residual_horizontal_rms_m < 1e-3 and result.residual_vertical_rms_m < 1e-3
 
 
-def test_georegister_needs_three_gps_images() -> None:
-    rec = _synthetic_model(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], float))
-    manifest = _manifest_for(np.array([[0, 0, 0], [5, 0, 0]], float), Origin(10.0, 10.0, 0.0, "altitude"))
+def test_single_line_falls_back_to_up_from_the_cameras_with_a_warning() -> None:
+    enu = np.column_stack([np.zeros(8), 10.0 * np.arange(8), np.full(8, 40.0)])
+    enu -= enu[0]
+    rec = _nadir_survey(enu, ARBITRARY)
+    gps = enu + np.column_stack([np.zeros((8, 2)), np.linspace(0, 30, 8)])  # climbing altitude
+    result = georegister(rec, _manifest_for(gps, Origin(10.0, 10.0, 0.0, "altitude")))
+    assert result.georegistered and result.frame == "enu_horizontal" and not result.altitude_used
+    assert "line" in result.altitude_reason and any("line" in w for w in result.warnings)
+    assert _view_up_error_deg(rec) < 0.01
+    assert result.scale == pytest.approx(7.5, rel=1e-3)
+    np.testing.assert_allclose(_centres(rec)[:, :2], enu[:, :2], atol=1e-3)
+
+
+def test_too_few_gps_images_give_an_upright_local_frame_with_a_warning() -> None:
+    enu, headings = _lawnmower(lines=2, shots=3)
+    rec = _nadir_survey(enu, ARBITRARY, headings)
+    manifest = _manifest_for(enu[:2], Origin(10.0, 10.0, 0.0, "altitude"))
     result = georegister(rec, manifest)
-    assert not result.georegistered
+    assert not result.georegistered and result.frame == "local_upright"
     assert "2 registered image(s) carry GPS (need 3)" in result.reason
+    assert result.warnings and "upright local frame" in result.warnings[0]
+    assert _view_up_error_deg(rec) < 0.01
+    np.testing.assert_allclose(_centres(rec).mean(axis=0), 0.0, atol=1e-9)
+
+
+def test_cameras_that_fix_no_up_keep_the_model_frame_without_gps() -> None:
+    rng = np.random.default_rng(5)  # a cloud of cameras pointing every way: no up in them
+    rotations = [pycolmap.Rotation3d(v).matrix() for v in rng.uniform(-np.pi, np.pi, (12, 3))]
+    rec = _synthetic_model(rng.uniform(-10, 10, (12, 3)), rotations)
+    before = _centres(rec)
+    result = georegister(rec, [])
+    assert not result.georegistered and result.frame == "model" and result.warnings
+    np.testing.assert_allclose(_centres(rec), before)
+
+
+def test_good_altitude_is_used_when_the_views_are_pitched_but_the_flight_is_level() -> None:
+    """A gimbal 10 deg off nadir on a fixed heading: the views are off, the camera plane is not, and good GPS
+    altitude agrees with the plane, so it is used."""
+    enu, _ = _lawnmower(lines=4, shots=6)
+    pitch = np.radians(10.0)
+    pitched = NADIR @ np.array([[1.0, 0.0, 0.0], [0.0, np.cos(pitch), -np.sin(pitch)],
+                                [0.0, np.sin(pitch), np.cos(pitch)]])
+    scale, rotation, shift = ARBITRARY
+    rec = _synthetic_model(scale * enu @ rotation.T + shift, [rotation @ pitched] * len(enu))
+    result = georegister(rec, _manifest_for(enu, Origin(46.84, -91.99, 198.0, "altitude")))
+    assert result.frame == "enu" and result.altitude_used, result.altitude_reason
+    np.testing.assert_allclose(_centres(rec), enu, atol=1e-3)
+    assert result.up is not None and set(result.up["candidates"]) == {"views", "plane"}

@@ -203,5 +203,5 @@ def test_sfm_stage_reports_an_empty_opensfm_result_through_the_gates(no_opensfm:
     report = run({"image_set": str(tmp_path / "image_set")}, tmp_path / "out", {"engine": "opensfm"}, LOG)
     assert report.metadata["points"] == 0 and report.metadata["registered_images"] == 0
     failed = {c.name for c in report.failed_gates()}
-    assert failed == {"min_points", "registered_fraction"}
+    assert failed == {"min_points", "registered_fraction", "upright"}
     assert "no reconstruction" in json.loads((tmp_path / "out" / "report.json").read_text())["opensfm_error"]

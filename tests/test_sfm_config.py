@@ -143,3 +143,16 @@ def test_opensfm_engine_without_opensfm_fails_with_install_hint(lund_image_set: 
     monkeypatch.setenv("SPACEPORT_OPENSFM", str(tmp_path / "no-such-opensfm"))
     with pytest.raises(OpenSfmUnavailable, match="is not an executable file.*engine: colmap"):
         run({"image_set": str(lund_image_set)}, tmp_path / "out", {"engine": "opensfm"}, logging.getLogger("test"))
+
+
+def test_sift_up_samples_only_small_images() -> None:
+    """The quality preset's 4096 px on a 20 MP photo must not build an 8192 px pyramid (~2 GB per thread)."""
+    from spaceport_dagster.stages.sfm.config import load_config
+    from spaceport_dagster.stages.sfm.reconstruct import extraction_options, sift_long_side
+
+    fast, quality = load_config({}), load_config({"preset": "quality"})
+    assert sift_long_side(fast, 5472, 3648) == 1024 and sift_long_side(quality, 5472, 3648) == 4096
+    assert sift_long_side(quality, 1600, 900) == 1600
+    assert extraction_options(fast, sift_long_side(fast, 5472, 3648)).sift.first_octave == -1
+    assert extraction_options(quality, sift_long_side(quality, 5472, 3648)).sift.first_octave == 0
+    assert extraction_options(quality, sift_long_side(quality, 1600, 900)).sift.first_octave == -1

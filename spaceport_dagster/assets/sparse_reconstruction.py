@@ -20,6 +20,7 @@ from .stage_config import StageConfig, check_specs
         gates={
             "min_points": "at least 1000 3D points (the old pipeline trained on 31)",
             "registered_fraction": "at least half of the images registered",
+            "upright": "the published frame's up agrees with the survey's (nadir: views and camera plane within 5 deg)",
         },
         warnings={"reprojection_error": "mean reprojection error at most 1.5 px"},
     ),

@@ -3,8 +3,9 @@
 truth.json (kept outside images/ so the pipeline never ingests it):
 - `origin`: latitude, longitude, height (m above sea level) of the east-north-up frame the scene is built in;
 - `camera`: width, height, focal length in pixels (principal point at the image centre, no distortion);
-- `images`: per photo its name, kind (nadir/oblique), centre in ENU metres, latitude/longitude/altitude as
-  written to EXIF, and the pose as COLMAP's cam_from_world (rotation matrix and translation);
+- `images`: per photo its name, kind (nadir/oblique), true centre in ENU metres and true latitude/longitude/
+  altitude, `gps`: the fix as written to EXIF (the truth plus the survey's GPS errors, see `GpsErrors`), and
+  the pose as COLMAP's cam_from_world (rotation matrix and translation);
 - `fingerprint`: every parameter of the generator; the same fingerprint always produces the same files.
 """
 
@@ -29,7 +30,25 @@ from .geodesy import enu_to_geodetic
 from .render import Camera, render
 from .scene import Scene, SceneSpec, build_scene
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+
+
+@dataclass
+class GpsErrors:
+    """How the camera's GPS is wrong: an altitude that drifts linearly over the flight (camera GPS often climbs
+    by 100 m over a flight held at constant height) and independent horizontal noise per fix."""
+
+    altitude_drift_m: float = 0.0  # added to the last fix's altitude, proportionally to the ones before
+    horizontal_noise_m: float = 0.0  # standard deviation, east and north each
+    seed: int = 11
+
+    def offsets(self, count: int) -> np.ndarray:
+        """(count, 3) ENU errors in capture order."""
+        rng = np.random.default_rng(self.seed)
+        horizontal = rng.normal(0.0, self.horizontal_noise_m, (count, 2)) if self.horizontal_noise_m else np.zeros(
+            (count, 2))
+        drift = np.linspace(0.0, self.altitude_drift_m, count) if count > 1 else np.zeros(count)
+        return np.column_stack([horizontal, drift])
 
 
 @dataclass
@@ -43,18 +62,26 @@ class SurveySpec:
     start: str = "2024-06-01T10:00:00"
     seconds_between_shots: float = 4.0
     jpeg_quality: int = 92
+    gps: GpsErrors = field(default_factory=GpsErrors)
+    # render at 1/render_scale of the photo size, then resize: cheap photos of 12-20 MP for the native-resolution
+    # tests (the detail is that of the smaller render)
+    render_scale: int = 1
 
     def fingerprint(self) -> dict[str, Any]:
         return {"version": GENERATOR_VERSION, **asdict(self)}
 
 
-def _truth_record(name: str, kind: str, camera, origin: tuple[float, float, float], captured: datetime) -> dict[str, Any]:
+def _truth_record(name: str, kind: str, camera, origin: tuple[float, float, float], captured: datetime,
+                  gps_error: np.ndarray) -> dict[str, Any]:
     lat, lon, alt = enu_to_geodetic(camera.centre, origin)
+    gps_lat, gps_lon, gps_alt = enu_to_geodetic(camera.centre + gps_error, origin)
     rotation, translation = camera.cam_from_world
     return {
         "name": name, "kind": kind, "captured_at": captured.isoformat(),
         "centre_enu": [float(v) for v in camera.centre],
         "latitude": lat, "longitude": lon, "altitude": alt,
+        "gps": {"latitude": gps_lat, "longitude": gps_lon, "altitude": gps_alt,
+                "error_enu": [float(v) for v in gps_error]},
         "cam_from_world_rotation": rotation.tolist(), "cam_from_world_translation": translation.tolist(),
     }
 
@@ -90,6 +117,25 @@ def render_all(scene: Scene, cameras: list[Camera], workers: int):
         yield from pool.imap(_render_one, cameras)
 
 
+def render_camera(camera: Camera, render_scale: int) -> Camera:
+    """The camera the renderer draws through: the photo's camera at 1/render_scale of its size."""
+    if render_scale <= 1:
+        return camera
+    if camera.width % render_scale or camera.height % render_scale:
+        raise ValueError(f"render_scale {render_scale} must divide the photo size {camera.width}x{camera.height}")
+    return Camera(camera.width // render_scale, camera.height // render_scale, camera.focal_px / render_scale,
+                  camera.centre, camera.rotation)
+
+
+def to_photo_size(pixels: np.ndarray, camera: Camera) -> np.ndarray:
+    """A render made at a fraction of the photo size, resized (bicubic) to the photo's size."""
+    if pixels.shape[1] == camera.width and pixels.shape[0] == camera.height:
+        return pixels
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(pixels).resize((camera.width, camera.height), Image.Resampling.BICUBIC))
+
+
 def is_current(out: Path, spec: SurveySpec) -> bool:
     """Whether `out` already holds exactly this survey (same fingerprint, every image present)."""
     truth_path = out / "truth.json"
@@ -119,14 +165,17 @@ def generate_survey(out: Path, spec: SurveySpec | None = None,
     (out / "truth.json").unlink(missing_ok=True)
     start = datetime.fromisoformat(spec.start)
     records = []
-    rendered = render_all(scene, [camera for _, camera in cameras], workers)
+    gps_errors = spec.gps.offsets(len(cameras))
+    rendered = render_all(scene, [render_camera(camera, spec.render_scale) for _, camera in cameras], workers)
     for i, ((kind, camera), pixels) in enumerate(zip(cameras, rendered, strict=True)):
         name = f"demo_{i + 1:04d}.jpg"
         captured = start + timedelta(seconds=i * spec.seconds_between_shots)
-        record = _truth_record(name, kind, camera, spec.origin, captured)
+        record = _truth_record(name, kind, camera, spec.origin, captured, gps_errors[i])
+        gps = record["gps"]
         facts = PhotoFacts(spec.make, spec.model, spec.focal_length_mm, int(spec.flight.focal_length_35mm), captured,
-                           record["latitude"], record["longitude"], record["altitude"], float(camera.centre[2]))
-        save_jpeg(pixels, images / name, facts, spec.jpeg_quality)
+                           gps["latitude"], gps["longitude"], gps["altitude"],
+                           float(camera.centre[2] + gps_errors[i][2]))
+        save_jpeg(to_photo_size(pixels, camera), images / name, facts, spec.jpeg_quality)
         records.append(record)
         if progress:
             progress(i + 1, len(cameras), name)

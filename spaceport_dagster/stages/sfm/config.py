@@ -56,17 +56,28 @@ class SfmConfig:
     ba_local_max_num_iterations: int = -1
     ba_global_frames_ratio: float = 1.1
     ba_global_points_ratio: float = 1.1
+    # GPS as position priors inside bundle adjustment (COLMAP use_prior_position), with a vertical standard
+    # deviation large enough that drifting camera altitudes do not pull; off: it measured no better (RESULTS)
+    ba_gps_priors: bool = False
+    gps_prior_horizontal_std_m: float = 5.0
+    gps_prior_vertical_std_m: float = 1000.0
     random_seed: int = 0
     num_threads: int = -1
     keep_database: bool = False  # copy the COLMAP database.db into the artifact
     # georegistration
     georegister: bool = True
     georegister_min_images: int = 3
-    georegister_max_error_m: float = 10.0
+    georegister_max_error_m: float = 10.0  # RANSAC inlier distance (widened to 3 sigma of noisier GPS)
+    # GPS altitude is used (a full 3D fit) only when that fit leaves the cameras' own up within this angle of
+    # vertical and the altitudes agree with the model's heights within max(this many metres, 3x the
+    # horizontal residual); otherwise up comes from the cameras (camera GPS altitude drifts, issue 13)
+    georegister_max_altitude_tilt_deg: float = 2.0
+    georegister_min_vertical_tolerance_m: float = 3.0
     # quality gates
     min_points: int = 1000
     min_registered_fraction: float = 0.5
     max_reprojection_error_px: float = 1.5
+    max_upright_deg: float = 5.0  # `upright`: nadir views and camera plane within this of the frame's vertical
 
     def __post_init__(self) -> None:
         if self.engine not in ("colmap", "opensfm"):

@@ -1,18 +1,24 @@
-"""GPS to local east-north-up metres, and a similarity alignment of the model to those positions.
+"""GPS to local east-north-up metres, and the alignment of the model to those positions.
 
-WGS84 geodetic -> ECEF -> ENU around an origin (the first GPS fix). The model is aligned with a robust
-(LO-RANSAC) sim3 from camera centres to ENU positions; the residual is the RMS distance between the aligned
-camera centres and their GPS positions over every registered image with GPS, inliers or not.
+WGS84 geodetic -> ECEF -> ENU around an origin (the first GPS fix). Camera GPS is good horizontally and often
+bad vertically (an altitude that climbs 100 m over a flight at one height), and a similarity fitted to bad
+altitudes tilts the whole model. So up comes from the reconstruction itself (gravity.py), the horizontal part
+(scale, heading, east/north) from a robust 2D fit to the GPS (robust_fit.py), and the GPS altitude is
+used for the full 3D fit only when it agrees with that up and with the model's heights (altitude_trust).
+Residuals are reported horizontally and vertically, over the inlier fixes, with the outliers named.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pycolmap
+
+from .gravity import CameraAxes, UpEstimate, angle_deg, estimate_up
+from .robust_fit import Similarity3D, fit_similarity_2d, fit_similarity_3d
 
 WGS84_A = 6378137.0
 WGS84_F = 1.0 / 298.257223563
@@ -82,12 +88,102 @@ class Georegistration:
     origin: Origin | None = None
     images_with_gps: int = 0
     inliers: int = 0
-    residual_rms_m: float | None = None
-    residual_max_m: float | None = None
+    residual_rms_m: float | None = None  # inlier fixes, over the parts of the GPS used (3D, or horizontal only)
+    residual_max_m: float | None = None  # every fix, same parts
     scale: float | None = None
+    # "enu": GPS east, north and altitude; "enu_horizontal": GPS east/north, up from the cameras, heights from
+    # the median GPS altitude; "local_upright": up from the cameras, no GPS fit; "model": SfM's own frame
+    frame: str = "model"
+    altitude_used: bool = False
+    altitude_reason: str = ""
+    residual_horizontal_rms_m: float | None = None  # inliers
+    residual_horizontal_median_m: float | None = None  # inliers
+    residual_vertical_rms_m: float | None = None  # inliers, after the best vertical offset
+    residual_vertical_median_m: float | None = None  # inliers, absolute
+    outliers: list[str] = field(default_factory=list)
+    up: dict[str, Any] | None = None  # the cameras' own up (gravity.UpEstimate)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class AltitudeTrust:
+    trusted: bool
+    reason: str
+    tilt_deg: float | None = None  # between the 3D GPS fit's up and the cameras' up
+    vertical_rms_m: float | None = None
+
+
+def rotation_to_z(up: np.ndarray) -> np.ndarray:
+    """The smallest rotation taking the unit vector `up` to +z."""
+    up = up / np.linalg.norm(up)
+    z = np.array([0.0, 0.0, 1.0])
+    axis = np.cross(up, z)
+    sin, cos = np.linalg.norm(axis), float(up @ z)
+    if sin < 1e-12:
+        return np.eye(3) if cos > 0 else np.diag([1.0, -1.0, -1.0])
+    k = axis / sin
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + sin * kx + (1 - cos) * kx @ kx
+
+
+def _rz(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _rms(values: np.ndarray) -> float | None:
+    return float(np.sqrt(np.mean(values**2))) if len(values) else None
+
+
+def altitude_trust(source: str, estimate: UpEstimate, sim3: Similarity3D | None, vertical: np.ndarray,
+                   horizontal_rms: float, max_tilt_deg: float, min_vertical_tolerance_m: float) -> AltitudeTrust:
+    """Whether the GPS altitudes agree with the reconstruction: a 3D fit to them must leave the cameras' up
+    within `max_tilt_deg` of vertical, and their residuals after the horizontal fit must be GPS-sized."""
+    if source == "none":
+        return AltitudeTrust(False, "the GPS fixes carry no altitude")
+    if estimate.up is None:
+        return AltitudeTrust(True, "the cameras do not fix up; the GPS altitude does")
+    if estimate.flight != "area":
+        return AltitudeTrust(False, f"the camera track is a {estimate.flight}: positions on it do not fix the "
+                             "roll about it, so up comes from the cameras")
+    vertical_rms = _rms(vertical) or 0.0
+    if sim3 is None:
+        return AltitudeTrust(False, "no 3D similarity fits the GPS positions", None, vertical_rms)
+    # against the closest of the cameras' own estimates: a gimbal pitched 10 deg off nadir leaves the views
+    # off but the camera plane right, and good GPS altitude then agrees with the plane
+    z = np.array([0.0, 0.0, 1.0])
+    tilt = min(angle_deg(sim3.rotation @ up, z) for up in [estimate.up, *estimate.candidates.values()])
+    tolerance = max(min_vertical_tolerance_m, 3.0 * horizontal_rms)
+    if tilt > max_tilt_deg:
+        return AltitudeTrust(False, f"a fit to the GPS altitudes would tilt the cameras' up by {tilt:.1f} deg "
+                             f"(allowed {max_tilt_deg:g})", tilt, vertical_rms)
+    if vertical_rms > tolerance:
+        return AltitudeTrust(False, f"GPS altitudes disagree with the model's heights by {vertical_rms:.1f} m RMS "
+                             f"(allowed {tolerance:.1f})", tilt, vertical_rms)
+    return AltitudeTrust(True, f"GPS altitudes agree with the reconstruction (tilt {tilt:.2f} deg, vertical "
+                         f"{vertical_rms:.2f} m RMS)", tilt, vertical_rms)
+
+
+def level_local_frame(reconstruction: pycolmap.Reconstruction, estimate: UpEstimate, reason: str,
+                      origin: Origin | None, with_gps: int, log: logging.Logger | None) -> Georegistration:
+    """No GPS alignment: make the model upright around its camera centroid (model units), or leave it."""
+    if estimate.up is None:
+        warning = f"not georegistered ({reason}) and the cameras do not fix up: the model keeps SfM's frame"
+        if log:
+            log.warning(warning)
+        return Georegistration(False, reason, origin, with_gps, frame="model", up=estimate.to_dict(),
+                               warnings=[warning])
+    level = rotation_to_z(estimate.up)
+    centroid = CameraAxes.of(reconstruction).centres.mean(axis=0)
+    reconstruction.transform(pycolmap.Sim3d(1.0, pycolmap.Rotation3d(level), -(level @ centroid)))
+    warning = f"not georegistered ({reason}): an upright local frame (up from {estimate.source}; model units)"
+    if log:
+        log.warning(warning)
+    return Georegistration(False, reason, origin, with_gps, frame="local_upright", up=estimate.to_dict(),
+                           warnings=[warning])
 
 
 def georegister(
@@ -96,33 +192,99 @@ def georegister(
     min_images: int = 3,
     max_error_m: float = 10.0,
     log: logging.Logger | None = None,
+    max_altitude_tilt_deg: float = 2.0,
+    min_vertical_tolerance_m: float = 3.0,
 ) -> Georegistration:
-    """Transform `reconstruction` in place into ENU metres when enough registered images carry GPS."""
+    """Transform `reconstruction` in place into ENU metres when enough registered images carry GPS; otherwise
+    into an upright local frame. Never into a frame tilted by GPS altitudes that disagree with the cameras."""
     origin, positions = gps_positions(manifest_images)
-    registered = [reconstruction.image(i) for i in reconstruction.reg_image_ids()]
-    pairs = [(img.projection_center(), positions[img.name]) for img in registered if img.name in positions]
-    if len(pairs) < min_images:
-        return Georegistration(False, f"{len(pairs)} registered image(s) carry GPS (need {min_images})",
-                               origin, len(pairs))
-    src = np.array([p[0] for p in pairs])
-    tgt = np.array([p[1] for p in pairs])
-    options = pycolmap.RANSACOptions()
-    options.max_error = max_error_m
-    options.random_seed = 0
-    result = pycolmap.estimate_sim3d_robust(src, tgt, options)
-    if result is None or "tgt_from_src" not in result:
-        return Georegistration(False, "no similarity transform fits the GPS positions", origin, len(pairs))
-    tgt_from_src: pycolmap.Sim3d = result["tgt_from_src"]
-    if not np.isfinite(tgt_from_src.scale) or tgt_from_src.scale <= 0:
-        return Georegistration(False, f"degenerate alignment (scale {tgt_from_src.scale})", origin, len(pairs))
-    reconstruction.transform(tgt_from_src)
-    aligned = np.array([img.projection_center() for img in registered if img.name in positions])
-    errors = np.linalg.norm(aligned - tgt, axis=1)
-    inliers = int(np.sum(np.asarray(result.get("inlier_mask", errors <= max_error_m))))
-    reg = Georegistration(
-        True, "aligned to GPS", origin, len(pairs), inliers,
-        float(np.sqrt(np.mean(errors**2))), float(errors.max()), float(tgt_from_src.scale),
-    )
-    if log:
-        log.info(f"georegistration: {len(pairs)} GPS images, {inliers} inliers, RMS {reg.residual_rms_m:.2f} m")
+    estimate = estimate_up(CameraAxes.of(reconstruction))
+    registered = [reconstruction.image(i) for i in sorted(reconstruction.reg_image_ids())]
+    with_gps = [img for img in registered if img.name in positions]
+    if len(with_gps) < min_images:
+        return level_local_frame(reconstruction, estimate,
+                                 f"{len(with_gps)} registered image(s) carry GPS (need {min_images})", origin,
+                                 len(with_gps), log)
+    assert origin is not None
+    names = [img.name for img in with_gps]
+    src = np.array([img.projection_center() for img in with_gps])
+    tgt = np.array([positions[n] for n in names])
+    sim3 = fit_similarity_3d(src, tgt, max_error_m)
+    if estimate.up is None:
+        if origin.altitude_source == "none" or sim3 is None:
+            return level_local_frame(reconstruction, estimate, "the cameras do not fix up and the GPS has no "
+                                     "usable altitude", origin, len(with_gps), log)
+        return _apply_3d(reconstruction, sim3, names, tgt, origin, estimate,
+                         AltitudeTrust(True, "the cameras do not fix up; the GPS altitude does"), log)
+    level = rotation_to_z(estimate.up)
+    levelled = src @ level.T
+    horizontal = fit_similarity_2d(levelled[:, :2], tgt[:, :2], max_error_m)
+    if horizontal is None:
+        return level_local_frame(reconstruction, estimate, "the GPS positions fix no horizontal alignment", origin,
+                                 len(with_gps), log)
+    inliers = horizontal.inliers
+    h_errors = np.linalg.norm(horizontal.apply(levelled[:, :2]) - tgt[:, :2], axis=1)
+    spread = float(np.sqrt(np.mean(np.sum((tgt[inliers, :2] - tgt[inliers, :2].mean(axis=0)) ** 2, axis=1))))
+    h_rms = _rms(h_errors[inliers]) or 0.0
+    if spread < max(5.0, 3.0 * h_rms):
+        return level_local_frame(reconstruction, estimate, f"the GPS fixes spread {spread:.1f} m, too little "
+                                 f"next to their {h_rms:.1f} m residual to fix scale and heading", origin,
+                                 len(with_gps), log)
+    heights = horizontal.scale * levelled[:, 2]
+    offset = float(np.median(tgt[inliers, 2] - heights[inliers]))
+    vertical = tgt[:, 2] - heights - offset
+    trust = altitude_trust(origin.altitude_source, estimate, sim3, vertical[inliers], h_rms,
+                           max_altitude_tilt_deg, min_vertical_tolerance_m)
+    if trust.trusted and sim3 is not None:
+        return _apply_3d(reconstruction, sim3, names, tgt, origin, estimate, trust, log)
+    rotation = _rz(horizontal.angle_rad) @ level
+    translation = np.array([horizontal.b.real, horizontal.b.imag, offset])
+    transform = pycolmap.Sim3d(horizontal.scale, pycolmap.Rotation3d(rotation), translation)
+    reconstruction.transform(transform)
+    reg = _residuals(reconstruction, names, tgt, inliers, altitude_used=False)
+    reg.origin, reg.scale, reg.frame = origin, horizontal.scale, "enu_horizontal"
+    reg.altitude_reason, reg.up = trust.reason, estimate.to_dict()
+    reg.reason = f"aligned to GPS east/north; up from the cameras ({estimate.source})"
+    if estimate.flight != "area":
+        reg.warnings.append(f"the camera track is a {estimate.flight}: up rests on the cameras alone "
+                            f"({estimate.source})")
+    _log(log, reg)
     return reg
+
+
+def _apply_3d(reconstruction: pycolmap.Reconstruction, sim: Similarity3D, names: list[str], tgt: np.ndarray,
+              origin: Origin, estimate: UpEstimate, trust: AltitudeTrust, log: logging.Logger | None) -> Georegistration:
+    reconstruction.transform(pycolmap.Sim3d(sim.scale, pycolmap.Rotation3d(sim.rotation), sim.translation))
+    reg = _residuals(reconstruction, names, tgt, sim.inliers, altitude_used=True)
+    reg.origin, reg.scale, reg.frame = origin, float(sim.scale), "enu"
+    reg.altitude_reason, reg.up = trust.reason, estimate.to_dict()
+    reg.reason = "aligned to GPS east, north and altitude"
+    _log(log, reg)
+    return reg
+
+
+def _residuals(reconstruction: pycolmap.Reconstruction, names: list[str], tgt: np.ndarray, inliers: np.ndarray,
+               altitude_used: bool) -> Georegistration:
+    by_name = {reconstruction.image(i).name: reconstruction.image(i) for i in reconstruction.reg_image_ids()}
+    aligned = np.array([by_name[n].projection_center() for n in names])
+    diff = aligned - tgt
+    h = np.linalg.norm(diff[:, :2], axis=1)
+    v = diff[:, 2] - (0.0 if altitude_used else float(np.median(diff[inliers, 2])))
+    used = np.linalg.norm(diff, axis=1) if altitude_used else h
+    return Georegistration(
+        True, "", None, len(names), int(inliers.sum()),
+        _rms(used[inliers]), float(used.max()), None,
+        altitude_used=altitude_used,
+        residual_horizontal_rms_m=_rms(h[inliers]), residual_horizontal_median_m=float(np.median(h[inliers])),
+        residual_vertical_rms_m=_rms(v[inliers]), residual_vertical_median_m=float(np.median(np.abs(v[inliers]))),
+        outliers=[n for n, keep in zip(names, inliers, strict=True) if not keep],
+    )
+
+
+def _log(log: logging.Logger | None, reg: Georegistration) -> None:
+    if log:
+        log.info(f"georegistration ({reg.frame}): {reg.images_with_gps} GPS images, {reg.inliers} inliers, "
+                 f"horizontal {reg.residual_horizontal_rms_m:.2f} m RMS, vertical {reg.residual_vertical_rms_m:.2f} "
+                 f"m RMS; altitude {'used' if reg.altitude_used else 'not used'}: {reg.altitude_reason}")
+        for warning in reg.warnings:
+            log.warning(warning)

@@ -50,7 +50,8 @@ def select_matcher(config: SfmConfig, manifest_images: list[dict[str, Any]]) -> 
     return "exhaustive", f"{n} unordered images without GPS and no vocabulary tree"
 
 
-def write_position_priors(database_path: Path, positions: dict[str, np.ndarray]) -> int:
+def write_position_priors(database_path: Path, positions: dict[str, np.ndarray],
+                          covariance: np.ndarray | None = None) -> int:
     """Store local ENU positions (metres) as pose priors, which the spatial matcher reads.
 
     They replace the WGS84 priors COLMAP reads from EXIF itself, so matching uses the manifest's GPS facts
@@ -66,6 +67,8 @@ def write_position_priors(database_path: Path, positions: dict[str, np.ndarray])
             prior = pycolmap.PosePrior()
             prior.position = np.asarray(positions[image.name], float)
             prior.coordinate_system = pycolmap.PosePriorCoordinateSystem.CARTESIAN
+            if covariance is not None:
+                prior.position_covariance = covariance
             prior.corr_data_id = image.data_id
             db.write_pose_prior(prior)
             written += 1

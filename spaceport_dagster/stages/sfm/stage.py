@@ -23,8 +23,10 @@ from spaceport_dagster.stages.sfm_preview import top_down_markdown
 from spaceport_dagster.stages.ui_metadata import timings_markdown
 
 from .config import SfmConfig, load_config
-from .georegister import Georegistration, georegister, gps_positions
+from .georegister import Georegistration, georegister, gps_positions, level_local_frame
+from .gravity import CameraAxes, estimate_up, measure_uprightness
 from .reconstruct import EngineResult, reconstruct
+from .upright import upright_check
 
 
 def read_manifest(image_set: Path) -> list[dict[str, Any]]:
@@ -79,10 +81,14 @@ def largest(models: list[pycolmap.Reconstruction]) -> pycolmap.Reconstruction | 
 
 
 def checks(config: SfmConfig, registered: int, total: int, points: int, reproj: float | None,
-           n_models: int) -> list[CheckOutcome]:
+           n_models: int, model: pycolmap.Reconstruction | None = None) -> list[CheckOutcome]:
     fraction = registered / total if total else 0.0
     none = "" if n_models else " (mapping produced no model: the images share too few matches)"
-    return [
+    upright = (upright_check(measure_uprightness(CameraAxes.of(model)), config.max_upright_deg)
+               if model is not None and registered >= 3 else
+               CheckOutcome("upright", False, f"{registered} registered image(s): too few to judge which way is up"
+                            f"{none}", metadata={"measured": False}))
+    outcomes = [
         CheckOutcome("min_points", points >= config.min_points,
                      f"{points} 3D points (need at least {config.min_points}){none}",
                      metadata={"points": points, "threshold": config.min_points}),
@@ -95,6 +101,7 @@ def checks(config: SfmConfig, registered: int, total: int, points: int, reproj: 
                      if reproj is not None else "no model, so no reprojection error",
                      blocking=False, metadata={"threshold_px": config.max_reprojection_error_px}),
     ]
+    return [*outcomes[:2], upright, *outcomes[2:]]
 
 
 def sfm(image_set: Path, output: Path, config: SfmConfig, log: logging.Logger) -> StageReport:
@@ -113,9 +120,10 @@ def sfm(image_set: Path, output: Path, config: SfmConfig, log: logging.Logger) -
         start, cpu0 = time.perf_counter(), time.process_time()
         if model is not None and config.georegister:
             geo = georegister(model, manifest_images, config.georegister_min_images, config.georegister_max_error_m,
-                              log)
+                              log, config.georegister_max_altitude_tilt_deg,
+                              config.georegister_min_vertical_tolerance_m)
         elif model is not None:
-            geo = Georegistration(False, "disabled by config", origin)
+            geo = level_local_frame(model, estimate_up(CameraAxes.of(model)), "disabled by config", origin, 0, log)
         result.seconds["georegistration"] = time.perf_counter() - start
         result.cpu_seconds["georegistration"] = time.process_time() - cpu0
         if model is not None:
@@ -152,7 +160,13 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
         **{f"seconds_{k}": v for k, v in seconds.items()},
         "seconds_total": round(sum(result.seconds.values()), 2),
         "georegistered": geo.georegistered,
-        "georegistration_residual_m": round(geo.residual_rms_m, 3) if geo.residual_rms_m is not None else None,
+        "georegistration_residual_m": _round(geo.residual_rms_m),
+        "georegistration_frame": geo.frame,
+        "gps_altitude_used": geo.altitude_used,
+        "gps_altitude_reason": geo.altitude_reason,
+        "georegistration_horizontal_rms_m": _round(geo.residual_horizontal_rms_m),
+        "georegistration_vertical_rms_m": _round(geo.residual_vertical_rms_m),
+        "gps_outliers": len(geo.outliers),
     }
     report = {
         "metadata": metadata,
@@ -164,7 +178,7 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
             {model.image(i).name for i in model.reg_image_ids()} if model is not None else set())),
         **result.extra,
     }
-    outcomes = checks(config, registered, total, points, reproj, metadata["models"])
+    outcomes = checks(config, registered, total, points, reproj, metadata["models"], model)
     report["checks"] = [{"name": c.name, "passed": c.passed, "blocking": c.blocking, "description": c.description}
                         for c in outcomes]
     (output / "report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -175,6 +189,10 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
         (output / "top_down.png").write_bytes(png)
         metadata["top_down_view"] = md(text)
     return StageReport(metadata, outcomes)
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
 
 
 def run(inputs: dict[str, str], output: Path, config: dict[str, Any], log: logging.Logger) -> StageReport:

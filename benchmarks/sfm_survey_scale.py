@@ -1,0 +1,158 @@
+"""SfM on synthetic drone surveys of growing size, against their ground truth.
+
+    .venv/bin/python benchmarks/sfm_survey_scale.py --photos 40 150 300 [--size 1600x1200] \
+        [--altitude-drift 100] [--gps-noise 5] [--surveys DIR] [--preset fast] [--json out.json]
+
+Each survey is rendered once into DIR (kept, reused while its settings match), ingested, and reconstructed
+by the sparse_reconstruction stage in its own process (so its peak memory is its own). Per survey: wall and
+CPU seconds per step, registered images, points, peak resident memory, and the published frame against the
+truth (up error, scale error, camera centres after the best rigid alignment). Prints a Markdown table and
+writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sfm import machine  # noqa: E402
+
+STEPS = ("features", "matching", "mapping", "georegistration")
+
+
+def survey_dir(root: Path, photos: int, size: str, drift: float, noise: float, render_scale: int) -> Path:
+    scale = f"-render1of{render_scale}" if render_scale > 1 else ""
+    return root / f"survey-{photos}-{size}-drift{drift:g}-noise{noise:g}{scale}"
+
+
+def generate(out: Path, photos: int, width: int, height: int, drift: float, noise: float, render_scale: int) -> float:
+    from spaceport_dagster.demo.survey import generate_survey, is_current
+    from spaceport_dagster.demo.variants import survey_for
+
+    spec = survey_for(photos, width, height, altitude_drift_m=drift, horizontal_noise_m=noise,
+                      render_scale=render_scale)
+    if is_current(out, spec):
+        return 0.0
+    start = time.perf_counter()
+    generate_survey(out, spec)
+    return time.perf_counter() - start
+
+
+def run_one(survey: Path, work: Path, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Ingest and SfM one survey in this process; returns the row (peak memory of this process)."""
+    import numpy as np
+
+    from spaceport_dagster.demo.truth_check import compare_frame, umeyama
+    from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+    from spaceport_dagster.stages.sfm.stage import run
+
+    log = logging.getLogger("bench")
+    image_set = work / "image_set"
+    if not (image_set / "manifest.json").is_file():
+        ingest(str(survey / "images"), image_set, IngestConfig(), log)
+    start = time.perf_counter()
+    report = run({"image_set": str(image_set)}, work / "sparse", {"preset": preset, **overrides}, log)
+    wall = time.perf_counter() - start
+    saved = json.loads((work / "sparse" / "report.json").read_text())
+    truth = json.loads((survey / "truth.json").read_text())
+    m = report.metadata
+    row: dict[str, Any] = {
+        "photos": len(truth["images"]), "size": f"{truth['camera']['width']}x{truth['camera']['height']}",
+        "render_scale": truth["fingerprint"].get("render_scale", 1),
+        "registered": m["registered"], "points": m["points"], "matcher": m["matcher"], "mapper": m["mapper"],
+        "verified_pairs": saved.get("database", {}).get("verified_pairs"),
+        **{f"{s}_s": m.get(f"seconds_{s}") for s in STEPS}, "total_s": round(wall, 1),
+        "cpu_s": round(sum(saved.get("cpu_seconds", {}).values()), 1),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
+        "frame": m["georegistration_frame"], "gps_altitude_used": m["gps_altitude_used"],
+        "horizontal_rms_m": m["georegistration_horizontal_rms_m"], "vertical_rms_m": m["georegistration_vertical_rms_m"],
+        "checks": {c.name: c.passed for c in report.checks},
+    }
+    try:
+        frame = compare_frame(work / "sparse" / "sparse", saved, truth)
+        row.update(up_error_deg=round(frame.up_error_deg, 3), scale_error_pct=round(100 * (frame.scale_ratio - 1), 2),
+                   rigid_rms_m=round(frame.rigid_rms_m, 3),
+                   rigid_rms_pct_of_height=round(100 * frame.rigid_rms_m / frame.altitude_m, 2))
+    except ValueError as exc:
+        row["truth"] = str(exc)
+    # the best any method can do from these fixes: the scale of the best 2D similarity from true to written
+    true = np.array([[*r["centre_enu"][:2], 0.0] for r in truth["images"]])
+    written = true + np.array([[*r["gps"]["error_enu"][:2], 0.0] for r in truth["images"]])
+    row["gps_implied_scale_error_pct"] = round(100 * (umeyama(true, written, with_scale=True)[0] - 1), 2)
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ("| photos | size | registered | points | matcher / mapper | verified pairs | features s | matching s | mapping s | total s "
+            "| CPU s | peak RSS GB | frame | up error deg | scale error % (GPS-implied) | rigid RMS m (% of height) | upright |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['photos']} | {r['size']} | {r['registered']} | {r['points']:,} | {r['matcher']} / {r['mapper']} | "
+            f"{r.get('verified_pairs')} | "
+            f"{r['features_s']} | {r['matching_s']} | {r['mapping_s']} | {r['total_s']} | {r['cpu_s']} | "
+            f"{r['peak_rss_gb']} | {r['frame']} | {r.get('up_error_deg')} | {r.get('scale_error_pct')} "
+            f"({r.get('gps_implied_scale_error_pct')}) | "
+            f"{r.get('rigid_rms_m')} ({r.get('rigid_rms_pct_of_height')} %) | {r['checks'].get('upright')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, nargs="+", default=[40, 150, 300])
+    parser.add_argument("--size", default="1600x1200")
+    parser.add_argument("--altitude-drift", type=float, default=100.0)
+    parser.add_argument("--gps-noise", type=float, default=5.0)
+    parser.add_argument("--render-scale", type=int, default=1,
+                        help="render at 1/N of the size and resize (cheaper surveys; detail of the small render)")
+    parser.add_argument("--surveys", type=Path, default=Path(".devdata/bench-surveys"))
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="SfmConfig override")
+    parser.add_argument("--generate-only", action="store_true")
+    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: run one survey, print its row
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/sfm_survey_scale.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    if args.one:
+        row = run_one(args.one, args.one / f"work-{args.preset}", args.preset, overrides)
+        print("ROW " + json.dumps(row))
+        return 0
+    width, height = (int(v) for v in args.size.split("x"))
+    rows = []
+    for photos in args.photos:
+        survey = survey_dir(args.surveys, photos, args.size, args.altitude_drift, args.gps_noise, args.render_scale)
+        seconds = generate(survey, photos, width, height, args.altitude_drift, args.gps_noise, args.render_scale)
+        status = f"rendered in {seconds:.0f} s" if seconds else "reused"
+        print(f"survey {survey.name}: {status}", file=sys.stderr, flush=True)
+        if args.generate_only:
+            continue
+        cmd = [sys.executable, __file__, "--one", str(survey), "--preset", args.preset,
+               *(f"--set={item}" for item in args.set)]
+        load = os.getloadavg()[0]
+        result = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+        row = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("ROW "))[4:])
+        row["load_avg_1min_before"] = round(load, 2)
+        rows.append(row)
+        print(table(rows[-1:]), file=sys.stderr, flush=True)
+    if rows:
+        info = machine()
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"machine": info, "settings": vars(args) | {"surveys": str(args.surveys),
+                                         "json": str(args.json), "one": None}, "results": rows}, indent=2))
+        print(f"{info['date']}  {info['cores']} cores  {info['cpu']}  load after {info['load_avg_1_5_15']}")
+        print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

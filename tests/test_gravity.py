@@ -1,0 +1,96 @@
+"""Up from the cameras alone, and the `upright` gate, on camera layouts with a known up."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spaceport_dagster.stages.sfm.gravity import CameraAxes, angle_deg, estimate_up, measure_uprightness
+from spaceport_dagster.stages.sfm.upright import upright_check
+
+UP = np.array([0.0, 0.0, 1.0])
+
+
+def _rx(deg: float) -> np.ndarray:
+    a = np.radians(deg)
+    return np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
+
+
+def _rz(deg: float) -> np.ndarray:
+    a = np.radians(deg)
+    return np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+
+
+NADIR = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]]).T  # world_from_camera, top north
+
+
+def _axes(world_from_cams: list[np.ndarray], centres: np.ndarray, frame: np.ndarray | None = None) -> CameraAxes:
+    """CameraAxes of cameras given in ENU, seen in a frame rotated by `frame` (frame @ ENU)."""
+    frame = np.eye(3) if frame is None else frame
+    rotations = np.array([(frame @ r).T for r in world_from_cams])  # cam_from_world rows = camera axes
+    return CameraAxes(rotations[:, 0], rotations[:, 1], rotations[:, 2], centres @ frame.T)
+
+
+def _lawnmower(tilt_jitter: float = 0.0) -> tuple[list[np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(0)
+    rotations, centres = [], []
+    for line in range(4):
+        for shot in range(6):
+            heading = 0.0 if line % 2 == 0 else 180.0
+            jitter = rng.uniform(-tilt_jitter, tilt_jitter, 2)
+            rotations.append(_rz(-heading) @ NADIR @ _rx(jitter[0]) @ _rz(jitter[1]))
+            centres.append([18.0 * line, 10.0 * shot, 40.0])
+    return rotations, np.array(centres)
+
+
+def test_nadir_lawnmower_up_in_any_frame() -> None:
+    rotations, centres = _lawnmower(tilt_jitter=1.5)
+    frame = _rz(40.0) @ _rx(39.0)  # the tilt the issue's survey was published with
+    estimate = estimate_up(_axes(rotations, centres, frame))
+    assert estimate.nadir and estimate.flight == "area" and "camera plane" in estimate.source
+    assert angle_deg(estimate.up, frame @ UP) < 0.5
+
+
+def test_forward_looking_street_capture_is_not_nadir() -> None:
+    """A car camera looking along a straight street: views cluster, but the track runs along them."""
+    rng = np.random.default_rng(1)
+    level_forward = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])  # columns: x east, y down, z north
+    rotations = [_rz(h) @ level_forward for h in rng.uniform(-8, 8, 15)]
+    centres = np.column_stack([rng.normal(0, 0.3, 15), 5.0 * np.arange(15), np.full(15, 1.5)])
+    frame = _rx(25.0)
+    estimate = estimate_up(_axes(rotations, centres, frame))
+    assert not estimate.nadir and estimate.up is not None
+    assert angle_deg(estimate.up, frame @ UP) < 1.0
+
+
+def test_orbit_of_oblique_level_cameras() -> None:
+    rotations, centres = [], []
+    for bearing in range(0, 360, 30):
+        heading = (bearing + 180) % 360  # looking at the centre
+        rotations.append(_rz(-heading) @ NADIR @ _rx(50.0))  # 50 deg off nadir
+        b = np.radians(bearing)
+        centres.append([30 * np.sin(b), 30 * np.cos(b), 25.0])
+    estimate = estimate_up(_axes(rotations, np.array(centres), _rx(-70.0)))
+    assert angle_deg(estimate.up, _rx(-70.0) @ UP) < 1.0
+
+
+def test_cameras_pointing_every_way_fix_no_up() -> None:
+    rng = np.random.default_rng(2)
+    import pycolmap
+
+    rotations = [pycolmap.Rotation3d(v).matrix() for v in rng.uniform(-np.pi, np.pi, (20, 3))]
+    estimate = estimate_up(_axes(rotations, rng.uniform(-10, 10, (20, 3))))
+    assert estimate.up is None and not estimate.nadir
+    check = upright_check(measure_uprightness(_axes(rotations, rng.uniform(-10, 10, (20, 3)))), 5.0)
+    assert check.passed and check.metadata["measured"] is False and "not measured" in check.description
+
+
+@pytest.mark.parametrize(("tilt", "passes"), [(0.0, True), (3.0, True), (7.0, False), (39.0, False)])
+def test_upright_gate_on_a_tilted_nadir_survey(tilt: float, passes: bool) -> None:
+    rotations, centres = _lawnmower()
+    u = measure_uprightness(_axes(rotations, centres, _rx(tilt)))
+    assert u.nadir and u.median_view_from_down_deg == pytest.approx(tilt, abs=0.01)
+    assert u.camera_plane_tilt_deg == pytest.approx(tilt, abs=0.01)
+    check = upright_check(u, 5.0)
+    assert check.passed is passes and check.blocking
+    assert f"median view direction {tilt:.1f} deg from straight down" in check.description
