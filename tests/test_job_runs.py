@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, EventRecordsFilter, RunsFilter
 from dagster._core.execution.plan.resume_retry import ReexecutionStrategy
 from dagster._core.workspace.load import load_workspace_process_context_from_yaml_paths
 from dagster._daemon.auto_run_reexecution.auto_run_reexecution import consume_new_runs_for_automatic_reexecution
@@ -63,6 +63,16 @@ def test_two_runs_of_one_dataset_take_turns(spaceport_home: Path, tmp_path: Path
         event = instance.get_latest_materialization_event(AssetKey("image_set"))
         assert event.run_id == second.dagster_run.run_id and event.dagster_event.partition == "twice"
         assert event.asset_materialization.metadata["usable_images"].value == 6
+        checks = instance.get_event_records(EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION))
+        mine = [r.event_log_entry.dagster_event.event_specific_data for r in checks
+                if r.event_log_entry.run_id == second.dagster_run.run_id]
+        assert {c.check_name: c.passed for c in mine} == {"enough_usable_images": True,
+                                                         "recommended_image_count": False, "no_refused_files": True}
+        for evaluation in mine:  # the dataset and the figures the UI's check history plots
+            assert evaluation.partition == "twice"
+            assert {"value", "threshold"} <= set(evaluation.metadata), evaluation.check_name
+        usable = next(c for c in mine if c.check_name == "enough_usable_images")
+        assert (usable.metadata["value"].value, usable.metadata["threshold"].value) == (6, 5)
 
         # The UI's code location (workspace.yaml) re-executes the run, as its Re-execute button does.
         with load_workspace_process_context_from_yaml_paths(instance, [str(WORKSPACE_YAML)]) as process_context:

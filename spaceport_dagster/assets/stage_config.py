@@ -9,6 +9,8 @@ from typing import Any
 from dagster import AssetCheckSpec, Config
 from pydantic import Field
 
+from spaceport_dagster.partitions import datasets_partitions
+
 # The stages' own preset names (their PRESETS dicts; tests/test_stage_config.py keeps the two in step). Listed
 # here so that loading the definitions never imports a stage's heavy dependencies.
 
@@ -55,7 +57,10 @@ class SogConfig(StageConfig):
 
 
 def check_specs(asset: str, gates: dict[str, str], warnings: dict[str, str] | None = None) -> list[AssetCheckSpec]:
-    """Blocking checks for `gates`, non-blocking ones for `warnings` (name -> description)."""
-    specs = [AssetCheckSpec(name, asset=asset, description=text, blocking=True) for name, text in gates.items()]
-    specs += [AssetCheckSpec(name, asset=asset, description=text) for name, text in (warnings or {}).items()]
+    """Blocking checks for `gates`, non-blocking ones for `warnings` (name -> description); partitioned by
+    dataset like their asset, so each result names its dataset in the UI."""
+    specs = [AssetCheckSpec(name, asset=asset, description=text, blocking=True, partitions_def=datasets_partitions)
+             for name, text in gates.items()]
+    specs += [AssetCheckSpec(name, asset=asset, description=text, partitions_def=datasets_partitions)
+              for name, text in (warnings or {}).items()]
     return specs
