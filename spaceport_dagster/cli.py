@@ -116,8 +116,9 @@ def report(outcome) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     prepare_home()
-    os.execvp("dagster", ["dagster", "dev", "-w", str(Path(__file__).resolve().parents[1] / "workspace.yaml"),
-                          "-p", str(args.port)])
+    # Through this interpreter: `.venv/bin/spaceport ui` works without the venv's bin on PATH.
+    os.execv(sys.executable, [sys.executable, "-m", "dagster", "dev", "-w",
+                              str(Path(__file__).resolve().parents[1] / "workspace.yaml"), "-p", str(args.port)])
     return 0
 
 
@@ -172,7 +173,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             return 2
     print(f"spaceport: backfill {launch.backfill_id}: {', '.join(launch.assets)} over {len(launch.datasets)} "
           f"dataset(s) ({', '.join(launch.datasets)})" + (f", preset {launch.preset}" if launch.preset else ""))
-    print("  the Dagster daemon launches one run per dataset (`spaceport ui` runs it); follow it under Overview > "
+    print("  the Dagster daemon launches one run per dataset (`spaceport ui` runs it); follow it under Runs > "
           "Backfills")
     return 0
 

@@ -1,20 +1,21 @@
 """Materialise the pipeline for one dataset through a real Dagster instance, reporting as it goes.
 
-Used by `spaceport run`: the runs, metadata and check results land in the instance under DAGSTER_HOME, so
-`dagster dev` shows them afterwards.
+Used by `spaceport run`, `rerun` and `demo`: each is a run of the code location's job `spaceport_main` on the
+instance under DAGSTER_HOME (spaceport_dagster.job_runs), so the UI lists it, can re-execute it, and the
+sensors, pools and run retries treat it like any other run.
 """
 
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import AssetKey, DagsterEventType, DagsterInstance, RunsFilter, materialize
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRun
 
 from spaceport_dagster.definitions import PIPELINE_ASSETS
+from spaceport_dagster.job_runs import create_pipeline_run, execute_pipeline_run, wait_for_dataset
 from spaceport_dagster.partitions import register_dataset
 from spaceport_dagster.presets import stage_presets
 from spaceport_dagster.resources.artifact_store import ArtifactMissing, ArtifactStore
@@ -156,59 +157,55 @@ def _collect(instance: DagsterInstance, run_id: str, outcomes: dict[str, StageOu
                 on_event(outcome)
 
 
+def _tell_waiting(dataset: str) -> Callable[[list[DagsterRun]], None]:
+    def tell(busy: list[DagsterRun]) -> None:
+        runs = ", ".join(r.run_id for r in busy) or "another spaceport process"
+        print(f"  waiting: dataset {dataset!r} is in progress in run {runs}; this run starts when it ends",
+              flush=True)
+    return tell
+
+
 def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, preset: str = "preview",
-                 instance: DagsterInstance | None = None, resources: dict[str, Any] | None = None,
+                 instance: DagsterInstance | None = None,
                  on_stage: Callable[[StageOutcome], None] | None = None, poll_seconds: float = 0.5,
-                 start: str | None = None) -> PipelineOutcome:
+                 start: str | None = None, tags: dict[str, str] | None = None) -> PipelineOutcome:
     """Materialise the stages from `start` (default: the first) to `until` (default: the last) for `dataset`.
-    Stages before `start` are not run: their published artifacts are read, and must exist (ArtifactMissing)."""
+    Stages before `start` are not run: their published artifacts are read, and must exist (ArtifactMissing).
+    Waits while another run of `dataset` is in progress."""
     selected = select_stages(start, until)
-    resources = resources or resources_from_env()
-    missing = missing_inputs(dataset, selected, resources["storage"].store())
+    missing = missing_inputs(dataset, selected, resources_from_env()["storage"].store())
     if missing:
         raise ArtifactMissing(f"dataset {dataset!r} has no published {', '.join(missing)}, which {selected[0]} "
                               "reads; run the stages before it first")
     instance = instance or DagsterInstance.get()
     register_dataset(instance, dataset)
-    token = uuid.uuid4().hex
     outcomes = {name: StageOutcome(name) for name in selected}
-    done = threading.Event()
-    errors: list[BaseException] = []
+    with wait_for_dataset(instance, dataset, on_wait=_tell_waiting(dataset)):
+        run = create_pipeline_run(instance, dataset, selected, run_config_for(selected, source, preset),
+                                  {"spaceport/preset": preset, **(tags or {})})
+        done = threading.Event()
+        errors: list[BaseException] = []
 
-    def work() -> None:
-        try:
-            materialize(
-                PIPELINE_ASSETS,
-                selection=[AssetKey(name) for name in selected],
-                instance=instance,
-                partition_key=dataset,
-                run_config=run_config_for(selected, source, preset),
-                resources=resources,
-                tags={"spaceport/cli": token, "spaceport/preset": preset},
-                raise_on_error=False,
-            )
-        except BaseException as exc:  # surfaced to the caller below
-            errors.append(exc)
-        finally:
-            done.set()
+        def work() -> None:
+            try:
+                execute_pipeline_run(instance, run)
+            except BaseException as exc:  # surfaced to the caller below
+                errors.append(exc)
+            finally:
+                done.set()
 
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    run_id = None
-    seen: set[tuple[str, str]] = set()
-    while True:
-        finished = done.wait(poll_seconds)
-        if run_id is None:
-            runs = instance.get_runs(filters=RunsFilter(tags={"spaceport/cli": token}), limit=1)
-            run_id = runs[0].run_id if runs else None
-        if run_id:
-            _collect(instance, run_id, outcomes, on_stage, seen)
-        if finished:
-            break
-    thread.join()
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        seen: set[tuple[str, str]] = set()
+        while True:
+            finished = done.wait(poll_seconds)
+            _collect(instance, run.run_id, outcomes, on_stage, seen)
+            if finished:
+                break
+        thread.join()
     if errors:
         raise errors[0]
     for outcome in outcomes.values():
         if outcome.status == "not run":  # the run ended before this stage started
             outcome.status = "skipped"
-    return PipelineOutcome(dataset, run_id, [outcomes[n] for n in selected])
+    return PipelineOutcome(dataset, run.run_id, [outcomes[n] for n in selected])

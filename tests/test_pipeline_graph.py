@@ -10,8 +10,6 @@ import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFilter
 
 from spaceport_dagster.resources.artifact_store import LocalArtifactStore
-from spaceport_dagster.resources.compute import LocalStageLauncher
-from spaceport_dagster.resources.storage import StorageResource
 from spaceport_dagster.runner import run_pipeline
 
 from .conftest import dataset_images
@@ -24,9 +22,12 @@ def _run(tmp_path_factory: pytest.TempPathFactory, dataset: str, source: Path, u
     home = tmp_path_factory.mktemp(f"home-{dataset}")
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     instance = DagsterInstance.local_temp(str(home))
-    resources = {"storage": StorageResource(root=str(home / "artifacts")), "compute": LocalStageLauncher()}
-    outcome = run_pipeline(dataset, str(source), until=until, preset="preview", instance=instance,
-                           resources=resources, poll_seconds=0.2)
+    with pytest.MonkeyPatch.context() as env:  # the run's steps build their resources from the environment
+        env.setenv("SPACEPORT_HOME", str(home))
+        env.setenv("DAGSTER_HOME", str(home))
+        env.delenv("SPACEPORT_ARTIFACT_ROOT", raising=False)
+        outcome = run_pipeline(dataset, str(source), until=until, preset="preview", instance=instance,
+                               poll_seconds=0.2)
     return outcome, instance, LocalArtifactStore(home / "artifacts")
 
 

@@ -141,7 +141,7 @@ def test_many_large_messages_from_many_threads_under_load_all_arrive(tmp_path: P
             metadata = result.asset_materializations_for_node("talk")[0].metadata
             assert metadata["preview"].value == preview
             assert metadata["preview_sha256"].value == hashlib.sha256(preview.encode()).hexdigest()
-            assert metadata["per_image"].value == chatty.image_table(STRESS["table_rows"])
+            assert metadata["details"].value["per_image"] == chatty.image_table(STRESS["table_rows"])
             assert metadata["published"].value is True
             evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
             assert sorted(evaluations) == [f"check_{k}" for k in range(CHECKS)]

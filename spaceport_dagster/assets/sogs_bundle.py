@@ -7,7 +7,7 @@ from spaceport_dagster.resources.compute import StageLauncher
 from spaceport_dagster.resources.storage import StorageResource
 
 from .stage_asset import run_stage_asset
-from .stage_config import StageConfig, check_specs
+from .stage_config import SogConfig, check_specs
 
 
 @asset(
@@ -28,7 +28,7 @@ from .stage_config import StageConfig, check_specs
     ),
 )
 def sogs_bundle(
-    context: AssetExecutionContext, config: StageConfig, storage: StorageResource, compute: StageLauncher
+    context: AssetExecutionContext, config: SogConfig, storage: StorageResource, compute: StageLauncher
 ) -> MaterializeResult:
     """Morton-ordered, quantised and palettised splat in lossless WebP images, zipped as `<dataset>.sog`."""
     options = {"bundle_name": context.partition_key, **config.stage_config()}

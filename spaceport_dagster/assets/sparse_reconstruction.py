@@ -7,7 +7,7 @@ from spaceport_dagster.resources.compute import StageLauncher
 from spaceport_dagster.resources.storage import StorageResource
 
 from .stage_asset import run_stage_asset
-from .stage_config import StageConfig, check_specs
+from .stage_config import SfmConfig, check_specs
 
 
 @asset(
@@ -18,7 +18,7 @@ from .stage_config import StageConfig, check_specs
     check_specs=check_specs(
         "sparse_reconstruction",
         gates={
-            "min_points": "at least 1000 3D points (the old pipeline trained on 31)",
+            "min_points": "at least 1000 3D points: fewer give the splat too little to start from",
             "registered_fraction": "at least half of the images registered",
             "upright": "the published frame's up agrees with the survey's (nadir: views and camera plane within 5 deg)",
         },
@@ -26,7 +26,7 @@ from .stage_config import StageConfig, check_specs
     ),
 )
 def sparse_reconstruction(
-    context: AssetExecutionContext, config: StageConfig, storage: StorageResource, compute: StageLauncher
+    context: AssetExecutionContext, config: SfmConfig, storage: StorageResource, compute: StageLauncher
 ) -> MaterializeResult:
     """SIFT features, matching (exhaustive, spatial or sequential), incremental or global mapping, and
     georegistration to local east-north-up metres when the photos carry GPS. The largest model is kept."""

@@ -7,7 +7,7 @@ from spaceport_dagster.resources.compute import StageLauncher
 from spaceport_dagster.resources.storage import StorageResource
 
 from .stage_asset import run_stage_asset
-from .stage_config import StageConfig, check_specs
+from .stage_config import TrainConfig, check_specs
 
 
 @asset(
@@ -19,7 +19,7 @@ from .stage_config import StageConfig, check_specs
     check_specs=check_specs(
         "splat_model",
         gates={
-            "min_gaussians": "at least 1000 Gaussians (the old pipeline shipped a 1.7 KB model)",
+            "min_gaussians": "at least 1000 Gaussians: fewer cannot describe a surveyed site",
             "finite_parameters": "every parameter is finite",
             "ply_readable": "the PLY reads back with the standard 3DGS properties",
             "beats_mean_colour_baseline": "the published PLY, rendered plainly (black background, no colour "
@@ -32,7 +32,7 @@ from .stage_config import StageConfig, check_specs
     ),
 )
 def splat_model(
-    context: AssetExecutionContext, config: StageConfig, storage: StorageResource, compute: StageLauncher
+    context: AssetExecutionContext, config: TrainConfig, storage: StorageResource, compute: StageLauncher
 ) -> MaterializeResult:
     """Gaussians initialised from the SfM points, trained with every 8th image held out as a test view; writes
     the standard INRIA PLY, test-view previews, metrics and a training curve. The headline figures are the PLY

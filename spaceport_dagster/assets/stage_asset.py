@@ -15,12 +15,26 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    PathMetadataValue,
 )
 
 from spaceport_dagster.resources.compute import StageLauncher, StageRequest
 from spaceport_dagster.resources.storage import StorageResource
 from spaceport_dagster.stages.dataset_id import validate_dataset_id
 from spaceport_dagster.stages.ui_metadata import links_markdown
+
+from .headline import arrange
+
+
+def published_paths(metadata: dict[str, Any], staging_dir: Any, location: str) -> dict[str, Any]:
+    """Path metadata that points into the staging folder (gone after publishing) points at `location` instead."""
+    staging = str(staging_dir).rstrip("/")
+    out = dict(metadata)
+    for key, value in metadata.items():
+        path = getattr(value, "path", None) if isinstance(value, PathMetadataValue) else None
+        if path is not None and str(path).startswith(staging):
+            out[key] = MetadataValue.path(location.rstrip("/") + str(path)[len(staging):])
+    return out
 
 
 def run_stage_asset(
@@ -56,11 +70,12 @@ def run_stage_asset(
         else:
             location = store.publish(staging, info={"run_id": context.run_id})
             context.log.info(f"{asset} published at {location}")
-    metadata: dict[str, Any] = dict(reported[0].metadata or {}) if reported else {}
+    reported_metadata = dict(reported[0].metadata or {}) if reported else {}
+    metadata: dict[str, Any] = arrange(asset, published_paths(reported_metadata, staging.local_dir, location))
     metadata["published"] = not failed
     metadata["uri"] = MetadataValue.path(location)
     links = {f"input {name} ({upstream})": store.uri(dataset, upstream) for name, upstream in (artifacts or {}).items()}
-    links.update({f"source {name}": uri for name, uri in (sources or {}).items()})
+    links.update({("source" if name == "source" else f"source {name}"): uri for name, uri in (sources or {}).items()})
     links["this artifact" if not failed else "rejected output"] = location
     metadata["artifacts"] = MetadataValue.md(links_markdown(links))
     return MaterializeResult(metadata=metadata, check_results=checks)

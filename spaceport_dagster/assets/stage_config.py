@@ -1,23 +1,66 @@
-"""Run config shared by the stage assets: a named preset plus free-form overrides of the stage's options."""
+"""Run config shared by the stage assets: a named preset (a choice in the launchpad) plus free-form overrides
+of the stage's options."""
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 from dagster import AssetCheckSpec, Config
 from pydantic import Field
 
+from spaceport_dagster.partitions import datasets_partitions
+
+# The stages' own preset names (their PRESETS dicts; tests/test_stage_config.py keeps the two in step). Listed
+# here so that loading the definitions never imports a stage's heavy dependencies.
+
+
+class SfmPreset(Enum):
+    fast = "fast"
+    quality = "quality"
+
+
+class TrainPreset(Enum):
+    preview = "preview"
+    standard = "standard"
+    quality = "quality"
+    reference = "reference"
+
+
+class SogPreset(Enum):
+    preview = "preview"
+    standard = "standard"
+
+
+PRESET_HELP = "named preset of the stage's options; none for the stage default"
+
 
 class StageConfig(Config):
-    preset: str = Field(default="", description="named preset of the stage's options; empty for the stage default")
     options: dict[str, Any] = Field(default_factory=dict, description="stage options overriding the preset")
 
     def stage_config(self) -> dict[str, Any]:
-        return {**({"preset": self.preset} if self.preset else {}), **self.options}
+        preset = getattr(self, "preset", None)
+        name = preset.value if isinstance(preset, Enum) else preset
+        return {**({"preset": name} if name else {}), **self.options}
+
+
+class SfmConfig(StageConfig):
+    preset: SfmPreset | None = Field(default=None, description=PRESET_HELP)
+
+
+class TrainConfig(StageConfig):
+    preset: TrainPreset | None = Field(default=None, description=PRESET_HELP)
+
+
+class SogConfig(StageConfig):
+    preset: SogPreset | None = Field(default=None, description=PRESET_HELP)
 
 
 def check_specs(asset: str, gates: dict[str, str], warnings: dict[str, str] | None = None) -> list[AssetCheckSpec]:
-    """Blocking checks for `gates`, non-blocking ones for `warnings` (name -> description)."""
-    specs = [AssetCheckSpec(name, asset=asset, description=text, blocking=True) for name, text in gates.items()]
-    specs += [AssetCheckSpec(name, asset=asset, description=text) for name, text in (warnings or {}).items()]
+    """Blocking checks for `gates`, non-blocking ones for `warnings` (name -> description); partitioned by
+    dataset like their asset, so each result names its dataset in the UI."""
+    specs = [AssetCheckSpec(name, asset=asset, description=text, blocking=True, partitions_def=datasets_partitions)
+             for name, text in gates.items()]
+    specs += [AssetCheckSpec(name, asset=asset, description=text, partitions_def=datasets_partitions)
+              for name, text in (warnings or {}).items()]
     return specs

@@ -24,7 +24,7 @@ from dagster import (
 )
 from dagster._core.errors import DagsterPipesExecutionError
 
-from spaceport_dagster.stages.entry import FAILURE_FILE
+from spaceport_dagster.stages.entry import FAILURE_FILE, STAGE_LOG_ENV
 
 from .artifact_store import ArtifactStore, Staging
 from .pipes_messages import WholeLineFileMessageReader, describe
@@ -75,15 +75,19 @@ class LocalStageLauncher(StageLauncher):
                   "dataset": request.dataset}
         # Idle torch/OpenMP workers spin by default; on a busy laptop or CI core that made CPU stages 5-8x slower.
         env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **self.env}
+        console_log = spaceport_home() / "logs" / request.dataset / request.asset / f"{context.run_id}.log"
+        env[STAGE_LOG_ENV] = str(console_log)
         reader = WholeLineFileMessageReader()
         client = PipesSubprocessClient(env=env, message_reader=reader)
         command = [self.python or sys.executable, "-m", f"{self.stages_package}.{request.stage}"]
         try:
             results = list(client.run(context=context, command=command, extras=extras).get_results())
         except DagsterPipesExecutionError as exc:
+            _log_console(context, request.stage, console_log)
             failure = staging.local_dir / FAILURE_FILE
             reason = failure.read_text().strip() if failure.is_file() else str(exc)
             raise Failure(f"stage {request.stage} failed for dataset {request.dataset!r}: {reason}") from exc
+        _log_console(context, request.stage, console_log)
         if reader.problems:  # never publish on a partial report: the checks that were lost would pass silently
             raise Failure(f"stage {request.stage} finished for dataset {request.dataset!r}, but its Pipes messages "
                           f"could not all be read, so its report and checks are incomplete and nothing was "
@@ -91,3 +95,12 @@ class LocalStageLauncher(StageLauncher):
         if checkpoints is not None:  # finished: the next run starts afresh, a failed one would have resumed
             shutil.rmtree(checkpoints, ignore_errors=True)
         return results
+
+
+def _log_console(context: AssetExecutionContext, stage: str, path: Path, limit: int = 200_000) -> None:
+    """The stage's console output into the run's log (debug level: the UI shows it, the CLI does not)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    text = path.read_text(errors="replace")
+    cut = f"(last {limit:,} characters) " if len(text) > limit else ""
+    context.log.debug(f"{stage} console output {cut}from {path}:\n{text[-limit:]}")

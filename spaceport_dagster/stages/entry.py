@@ -30,6 +30,20 @@ StageFn = Callable[[dict[str, str], Path, dict[str, Any], logging.Logger], Stage
 
 
 FAILURE_FILE = "_FAILURE"  # the stage's own failure message, read by the launcher (SageMaker's failure file too)
+# A file for the stage's console output (pycolmap's hundreds of log lines): set by the local launcher, so the
+# output lands in that file and the run's log instead of the terminal of `spaceport run`.
+STAGE_LOG_ENV = "SPACEPORT_STAGE_LOG"
+
+
+def redirect_console(path: str) -> None:
+    """Point this process's stdout and stderr (file descriptors 1 and 2, so C++ libraries too) at `path`."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +122,8 @@ def _cli(stage: str, fn: StageFn, argv: list[str]) -> int:
 def main(stage: str, fn: StageFn, argv: list[str] | None = None) -> int:
     if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:
         return _cli(stage, fn, sys.argv[1:] if argv is None else argv)
+    if os.environ.get(STAGE_LOG_ENV):
+        redirect_console(os.environ[STAGE_LOG_ENV])
     with open_dagster_pipes(**_pipes_io()) as pipes:
         extras = pipes.extras
         output = Path(container_path(extras["output"]))

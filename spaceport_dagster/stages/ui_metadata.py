@@ -24,7 +24,7 @@ def timings_markdown(seconds: dict[str, float], title: str = "step") -> str:
     for name, value in rows:
         bar = "█" * max(1, round(20 * value / longest)) if value > 0 else ""
         share = f"{100 * value / total:.0f} %" if total > 0 else "-"
-        lines.append(f"| {name} | {value:.1f} | {share} | `{bar}` |")
+        lines.append(f"| {name} | {value:.1f} | {share} | {f'`{bar}`' if bar else ''} |")  # no empty code span
     lines.append(f"| **total** | **{total:.1f}** | | |")
     return "\n".join(lines)
 

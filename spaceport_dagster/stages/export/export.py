@@ -92,7 +92,8 @@ def _report(facts: ExportFacts, config: ExportConfig) -> StageReport:
             f"(min {facts.min_correspondences}, mean {facts.mean_correspondences:.0f})"
             + (f"; lacking: {', '.join(facts.without_correspondences[:10])}" if facts.without_correspondences
                else ""),
-            metadata={"min": facts.min_correspondences, "mean": round(facts.mean_correspondences, 1)},
+            metadata={"value": facts.min_correspondences, "threshold": config.min_correspondences,
+                      "min": facts.min_correspondences, "mean": round(facts.mean_correspondences, 1)},
         ),
         CheckOutcome(
             "export_reads_back",

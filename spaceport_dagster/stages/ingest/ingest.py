@@ -132,14 +132,15 @@ def _report(manifest: dict[str, Any], config: IngestConfig) -> StageReport:
         metadata["refused"] = md("| file | reason |\n|---|---|\n" + refused_table)
     checks = [
         CheckOutcome("enough_usable_images", len(usable) >= config.min_images,
-                     f"{len(usable)} usable images (need at least {config.min_images})"),
+                     f"{len(usable)} usable images (need at least {config.min_images})",
+                     metadata={"value": len(usable), "threshold": config.min_images}),
         CheckOutcome("recommended_image_count", len(usable) >= config.recommended_images,
                      f"{len(usable)} usable images ({config.recommended_images}+ recommended for a good splat)",
-                     blocking=False),
+                     blocking=False, metadata={"value": len(usable), "threshold": config.recommended_images}),
         CheckOutcome("no_refused_files", not refused,
                      f"{len(refused)} file(s) refused and excluded" + (": " + "; ".join(
                          f"{r['source']}: {r['reason']}" for r in refused[:10]) if refused else ""),
-                     blocking=False),
+                     blocking=False, metadata={"value": len(refused), "threshold": 0}),
     ]
     return StageReport(metadata, checks)
 

@@ -91,15 +91,17 @@ def checks(config: SfmConfig, registered: int, total: int, points: int, reproj: 
     outcomes = [
         CheckOutcome("min_points", points >= config.min_points,
                      f"{points} 3D points (need at least {config.min_points}){none}",
-                     metadata={"points": points, "threshold": config.min_points}),
+                     metadata={"value": points, "points": points, "threshold": config.min_points}),
         CheckOutcome("registered_fraction", fraction >= config.min_registered_fraction,
                      f"{registered}/{total} images registered ({fraction:.0%}; need at least "
                      f"{config.min_registered_fraction:.0%}){none}",
-                     metadata={"registered": registered, "total": total, "threshold": config.min_registered_fraction}),
+                     metadata={"value": round(fraction, 4), "registered": registered, "total": total,
+                               "threshold": config.min_registered_fraction}),
         CheckOutcome("reprojection_error", reproj is not None and reproj <= config.max_reprojection_error_px,
                      f"mean reprojection error {reproj:.3f} px (warn above {config.max_reprojection_error_px} px)"
                      if reproj is not None else "no model, so no reprojection error",
-                     blocking=False, metadata={"threshold_px": config.max_reprojection_error_px}),
+                     blocking=False, metadata={"value": reproj, "threshold": config.max_reprojection_error_px,
+                                               "threshold_px": config.max_reprojection_error_px}),
     ]
     return [*outcomes[:2], upright, *outcomes[2:]]
 

@@ -92,7 +92,8 @@ def compress(splat_dir: Path, output: Path, cfg: SogConfig, log: logging.Logger,
     else:
         count_ok = len(decoded) == len(cloud) == written.encoded.meta["count"]
         checks.append(CheckOutcome("count_matches", count_ok,
-                                   f"decoded {len(decoded)} splats, PLY has {len(cloud)}"))
+                                   f"decoded {len(decoded)} splats, PLY has {len(cloud)}",
+                                   metadata={"value": len(decoded), "threshold": len(cloud)}))
         source = reorder(cloud, written.order, SH_COEFFS[written.encoded.sh_bands])
         errors = roundtrip_errors(source, decoded, written.encoded.meta)
         failed = [e.name for e in errors if not e.passed]
@@ -109,7 +110,7 @@ def compress(splat_dir: Path, output: Path, cfg: SogConfig, log: logging.Logger,
     checks.append(CheckOutcome("size_ratio", ratio >= cfg.min_size_ratio,
                                f"bundle is {ratio:.1f}x smaller than the PLY ({written.sog_bytes} vs {ply_bytes} "
                                f"bytes); required >= {cfg.min_size_ratio}x",
-                               metadata={"ratio": ratio}))
+                               metadata={"value": round(ratio, 3), "threshold": cfg.min_size_ratio, "ratio": ratio}))
     if decoded is not None:
         psnr = heldout_psnr(cloud, decoded, splat_dir, photos_dir, cfg, log)  # the full PLY, all its SH bands
     else:

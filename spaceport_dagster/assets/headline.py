@@ -1,0 +1,165 @@
+"""The order in which an asset's metadata reads in the Dagster UI: a few headline figures first (rounded, with
+units), then the pictures and tables, then the plain figures (rounded), then one entry of timings and one of
+everything else that is raw JSON.
+
+The stages report what they measured; this module only arranges it. The stages' own keys stay (rounded), so
+the CLI summary and anything reading a key keeps working.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from dagster import JsonMetadataValue, MarkdownMetadataValue, MetadataValue, PathMetadataValue, UrlMetadataValue
+
+# Keys that are timings, folded into the one `timings` entry (a stage's own markdown timings table stays).
+TIMING_KEYS = {"seconds", "seconds_total", "wall_seconds", "train_seconds", "cpu_seconds", "timings"}
+Figures = dict[str, Any]
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, MetadataValue) else value
+
+
+def rounded(value: float, digits: int = 4) -> float:
+    """`value` to `digits` significant digits (15.165016265487992 -> 15.17)."""
+    if not math.isfinite(value) or value == 0:
+        return value
+    return float(f"{value:.{digits}g}")
+
+
+def size_text(count: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{int(count)} B"
+
+
+def _int(value: Any) -> str:
+    return f"{int(value):,}"
+
+
+def _image_set(m: Figures) -> dict[str, str]:
+    out = {}
+    if "usable_images" in m:
+        out["photos"] = f"{_int(m['usable_images'])} usable" + (
+            f", {_int(m['refused_files'])} refused" if m.get("refused_files") else "")
+    if "gps_images" in m and m.get("usable_images"):
+        out["GPS"] = f"{_int(m['gps_images'])}/{_int(m['usable_images'])} photos geotagged"
+    if "total_bytes" in m:
+        out["size"] = size_text(m["total_bytes"])
+    return out
+
+
+def _sparse_reconstruction(m: Figures) -> dict[str, str]:
+    out = {}
+    if "registered" in m:
+        out["registered photos"] = str(m["registered"])
+    if "points" in m:
+        out["3D points"] = _int(m["points"])
+    if m.get("mean_reprojection_error_px") is not None:
+        out["reprojection error"] = f"{m['mean_reprojection_error_px']:.2f} px"
+    if "georegistered" in m:
+        residual = m.get("georegistration_residual_m")
+        out["georegistration"] = (f"GPS, {residual:.2f} m residual" if m["georegistered"] and residual is not None
+                                  else "GPS" if m["georegistered"] else "none (local frame)")
+    if "matcher" in m:
+        out["matching"] = str(m["matcher"])
+    return out
+
+
+def _colmap_export(m: Figures) -> dict[str, str]:
+    out = {}
+    if "images" in m:
+        out["exported images"] = _int(m["images"]) + (f" at {m['image_size']}" if m.get("image_size") else "")
+    if "points" in m:
+        out["3D points"] = _int(m["points"])
+    if "min_correspondences_per_image" in m:
+        out["2D-3D per image"] = f"min {_int(m['min_correspondences_per_image'])}" + (
+            f", mean {_int(m['mean_correspondences_per_image'])}" if "mean_correspondences_per_image" in m else "")
+    if "bytes" in m:
+        out["size"] = size_text(m["bytes"])
+    return out
+
+
+def _splat_model(m: Figures) -> dict[str, str]:
+    out = {}
+    if m.get("psnr") is not None:
+        text = f"{m['psnr']:.1f} dB"
+        if m.get("baseline_psnr") is not None:
+            text += f" against {m['baseline_psnr']:.1f} dB baseline ({m['psnr'] - m['baseline_psnr']:+.1f} dB)"
+        out["PSNR"] = text + (f" on {m['views']} test views" if m.get("views") else "")
+    if m.get("ssim") is not None:
+        out["SSIM"] = f"{m['ssim']:.3f}"
+    if m.get("alpha_mean") is not None:
+        out["coverage"] = f"{100 * m['alpha_mean']:.1f} % (mean alpha)"
+    if "gaussians" in m:
+        out["Gaussians"] = _int(m["gaussians"])
+    if "ply_bytes" in m:
+        out["PLY"] = size_text(m["ply_bytes"])
+    if "steps" in m:
+        out["training"] = f"{_int(m['steps'])} steps" + (f" on {m['device']}" if m.get("device") else "")
+    return out
+
+
+def _sogs_bundle(m: Figures) -> dict[str, str]:
+    out = {}
+    if "bundle_bytes" in m:
+        out["size"] = size_text(m["bundle_bytes"]) + (f", {m['ratio']:.1f}x smaller than the PLY"
+                                                      if m.get("ratio") else "")
+    if m.get("psnr_decoded_db") is not None:
+        out["PSNR"] = f"{m['psnr_decoded_db']:.1f} dB decoded" + (
+            f" ({-m['psnr_drop_db']:+.2f} dB against the PLY)" if m.get("psnr_drop_db") is not None else "")
+    if "splats" in m:
+        out["Gaussians"] = _int(m["splats"])
+    return out
+
+
+HEADLINES: dict[str, Callable[[Figures], dict[str, str]]] = {
+    "image_set": _image_set, "sparse_reconstruction": _sparse_reconstruction, "colmap_export": _colmap_export,
+    "splat_model": _splat_model, "sogs_bundle": _sogs_bundle,
+}
+
+
+def where_it_ran(m: Figures) -> str | None:
+    """Local or SageMaker, with the instance type, job and estimated cost."""
+    if m.get("sagemaker_job_name"):
+        text = f"SageMaker {m.get('sagemaker_job_kind', 'job')} {m['sagemaker_job_name']} on " \
+               f"{m.get('sagemaker_instance_type', '?')}"
+        if m.get("sagemaker_estimated_cost_usd") is not None:
+            text += f", about ${m['sagemaker_estimated_cost_usd']:.3f}"
+        return text
+    return "this machine" + (f" ({m['device']})" if m.get("device") else "")
+
+
+def arrange(asset: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The stage's metadata in reading order, with the headline figures first (see the module's docstring)."""
+    plain = {k: _plain(v) for k, v in metadata.items()}
+    head: dict[str, Any] = {k: MetadataValue.text(v) for k, v in HEADLINES.get(asset, lambda m: {})(plain).items()}
+    ran = where_it_ran(plain)
+    if ran:
+        head["ran on"] = MetadataValue.text(ran)
+    pictures: dict[str, Any] = {}
+    figures: dict[str, Any] = {}
+    timings: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+    for key, value in metadata.items():
+        raw = _plain(value)
+        if isinstance(value, MarkdownMetadataValue | PathMetadataValue | UrlMetadataValue):
+            pictures[key] = value  # previews, plots, tables and links (a stage's markdown timings table too)
+        elif key in TIMING_KEYS:
+            timings[key] = raw
+        elif isinstance(value, JsonMetadataValue) or isinstance(raw, dict | list):
+            details[key] = raw
+        elif isinstance(raw, float):
+            figures[key] = rounded(raw)
+        else:
+            figures[key] = value
+    out: dict[str, Any] = {**head, **pictures, **{k: v for k, v in figures.items() if k not in head}}
+    if timings:
+        out["timings (s)"] = MetadataValue.json(timings)
+    if details:
+        out["details"] = MetadataValue.json(details)
+    return out

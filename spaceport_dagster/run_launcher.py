@@ -1,0 +1,60 @@
+"""Dagster's default run launcher, plus a health check of the run worker, so the run monitor notices a dead one.
+
+Dagster's DefaultRunLauncher cannot tell whether a run's worker is alive, so with it a run whose worker died
+(killed, out of memory, host restart) stays "started" forever and run retries never fire. Every run worker logs
+its pid when it starts (`dagster api execute_run` does, and so does `spaceport run`, spaceport_dagster.job_runs);
+this launcher reports the worker FAILED once that process is gone. The run monitor then fails the run and the
+run-retry daemon re-executes it from the failed steps (a training step resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+
+
+def worker_of(instance, run_id: str) -> tuple[int, str | None] | None:
+    """(pid, host) of the run's latest worker, from its "Started process for run" engine event."""
+    for record in reversed(instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)):
+        data = record.dagster_event.engine_event_data if record.dagster_event else None
+        pid = data.metadata.get("pid") if data is not None else None
+        if pid is not None:
+            host = data.metadata.get("host")
+            return int(pid.value), (host.value if host is not None else None)
+    return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs and is not a zombie (a killed child its parent has not reaped yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    status = Path(f"/proc/{pid}/status")
+    if status.is_file():
+        state = next((line for line in status.read_text().splitlines() if line.startswith("State:")), "")
+        return "zombie" not in state
+    return True
+
+
+class LocalRunLauncher(DefaultRunLauncher):
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        worker = worker_of(self._instance, run.run_id)
+        if worker is None:  # not started far enough to log its pid: the start timeout covers that case
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "no worker pid logged yet")
+        pid, host = worker
+        if host is not None and host != socket.gethostname():  # anything but RUNNING would fail the run
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"worker pid {pid} runs on {host}: not checked here")
+        if process_alive(pid):
+            return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(pid))
+        return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker (pid {pid}) is gone", run_worker_id=str(pid))
