@@ -109,13 +109,13 @@ _MCMC = {"strategy": "mcmc", "init_opacity": 0.5, "init_scale": 0.1, "opacity_re
 PRESETS: dict[str, dict[str, Any]] = {
     # a few minutes on 2 CPU cores for a small, low-resolution scene: CI and the demo. The PyTorch fallback has
     # no MCMC: the default densification, with a random background so the splat covers the photos by itself.
-    # 300 steps are few, so the Gaussians start larger and more opaque and their scales learn faster: plainly
-    # rendered, brighton_beach went from 13.29 dB / alpha 0.76 (below the flat image's 13.34) to 17.64 / 0.995
-    # (benchmarks/RESULTS.md).
+    # 300 steps are few, so the Gaussians start more opaque, all SfM points (up to 20k) seed them and their
+    # scales learn 4x faster: plainly rendered at the export's size, brighton_beach went from 13.29 dB / alpha
+    # 0.76 (below the flat image's 13.34) to 17.76 / 0.998 (benchmarks/RESULTS.md).
     "preview": {
         "steps": 300, "max_long_side": 160, "sh_degree": 1, "sh_degree_interval": 100,
         "refine_start_iter": 100, "refine_stop_iter": 250, "refine_every": 50, "reset_every": 10_000,
-        "max_init_points": 20_000, "init_opacity": 0.5, "init_scale": 2.0, "scales_lr": 0.02,
+        "max_init_points": 20_000, "init_opacity": 0.5, "scales_lr": 0.02,
         "eval_every": 100, "checkpoint_every": 100, "previews": 2, "background": "random",
     },
     # The A/B on the three shared surveys (benchmarks/RESULTS.md, H200, plain test-view PSNR) chose MCMC with
