@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spaceport_dagster.viewer.headless import Browser, BrowserUnavailable, find_chromium
+from .headless_chromium import Browser, BrowserUnavailable, find_chromium
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

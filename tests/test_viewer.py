@@ -17,7 +17,6 @@ import pytest
 from PIL import Image
 
 from spaceport_dagster.stages.ply import GaussianCloud
-from spaceport_dagster.viewer.headless import Browser, BrowserUnavailable, find_chromium
 from spaceport_dagster.viewer.server import (
     ViewerSetupError,
     bundle_quality,
@@ -25,6 +24,8 @@ from spaceport_dagster.viewer.server import (
     resolve_bundle,
     start_server,
 )
+
+from .headless_chromium import Browser, BrowserUnavailable, find_chromium
 
 SH_C0 = 0.28209479177387814
 BACKGROUND = (0.0, 0.0, 0.0)  # the page's clear colour: black, as the quality gates render

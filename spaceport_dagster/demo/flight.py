@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .render import Camera
+from .raycast import Camera
 
 # nadir camera looking down with the image top to the north: x east, y south, z down
 NADIR_NORTH = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]]).T

@@ -1,7 +1,8 @@
 """Local east-north-up metres to WGS84 latitude, longitude and height, around a fixed origin.
 
-Written independently of the SfM stage's georegistration (which goes the other way), so the demo's ground
-truth checks that code rather than mirroring it.
+Hand-written on purpose, not pycolmap's GPSTransform: the demo's survey generator (survey.py) imports no
+pycolmap, and this is the independent reference that checks the SfM stage's georegistration, which does use
+GPSTransform, rather than mirroring it.
 """
 
 from __future__ import annotations

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-from .exif import PhotoFacts, save_jpeg
+from .exif_writer import PhotoFacts, save_jpeg
 from .flight import FlightPlan, plan_cameras
 from .geodesy import enu_to_geodetic
-from .render import Camera, render
+from .raycast import Camera, render
 from .scene import Scene, SceneSpec, build_scene
 
 GENERATOR_VERSION = 2

@@ -3,6 +3,10 @@
 Property order: x y z nx ny nz f_dc_0..2 f_rest_0..(3*K-1) opacity scale_0..2 rot_0..3, where K is the
 number of higher-order SH coefficients per colour channel (0, 3, 8 or 15; 15 for the full SH degree 3
 layout every viewer expects). f_rest is channel-major: f_rest_{c*K + j}.
+
+Parsing and serialising are plyfile's, so a splat written by another tool reads here whatever its encoding
+(ASCII, big or little endian), property order, numeric types or other elements (faces, cameras, ...).
+We always write the layout above.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from plyfile import PlyData, PlyElement, PlyParseError
 
 SH_COEFFS_PER_DEGREE = {0: 0, 1: 3, 2: 8, 3: 15}
+_REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
+             "rot_0", "rot_1", "rot_2", "rot_3"]
 
 
 class PlyFormatError(ValueError):
@@ -82,88 +89,44 @@ def write_ply(path: str | Path, cloud: GaussianCloud) -> int:
         cloud.scales,
         cloud.quats,
     ]
-    data = np.ascontiguousarray(np.concatenate([c.astype("<f4") for c in columns], axis=1))
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
-    header += [f"property float {name}" for name in property_names(k)]
-    header.append("end_header")
+    table = np.ascontiguousarray(np.concatenate([c.astype("<f4") for c in columns], axis=1))
+    # One row of the float table is one vertex record: view it as plyfile's structured array, no copy.
+    vertices = table.view(np.dtype([(name, "<f4") for name in property_names(k)])).reshape(n)
     path = Path(path)
-    with open(path, "wb") as fh:
-        fh.write(("\n".join(header) + "\n").encode("ascii"))
-        fh.write(data.tobytes())
+    PlyData([PlyElement.describe(vertices, "vertex")], byte_order="<").write(str(path))
     return path.stat().st_size
 
 
-def _parse_header(fh) -> tuple[int, list[tuple[str, str]], int]:
-    first = fh.readline()
-    if first.strip() != b"ply":
-        raise PlyFormatError("not a PLY file (missing 'ply' magic)")
-    count = None
-    props: list[tuple[str, str]] = []
-    fmt = None
-    in_vertex = False
-    while True:
-        line = fh.readline()
-        if not line:
-            raise PlyFormatError("PLY header has no end_header")
-        parts = line.decode("ascii", "replace").split()
-        if not parts:
-            continue
-        if parts[0] == "end_header":
-            break
-        if parts[0] == "format":
-            fmt = parts[1]
-        elif parts[0] == "element":
-            in_vertex = parts[1] == "vertex"
-            if in_vertex:
-                count = int(parts[2])
-            elif count is not None:
-                raise PlyFormatError("PLY has elements after 'vertex'; only a vertex element is supported")
-        elif parts[0] == "property" and in_vertex:
-            if parts[1] == "list":
-                raise PlyFormatError("PLY vertex has list properties")
-            props.append((parts[1], parts[2]))
-    if fmt != "binary_little_endian":
-        raise PlyFormatError(f"PLY format is {fmt!r}; expected binary_little_endian")
-    if count is None:
-        raise PlyFormatError("PLY has no vertex element")
-    return count, props, fh.tell()
-
-
-_PLY_TYPES = {
-    "float": "<f4", "float32": "<f4", "double": "<f8", "float64": "<f8",
-    "uchar": "u1", "uint8": "u1", "char": "i1", "int8": "i1",
-    "short": "<i2", "int16": "<i2", "ushort": "<u2", "uint16": "<u2",
-    "int": "<i4", "int32": "<i4", "uint": "<u4", "uint32": "<u4",
-}
-
-
 def read_ply(path: str | Path) -> GaussianCloud:
-    """Read a 3DGS PLY (any property order, float or double); raises PlyFormatError when it is not one."""
+    """Read the vertex element of any PLY holding 3DGS properties; raises PlyFormatError when it has none."""
     path = Path(path)
-    with open(path, "rb") as fh:
-        count, props, offset = _parse_header(fh)
-        try:
-            dtype = np.dtype([(name, _PLY_TYPES[kind]) for kind, name in props])
-        except KeyError as exc:
-            raise PlyFormatError(f"PLY property type {exc.args[0]!r} is not supported") from None
-        expected = offset + count * dtype.itemsize
-        size = path.stat().st_size
-        if size < expected:
-            raise PlyFormatError(f"PLY is truncated: {size} bytes, header promises {expected}")
-        data = np.fromfile(fh, dtype=dtype, count=count)
-    names = set(dtype.names or ())
-    required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2"]
-    required += ["rot_0", "rot_1", "rot_2", "rot_3"]
-    missing = [r for r in required if r not in names]
+    try:
+        ply = PlyData.read(str(path))
+    except PlyParseError as exc:
+        raise PlyFormatError(f"unreadable PLY: {exc}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:  # plyfile's own errors for a malformed body or header
+        raise PlyFormatError(f"unreadable PLY: {exc}") from exc
+    if "vertex" not in ply:
+        raise PlyFormatError("PLY has no vertex element")
+    data = ply["vertex"].data
+    count = len(data)
+    names = set(data.dtype.names or ())
+    missing = [r for r in _REQUIRED if r not in names]
     if missing:
         raise PlyFormatError(f"PLY lacks Gaussian properties: {', '.join(missing)}")
     n_rest = sum(1 for name in names if name.startswith("f_rest_"))
     if n_rest % 3 or n_rest // 3 not in SH_COEFFS_PER_DEGREE.values():
         raise PlyFormatError(f"PLY has {n_rest} f_rest properties; expected 0, 9, 24 or 45")
     k = n_rest // 3
+    rest_missing = [f"f_rest_{i}" for i in range(n_rest) if f"f_rest_{i}" not in names]
+    if rest_missing:
+        raise PlyFormatError(f"PLY f_rest properties are not numbered 0..{n_rest - 1}: lacks {', '.join(rest_missing)}")
+    list_props = [r for r in _REQUIRED + [f"f_rest_{i}" for i in range(n_rest)] if data.dtype[r].kind == "O"]
+    if list_props:
+        raise PlyFormatError(f"PLY Gaussian properties are lists, not scalars: {', '.join(list_props)}")
 
     def cols(*keys: str) -> np.ndarray:
-        return np.stack([data[key].astype(np.float32) for key in keys], axis=1)
+        return np.stack([np.asarray(data[key], dtype=np.float32) for key in keys], axis=1)
 
     f_rest = cols(*[f"f_rest_{i}" for i in range(n_rest)]) if n_rest else np.zeros((count, 0), np.float32)
     shN = f_rest.reshape(count, 3, k).transpose(0, 2, 1).copy()
@@ -171,7 +134,7 @@ def read_ply(path: str | Path) -> GaussianCloud:
         means=cols("x", "y", "z"),
         sh0=cols("f_dc_0", "f_dc_1", "f_dc_2"),
         shN=shN,
-        opacities=data["opacity"].astype(np.float32),
+        opacities=np.array(data["opacity"], dtype=np.float32),
         scales=cols("scale_0", "scale_1", "scale_2"),
         quats=cols("rot_0", "rot_1", "rot_2", "rot_3"),
     )

@@ -1,8 +1,8 @@
 """GPS to local east-north-up metres, and the alignment of the model to those positions.
 
-WGS84 geodetic -> ECEF -> ENU around an origin (the first GPS fix). Camera GPS is good horizontally and often
-bad vertically (an altitude that climbs 100 m over a flight at one height), and a similarity fitted to bad
-altitudes tilts the whole model. So up comes from the reconstruction itself (gravity.py), the horizontal part
+WGS84 geodetic -> ENU around an origin (the first GPS fix) is pycolmap's GPSTransform. Camera GPS is good
+horizontally and often bad vertically (an altitude that climbs 100 m over a flight at one height), and a
+similarity fitted to bad altitudes tilts the whole model. So up comes from the reconstruction itself (gravity.py), the horizontal part
 (scale, heading, east/north) from a robust 2D fit to the GPS (robust_fit.py), and the GPS altitude is
 used for the full 3D fit only when it agrees with that up and with the model's heights (altitude_trust).
 Residuals are reported horizontally and vertically, over the inlier fixes, with the outliers named.
@@ -20,9 +20,7 @@ import pycolmap
 from .gravity import CameraAxes, UpEstimate, angle_deg, estimate_up
 from .robust_fit import Similarity3D, fit_similarity_2d, fit_similarity_3d
 
-WGS84_A = 6378137.0
-WGS84_F = 1.0 / 298.257223563
-WGS84_E2 = WGS84_F * (2.0 - WGS84_F)
+_WGS84 = pycolmap.GPSTransform(pycolmap.GPSTransformEllipsoid.WGS84)
 
 
 @dataclass
@@ -33,29 +31,10 @@ class Origin:
     altitude_source: str  # "altitude" (above sea level), "relative_altitude" (above take-off) or "none"
 
 
-def lla_to_ecef(lat_deg: np.ndarray, lon_deg: np.ndarray, alt_m: np.ndarray) -> np.ndarray:
-    """WGS84 geodetic (degrees, metres above the ellipsoid) to earth-centred earth-fixed metres, (N, 3)."""
-    lat, lon = np.radians(np.asarray(lat_deg, float)), np.radians(np.asarray(lon_deg, float))
-    alt = np.asarray(alt_m, float)
-    n = WGS84_A / np.sqrt(1.0 - WGS84_E2 * np.sin(lat) ** 2)
-    x = (n + alt) * np.cos(lat) * np.cos(lon)
-    y = (n + alt) * np.cos(lat) * np.sin(lon)
-    z = (n * (1.0 - WGS84_E2) + alt) * np.sin(lat)
-    return np.stack([x, y, z], axis=-1)
-
-
-def ecef_to_enu_rotation(lat_deg: float, lon_deg: float) -> np.ndarray:
-    """Rows are the east, north and up unit vectors at (lat, lon), in ECEF."""
-    lat, lon = np.radians(lat_deg), np.radians(lon_deg)
-    sl, cl, so, co = np.sin(lat), np.cos(lat), np.sin(lon), np.cos(lon)
-    return np.array([[-so, co, 0.0], [-sl * co, -sl * so, cl], [cl * co, cl * so, sl]])
-
-
 def lla_to_enu(lat_deg: Any, lon_deg: Any, alt_m: Any, origin: Origin) -> np.ndarray:
-    """Geodetic coordinates to east-north-up metres around `origin`, (N, 3)."""
-    ref = lla_to_ecef(np.array([origin.latitude]), np.array([origin.longitude]), np.array([origin.altitude]))[0]
-    ecef = lla_to_ecef(np.atleast_1d(lat_deg), np.atleast_1d(lon_deg), np.atleast_1d(alt_m))
-    return (ecef - ref) @ ecef_to_enu_rotation(origin.latitude, origin.longitude).T
+    """WGS84 geodetic (degrees, metres above the ellipsoid) to east-north-up metres around `origin`, (N, 3)."""
+    lla = np.stack([np.atleast_1d(np.asarray(v, float)) for v in (lat_deg, lon_deg, alt_m)], axis=1)
+    return np.asarray(_WGS84.ellipsoid_to_enu(lla, origin.latitude, origin.longitude, origin.altitude))
 
 
 def altitude_source(fixes: list[dict[str, Any]]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pycolmap
 
-from .cameras import camera_params, group_cameras
+from .camera_groups import camera_params, group_cameras
 from .config import SfmConfig
 from .matching import run_matcher, select_matcher, write_position_priors
 

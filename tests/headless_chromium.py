@@ -1,4 +1,5 @@
-"""A small headless-Chromium driver over the Chrome DevTools Protocol, for the viewer and UI screenshot tests.
+"""A small headless-Chromium driver over the Chrome DevTools Protocol, for the viewer and UI screenshot tests
+(test-only: it is not part of the package).
 
 Chromium runs with software WebGL (SwiftShader through ANGLE), so pages that draw with WebGL work on a
 machine without a GPU. Console errors, uncaught exceptions and failed requests are collected.
