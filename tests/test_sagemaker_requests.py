@@ -217,6 +217,6 @@ def test_pipes_pointers_fit_processing_environment_limit(aws_env: str) -> None:
     dataset = "".join(rng.choices(string.ascii_lowercase + string.digits, k=63))
     name = job_name(dataset, "export", RUN_ID, 12)
     injector, reader = pipes_io(bucket, store.client, SageMakerStageLauncher.scratch_key(store, name), 10)
-    with injector.inject_context({"extras": {}}) as context_params, reader.get_params() as message_params:
+    with injector.inject_context({"extras": {}}) as context_params:
         assert len(encode_param(context_params)) <= 256
-        assert len(encode_param(message_params)) <= 256
+        assert len(encode_param(reader.params())) <= 256

@@ -57,6 +57,10 @@ class ScopedS3MessageReader(PipesMessageReader):
         self.problems: list[str] = []
         self._last_error = ""
 
+    def params(self) -> PipesParams:
+        """What the stage's message writer is told: where to put its chunks."""
+        return {"bucket": self.bucket, "key_prefix": self.key_prefix}
+
     @contextmanager
     def read_messages(self, handler: PipesMessageHandler) -> Iterator[PipesParams]:
         intake = MessageIntake(handler)
@@ -64,7 +68,7 @@ class ScopedS3MessageReader(PipesMessageReader):
         thread = Thread(target=self._poll, args=(intake, session_over), daemon=True, name="spaceport-pipes-s3")
         thread.start()
         try:
-            yield {"bucket": self.bucket, "key_prefix": self.key_prefix}
+            yield self.params()
         finally:
             session_over.set()
             thread.join()
