@@ -63,3 +63,14 @@ def test_paths_into_staging_point_at_the_published_artifact(tmp_path: Path) -> N
 def test_timings_table_has_no_empty_code_span() -> None:
     table = timings_markdown({"features": 2.0, "undistort": 0.0})
     assert "| undistort | 0.0 | 0 % |  |" in table and "``" not in table
+
+
+def test_pictures_the_ui_shows_inline_come_right_after_the_headline() -> None:
+    tiny = "![curve](data:image/svg+xml;base64,PHN2Zy8+)"
+    big = "![previews](data:image/jpeg;base64," + "A" * 2000 + ")"
+    out = arrange("splat_model", {"psnr": 20.0, "timings": MetadataValue.md("| step | seconds |"),
+                                  "previews": MetadataValue.md(big), "training_curve": MetadataValue.md(tiny),
+                                  "gaussians": 5000})
+    keys = list(out)
+    assert keys.index("training_curve") == keys.index("ran on") + 1
+    assert keys.index("training_curve") < min(keys.index("timings"), keys.index("previews"))
