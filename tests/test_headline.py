@@ -74,3 +74,13 @@ def test_pictures_the_ui_shows_inline_come_right_after_the_headline() -> None:
     keys = list(out)
     assert keys.index("training_curve") == keys.index("ran on") + 1
     assert keys.index("training_curve") < min(keys.index("timings"), keys.index("previews"))
+
+
+def test_a_published_sogs_bundle_leads_with_the_viewer_command() -> None:
+    from spaceport_dagster.assets.sogs_bundle import with_viewer_link
+
+    published = with_viewer_link("demo", {"size": MetadataValue.text("181.7 kB"), "published": True})
+    assert list(published)[0] == "view"
+    assert published["view"].value == "`spaceport view demo`, then open <http://127.0.0.1:8080/>"
+    rejected = {"size": MetadataValue.text("181.7 kB"), "published": False}
+    assert with_viewer_link("demo", rejected) == rejected  # nothing to view: the bundle was not published
