@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster
 from dagster import MetadataValue
 
 from spaceport_dagster.assets.headline import arrange, rounded
@@ -84,3 +85,24 @@ def test_a_published_sogs_bundle_leads_with_the_viewer_command() -> None:
     assert published["view"].value == "`spaceport view demo`, then open <http://127.0.0.1:8080/>"
     rejected = {"size": MetadataValue.text("181.7 kB"), "published": False}
     assert with_viewer_link("demo", rejected) == rejected  # nothing to view: the bundle was not published
+
+
+def test_where_it_ran_is_a_valid_materialisation_tag() -> None:
+    from dagster import DagsterInstance, asset, materialize
+
+    from spaceport_dagster.assets.headline import ran_on_tag
+    from spaceport_dagster.assets.splat_model import splat_model
+
+    assert ran_on_tag({"device": "CPU (2 threads)"}) == "local-cpu"
+    assert ran_on_tag({"device": "NVIDIA H200"}) == "local-cuda"
+    assert ran_on_tag({"points": 10}) == "local"
+    assert ran_on_tag({"sagemaker_job_name": "demo-train-1", "sagemaker_instance_type": "ml.g5.xlarge",
+                       "device": "NVIDIA A10G"}) == "sagemaker-ml.g5.xlarge"
+    assert "gpu" not in splat_model.specs_by_key[splat_model.key].kinds  # a CPU run is not a GPU asset
+
+    @asset
+    def trained():  # noqa: ANN202 - a local annotation would not resolve under `from __future__ import annotations`
+        return dagster.MaterializeResult(tags={"spaceport/ran_on": ran_on_tag({"device": "CPU (2 threads)"})})
+
+    result = materialize([trained], instance=DagsterInstance.ephemeral())
+    assert result.asset_materializations_for_node("trained")[0].tags["spaceport/ran_on"] == "local-cpu"

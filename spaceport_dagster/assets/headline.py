@@ -9,6 +9,7 @@ the CLI summary and anything reading a key keeps working.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -134,6 +135,16 @@ def where_it_ran(m: Figures) -> str | None:
             text += f", about ${m['sagemaker_estimated_cost_usd']:.3f}"
         return text
     return "this machine" + (f" ({m['device']})" if m.get("device") else "")
+
+
+def ran_on_tag(m: Figures) -> str:
+    """Where the stage ran as a tag value Dagster accepts (letters, digits, `_-.`, at most 63):
+    `sagemaker-ml.g5.xlarge`, `local-cuda`, `local-cpu`, or `local` for a stage that does not report a device."""
+    if m.get("sagemaker_job_name"):
+        instance = re.sub(r"[^A-Za-z0-9_.-]", "_", str(m.get("sagemaker_instance_type") or "unknown"))
+        return f"sagemaker-{instance}"[:63]
+    device = str(m.get("device") or "").lower()
+    return "local-cpu" if device.startswith("cpu") else "local-cuda" if device else "local"
 
 
 def _shown_inline(value: Any) -> bool:

@@ -46,4 +46,4 @@ def sogs_bundle(
     result = run_stage_asset(context, storage, compute, stage="sog",
                              artifacts={"splat": "splat_model", "export": "colmap_export"}, config=options)
     return MaterializeResult(metadata=with_viewer_link(context.partition_key, dict(result.metadata or {})),
-                             check_results=result.check_results)
+                             check_results=result.check_results, tags=result.tags)
