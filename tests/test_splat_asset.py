@@ -49,6 +49,13 @@ def test_splat_model_trains_publishes_and_clears_its_checkpoints(published_expor
     folder = store.fetch("tiny", "splat_model")
     assert len(read_ply(folder / "point_cloud.ply")) == metadata["gaussians"].value
     assert {"cameras.json", "metrics.json", "training_curve.png"} <= {p.name for p in folder.iterdir()}
+    # the curve and a preview are short enough for the UI to show without a click, right after the headline
+    keys = list(metadata)
+    assert keys.index("training_curve") == keys.index("ran on") + 1 and keys.index("preview") == keys.index("ran on") + 2
+    assert metadata["training_curve"].value.startswith("![training curve](data:image/svg+xml;base64,")
+    assert metadata["preview"].value.startswith("![") and "data:image/webp;base64," in metadata["preview"].value
+    assert max(len(metadata[k].value) for k in ("training_curve", "preview")) < 1000
+    assert len(metadata["previews"].value) > 1000  # the full-size previews stay one click away
     # a finished run leaves no checkpoints behind for the next one to resume by mistake
     assert not (tmp_path / "checkpoints" / "tiny" / "splat_model").exists()
 
