@@ -70,6 +70,23 @@ def test_second_demo_run_reuses_the_survey(demo_home) -> None:
     assert "survey already at" in again.stdout
 
 
+def test_demo_metadata_shows_pictures_and_where_it_ran(demo_home) -> None:
+    home, done, _ = demo_home
+    assert done.returncode == 0
+    from dagster import AssetKey, DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        def latest(asset: str):
+            return instance.get_latest_materialization_event(AssetKey(asset)).asset_materialization
+
+        splat, bundle, sfm = latest("splat_model"), latest("sogs_bundle"), latest("sparse_reconstruction")
+    assert splat.tags["spaceport/ran_on"] == "local-cpu" and sfm.tags["spaceport/ran_on"] == "local"
+    for event, key in ((splat, "training_curve"), (splat, "preview"), (sfm, "top_down")):
+        assert len(event.metadata[key].value) < 1000 and "](data:image/" in event.metadata[key].value, key
+    assert list(bundle.metadata)[0] == "view"
+    assert bundle.metadata["view"].value.startswith("`spaceport view demo`")
+
+
 def test_view_serves_the_demo_bundle(demo_home) -> None:
     home, done, _ = demo_home
     assert done.returncode == 0
@@ -93,6 +110,8 @@ def test_view_serves_the_demo_bundle(demo_home) -> None:
         assert info["dataset"] == "demo" and info["bytes"] == sog.stat().st_size
         metadata = json.loads((home / "artifacts" / "demo" / "splat_model" / "metrics.json").read_text())
         assert info["splats"] > 0 and isinstance(metadata, dict)
+        # where the 28 photos were taken, every 8th a test view
+        assert len(info["cameras"]) == 28 and sum(c["heldout"] for c in info["cameras"]) == 4
     finally:
         proc.terminate()
         proc.wait(10)

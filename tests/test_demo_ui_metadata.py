@@ -9,6 +9,7 @@ import zlib  # noqa: F401  - before pycolmap (see stages/sfm_preview.png_bytes)
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from spaceport_dagster.stages.sfm_preview import render_top_down, top_down_markdown
@@ -69,3 +70,48 @@ def test_timings_and_links_tables(tmp_path: Path) -> None:
     grid = side_by_side_markdown([("view 8", photo, render)], max_side=160)
     assert grid.count("data:image/jpeg;base64,") == 2 and "| view 8 |" in grid
     assert decode_data_uri(grid).size == (160, 120)
+
+
+def test_inline_thumbnail_fits_the_ui_inline_limit_and_keeps_the_picture() -> None:
+    from spaceport_dagster.stages.ui_metadata import INLINE_MARKDOWN_LIMIT, inline_picture_markdown
+
+    photos = sorted((Path(__file__).parents[2] / "shared/datasets/lund/images").glob("*.jpg"))
+    photo = Image.open(photos[0]) if photos else None
+    rng = np.random.default_rng(2)
+    noisy = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))  # the hardest case to compress
+    half = np.full((200, 400, 3), 250, np.uint8)
+    half[:, 200:] = (20, 160, 40)  # a plot-like picture: plain background, a green half
+    for image in [noisy, Image.fromarray(half)] + ([photo] if photo else []):
+        text = inline_picture_markdown(image, "view", "a caption")
+        assert len(text) < INLINE_MARKDOWN_LIMIT and text.endswith("\n\na caption")
+        match = re.search(r"\(data:image/webp;base64,([A-Za-z0-9+/=]+)\)", text)
+        assert match, text[:80]
+        shown = Image.open(io.BytesIO(base64.b64decode(match.group(1))))
+        assert shown.format == "WEBP" and max(shown.size) >= 64
+        assert abs(shown.width / shown.height - image.width / image.height) < 0.05
+    plot = Image.open(io.BytesIO(base64.b64decode(re.search(
+        r"base64,([A-Za-z0-9+/=]+)", inline_picture_markdown(Image.fromarray(half), "plot")).group(1)))).convert("RGB")
+    pixels = np.asarray(plot, dtype=np.int16)
+    w = pixels.shape[1]
+    assert pixels[:, : w // 3].mean() > 230  # the plain half stays plain
+    assert abs(pixels[:, -w // 3 :, 1].mean() - 160) < 20 and pixels[:, -w // 3 :, 0].mean() < 60  # green stays green
+
+
+def test_curve_svg_is_inline_and_follows_the_values() -> None:
+    from spaceport_dagster.stages.ui_metadata import INLINE_MARKDOWN_LIMIT, curve_svg_markdown
+
+    steps = list(range(0, 3001, 50))  # 61 evaluations: the points must be thinned to fit
+    rising = [12 + 10 * s / 3000 for s in steps]
+    flat = [15.0 for _ in steps]
+    text = curve_svg_markdown(steps, {"psnr": rising, "baseline": flat}, caption="legend")
+    assert len(text) < INLINE_MARKDOWN_LIMIT and text.endswith("\n\nlegend")
+    svg = base64.b64decode(re.search(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", text).group(1)).decode()
+    lines = re.findall(r"points='([^']+)'", svg)
+    assert len(lines) == 2
+    first = [tuple(map(int, p.split(","))) for p in lines[0].split()]
+    second = [tuple(map(int, p.split(","))) for p in lines[1].split()]
+    assert first[0][0] == 4 and first[-1][0] == 356  # from the first step to the last
+    assert first[0][1] == 116 and first[-1][1] == 4  # rises from the bottom (12 dB) to the top (22 dB)
+    assert len({y for _, y in second}) == 1 and second[0][1] == round(116 - 3 / 10 * 112)  # flat at 15 dB
+    with pytest.raises(ValueError, match="at least one step"):
+        curve_svg_markdown([], {"psnr": []})

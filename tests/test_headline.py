@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster
 from dagster import MetadataValue
 
 from spaceport_dagster.assets.headline import arrange, rounded
@@ -63,3 +64,45 @@ def test_paths_into_staging_point_at_the_published_artifact(tmp_path: Path) -> N
 def test_timings_table_has_no_empty_code_span() -> None:
     table = timings_markdown({"features": 2.0, "undistort": 0.0})
     assert "| undistort | 0.0 | 0 % |  |" in table and "``" not in table
+
+
+def test_pictures_the_ui_shows_inline_come_right_after_the_headline() -> None:
+    tiny = "![curve](data:image/svg+xml;base64,PHN2Zy8+)"
+    big = "![previews](data:image/jpeg;base64," + "A" * 2000 + ")"
+    out = arrange("splat_model", {"psnr": 20.0, "timings": MetadataValue.md("| step | seconds |"),
+                                  "previews": MetadataValue.md(big), "training_curve": MetadataValue.md(tiny),
+                                  "gaussians": 5000})
+    keys = list(out)
+    assert keys.index("training_curve") == keys.index("ran on") + 1
+    assert keys.index("training_curve") < min(keys.index("timings"), keys.index("previews"))
+
+
+def test_a_published_sogs_bundle_leads_with_the_viewer_command() -> None:
+    from spaceport_dagster.assets.sogs_bundle import with_viewer_link
+
+    published = with_viewer_link("demo", {"size": MetadataValue.text("181.7 kB"), "published": True})
+    assert list(published)[0] == "view"
+    assert published["view"].value == "`spaceport view demo`, then open <http://127.0.0.1:8080/>"
+    rejected = {"size": MetadataValue.text("181.7 kB"), "published": False}
+    assert with_viewer_link("demo", rejected) == rejected  # nothing to view: the bundle was not published
+
+
+def test_where_it_ran_is_a_valid_materialisation_tag() -> None:
+    from dagster import DagsterInstance, asset, materialize
+
+    from spaceport_dagster.assets.headline import ran_on_tag
+    from spaceport_dagster.assets.splat_model import splat_model
+
+    assert ran_on_tag({"device": "CPU (2 threads)"}) == "local-cpu"
+    assert ran_on_tag({"device": "NVIDIA H200"}) == "local-cuda"
+    assert ran_on_tag({"points": 10}) == "local"
+    assert ran_on_tag({"sagemaker_job_name": "demo-train-1", "sagemaker_instance_type": "ml.g5.xlarge",
+                       "device": "NVIDIA A10G"}) == "sagemaker-ml.g5.xlarge"
+    assert "gpu" not in splat_model.specs_by_key[splat_model.key].kinds  # a CPU run is not a GPU asset
+
+    @asset
+    def trained():  # noqa: ANN202 - a local annotation would not resolve under `from __future__ import annotations`
+        return dagster.MaterializeResult(tags={"spaceport/ran_on": ran_on_tag({"device": "CPU (2 threads)"})})
+
+    result = materialize([trained], instance=DagsterInstance.ephemeral())
+    assert result.asset_materializations_for_node("trained")[0].tags["spaceport/ran_on"] == "local-cpu"

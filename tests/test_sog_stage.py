@@ -71,6 +71,8 @@ def test_stage_with_photos(scene, tmp_path: Path):
         assert checks[name].passed, checks[name].description
     m = report.metadata
     assert (out / "demo.sog").is_file() and (out / "bundle" / "meta.json").is_file()
+    # the viewer's camera positions travel with the bundle
+    assert (out / "cameras.json").read_bytes() == (splat / "cameras.json").read_bytes()
     assert sorted(p.name for p in (out / "bundle").iterdir()) == sorted(m["file_bytes"]["raw_value"])
     assert m["splats"] == 4000 and m["ply_bytes"] == (splat / "point_cloud.ply").stat().st_size
     assert m["bundle_bytes"] == (out / "demo.sog").stat().st_size

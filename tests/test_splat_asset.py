@@ -49,8 +49,37 @@ def test_splat_model_trains_publishes_and_clears_its_checkpoints(published_expor
     folder = store.fetch("tiny", "splat_model")
     assert len(read_ply(folder / "point_cloud.ply")) == metadata["gaussians"].value
     assert {"cameras.json", "metrics.json", "training_curve.png"} <= {p.name for p in folder.iterdir()}
+    # the curve and a preview are short enough for the UI to show without a click, right after the headline
+    keys = list(metadata)
+    assert keys.index("training_curve") == keys.index("ran on") + 1 and keys.index("preview") == keys.index("ran on") + 2
+    assert metadata["training_curve"].value.startswith("![training curve](data:image/svg+xml;base64,")
+    assert metadata["preview"].value.startswith("![") and "data:image/webp;base64," in metadata["preview"].value
+    assert max(len(metadata[k].value) for k in ("training_curve", "preview")) < 1000
+    assert len(metadata["previews"].value) > 1000  # the full-size previews stay one click away
     # a finished run leaves no checkpoints behind for the next one to resume by mistake
     assert not (tmp_path / "checkpoints" / "tiny" / "splat_model").exists()
+
+
+def test_checkpoints_are_keyed_by_the_upstream_version(published_export, instance, tmp_path) -> None:
+    """A re-submitted survey (a new colmap_export version) never resumes the checkpoints of the previous one."""
+    from spaceport_dagster.resources.compute import StageRequest, checkpoint_folder
+
+    store, resources = published_export
+    request = StageRequest("train", "tiny", "splat_model", {"export": "colmap_export"}, {}, {}, "gpu", True)
+    root = tmp_path / "checkpoints"
+    first = checkpoint_folder(root, store, request)
+    assert first.name == f"export-{store.manifest('tiny', 'colmap_export')['version']}"
+    assert checkpoint_folder(root, store, request) == first  # a retry of the same upstream resumes here
+    # a checkpoint the earlier survey's failed run left behind; loading it would fail the step
+    (first / "ckpt_000010.pt").write_bytes(b"not a checkpoint of this survey")
+    with store.staging("tiny", "colmap_export") as staging:
+        write_synthetic_export(staging.local_dir, n_views=12, seed=1)
+        store.publish(staging)
+    result = _train(instance, resources, {**TINY, "steps": 20}, ["splat_model"])
+    assert result.success
+    metadata = result.asset_materializations_for_node("splat_model")[0].metadata
+    assert "resumed_from" not in metadata and metadata["steps"].value == 20
+    assert not first.exists()  # the superseded survey's checkpoints are gone, not kept for a mistaken resume
 
 
 def test_a_failing_gate_keeps_the_last_good_model(published_export, instance) -> None:

@@ -37,13 +37,14 @@ PAGES = [
     ("lineage", "/assets/colmap_export?view=lineage&lineageScope=neighbors&lineageDepth=4",
      ["image_set", "sparse_r", "colmap_export", "splat_model", "sogs_bundle"]),
     ("image_set", "/assets/image_set?view=events&partition=demo",
-     ["materialized in run", "usable_images", "gps_images", "28"]),
+     ["materialized in run", "28 usable", "28/28 photos geotagged", "usable_images"]),
     ("sparse_reconstruction", "/assets/sparse_reconstruction?view=events&partition=demo",
-     ["materialized in run", "registered_images", "28/28", "georegistered"]),
+     ["materialized in run", "registered photos", "28/28", "3D points", "reprojection error", "georegistration",
+      "top-down view; full size below"]),
     ("sparse_reconstruction_checks", "/assets/sparse_reconstruction?view=checks",
      ["min_points", "registered_fraction", "reprojection_error", "Succeeded"]),
     ("colmap_export", "/assets/colmap_export?view=events&partition=demo",
-     ["materialized in run", "min_correspondences_per_image", "PINHOLE"]),
+     ["materialized in run", "exported images", "2D-3D per image", "PINHOLE"]),
     ("colmap_export_checks", "/assets/colmap_export?view=checks",
      ["every_image_has_correspondences", "export_reads_back", "Succeeded"]),
 ]
@@ -139,7 +140,11 @@ def test_asset_pages(dagster_ui: str, tmp_path: Path) -> None:
                 assert size == (1440, 1000)
                 assert busy_fraction(png) > 0.02, f"{name}: the page looks empty"
                 if name == "sparse_reconstruction":
-                    # any inline picture in the metadata (e.g. the top-down view) must have decoded
+                    # the top-down view is on the page without a click ("[Show Markdown]"), decoded, and readable
+                    shown = browser.evaluate("[...document.images].filter(i => i.src.startsWith('data:image/webp')"
+                                             " && i.complete).map(i => [i.naturalWidth, i.alt])")
+                    assert shown and all(width >= 64 for width, _ in shown), shown
+                    assert "top-down view" in [alt for _, alt in shown]
                     broken = browser.evaluate("[...document.images].filter(i => i.src.startsWith('data:image')"
                                               " && !(i.complete && i.naturalWidth > 0)).length")
                     assert broken == 0

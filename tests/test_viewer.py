@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -64,6 +65,14 @@ def sog_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (path.parent / "report.json").write_text(json.dumps({"metadata": {
         "psnr_measured": True, "psnr_decoded_db": 23.456, "psnr_views": 3, "psnr_resolution": "1589x893",
         "alpha_decoded": 0.99}}))
+    # and splat_model's cameras.json: three photos taken 5 m above the patch, the last one a test view
+    cameras = []
+    for i, centre in enumerate([(-6.0, -6.0, 5.0), (0.0, 6.0, 5.0), (6.0, 0.0, 5.0)]):
+        world_to_camera = np.eye(4)
+        world_to_camera[:3, 3] = -np.asarray(centre)  # looking along +z of the world, for simplicity
+        cameras.append({"name": f"view_{i}.jpg", "width": 800, "height": 600, "heldout": i == 2,
+                        "K": np.eye(3).tolist(), "world_to_camera": world_to_camera.tolist()})
+    (path.parent / "cameras.json").write_text(json.dumps({"scene_scale": 10.0, "cameras": cameras}))
     return path
 
 
@@ -107,6 +116,8 @@ def test_server_routes(sog_file: Path) -> None:
         info = json.loads(urllib.request.urlopen(f"{base}/api/info").read())
         assert info["splats"] == 12_345 and info["bytes"] == sog_file.stat().st_size
         assert info["quality"]["psnr_db"] == 23.46
+        assert [c["position"] for c in info["cameras"]] == [[-6.0, -6.0, 5.0], [0.0, 6.0, 5.0], [6.0, 0.0, 5.0]]
+        assert [c["heldout"] for c in info["cameras"]] == [False, False, True]
         assert urllib.request.urlopen(f"{base}/bundle.sog").read() == sog_file.read_bytes()
         assert b"SogBundleParser" in urllib.request.urlopen(f"{base}/vendor/playcanvas.mjs").read()
         assert b'id="canvas"' in urllib.request.urlopen(f"{base}/").read()
@@ -155,6 +166,58 @@ def test_page_renders_the_splat_without_errors(sog_file: Path, tmp_path: Path) -
     assert page["size"] == f"{sog_file.stat().st_size / 1e3:.1f} kB"
     assert page["psnr"] == "23.46 dB"
     assert drawn > 0.2, f"only {drawn:.1%} of the canvas differs from the background"
+
+
+def test_page_controls_top_down_north_arrow_scale_bar_and_cameras(sog_file: Path, tmp_path: Path) -> None:
+    engine_or_skip()
+    if find_chromium() is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium)")
+    server, bundle = start_server(str(sog_file), port=0)
+    height = 700
+    try:
+        with Browser(1024, height, timeout=60) as browser:
+            browser.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+            browser.wait_for("['ready', 'error'].includes(document.body.dataset.state)", timeout=180)
+            assert browser.evaluate("document.body.dataset.state") == "ready"
+            assert browser.evaluate("document.body.dataset.progress") == "100"  # the download reported its progress
+            assert browser.evaluate("document.getElementById('camera-count').textContent") == "3"
+            assert browser.evaluate("document.body.dataset.cameras") == "3"
+            # top-down: straight down on the framed centre, north up, and a scale bar in round metres
+            browser.evaluate("document.getElementById('top-down').click()")
+            time.sleep(0.5)
+            assert abs(float(browser.evaluate("document.body.dataset.north"))) < 1.0
+            distance = bundle.frame["half_extent"] * 2.6  # the first framing's orbit distance
+            metres_per_pixel = 2 * distance * np.tan(np.radians(25)) / height
+            assert float(browser.evaluate("document.body.dataset.metresPerPixel")) == pytest.approx(
+                metres_per_pixel, rel=0.01)
+            label = browser.evaluate("document.getElementById('scale-label').textContent")
+            bar = float(browser.evaluate("document.getElementById('scale-bar').getBoundingClientRect().width"))
+            assert label == "2 m", label  # 140 px is 4.3 m here: the longest 1-2-5 length below is 2 m
+            assert bar == pytest.approx(2 / metres_per_pixel + 2 * 2, abs=1.5)  # plus the 2 px borders
+            hide = "document.getElementById('panel').style.display = 'none'"
+            browser.evaluate(hide)
+            with_cameras = np.asarray(Image.open(io.BytesIO(browser.screenshot(tmp_path / "cameras.png"))))
+            browser.evaluate("document.getElementById('panel').style.display = '';"
+                             "document.getElementById('show-cameras').click()")
+            assert browser.evaluate("document.body.dataset.cameras") == "0"
+            browser.evaluate(hide)
+            time.sleep(0.5)
+            without = np.asarray(Image.open(io.BytesIO(browser.screenshot(tmp_path / "no-cameras.png"))))
+            changed = (np.abs(with_cameras.astype(np.int16) - without).max(axis=2) > 40).mean()
+            assert changed > 2e-4, "hiding the cameras changed nothing on the screen"
+            # north up, east right: the south-west camera (-6, -6) is the left-most marker, in the lower half
+            ys, xs = np.nonzero(np.abs(with_cameras.astype(np.int16) - without).max(axis=2) > 40)
+            left = xs < xs.min() + 20
+            assert ys[left].mean() > height / 2 and xs.max() > 1024 / 2
+            # reset goes back to the oblique first view: north still up the screen, the scale unchanged
+            browser.evaluate("document.getElementById('reset').click()")
+            time.sleep(0.5)
+            assert abs(float(browser.evaluate("document.body.dataset.north"))) < 1.0
+            assert browser.evaluate("document.body.dataset.state") == "ready" and browser.log.errors == []
+    except BrowserUnavailable as exc:
+        pytest.skip(str(exc))
+    finally:
+        server.shutdown()
 
 
 def test_page_reports_a_broken_bundle(tmp_path: Path, sog_file: Path) -> None:

@@ -9,10 +9,13 @@ the CLI summary and anything reading a key keeps working.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
 from dagster import JsonMetadataValue, MarkdownMetadataValue, MetadataValue, PathMetadataValue, UrlMetadataValue
+
+from spaceport_dagster.stages.ui_metadata import INLINE_MARKDOWN_LIMIT
 
 # Keys that are timings, folded into the one `timings` entry (a stage's own markdown timings table stays).
 TIMING_KEYS = {"seconds", "seconds_total", "wall_seconds", "train_seconds", "cpu_seconds", "timings"}
@@ -134,6 +137,22 @@ def where_it_ran(m: Figures) -> str | None:
     return "this machine" + (f" ({m['device']})" if m.get("device") else "")
 
 
+def ran_on_tag(m: Figures) -> str:
+    """Where the stage ran as a tag value Dagster accepts (letters, digits, `_-.`, at most 63):
+    `sagemaker-ml.g5.xlarge`, `local-cuda`, `local-cpu`, or `local` for a stage that does not report a device."""
+    if m.get("sagemaker_job_name"):
+        instance = re.sub(r"[^A-Za-z0-9_.-]", "_", str(m.get("sagemaker_instance_type") or "unknown"))
+        return f"sagemaker-{instance}"[:63]
+    device = str(m.get("device") or "").lower()
+    return "local-cpu" if device.startswith("cpu") else "local-cuda" if device else "local"
+
+
+def _shown_inline(value: Any) -> bool:
+    """A picture the UI shows without a click: markdown with an image, under the inline length limit."""
+    return (isinstance(value, MarkdownMetadataValue) and "](data:image" in value.value
+            and len(value.value) < INLINE_MARKDOWN_LIMIT)
+
+
 def arrange(asset: str, metadata: dict[str, Any]) -> dict[str, Any]:
     """The stage's metadata in reading order, with the headline figures first (see the module's docstring)."""
     plain = {k: _plain(v) for k, v in metadata.items()}
@@ -157,6 +176,8 @@ def arrange(asset: str, metadata: dict[str, Any]) -> dict[str, Any]:
             figures[key] = rounded(raw)
         else:
             figures[key] = value
+    inline = {k: v for k, v in pictures.items() if _shown_inline(v)}
+    pictures = {**inline, **{k: v for k, v in pictures.items() if k not in inline}}
     out: dict[str, Any] = {**head, **pictures, **{k: v for k, v in figures.items() if k not in head}}
     if timings:
         out["timings (s)"] = MetadataValue.json(timings)

@@ -1,6 +1,8 @@
 """sogs_bundle: the trained splat compressed to PlayCanvas SOG v2, the bundle the web viewer streams."""
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from typing import Any
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from spaceport_dagster.partitions import datasets_partitions
 from spaceport_dagster.resources.compute import StageLauncher
@@ -8,6 +10,15 @@ from spaceport_dagster.resources.storage import StorageResource
 
 from .stage_asset import run_stage_asset
 from .stage_config import SogConfig, check_specs
+
+VIEWER_URL = "http://127.0.0.1:8080/"  # where `spaceport view` serves by default (viewer/server.py)
+
+
+def with_viewer_link(dataset: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """A published bundle's metadata leads with the command that opens it in the viewer, and its address."""
+    if not metadata.get("published"):
+        return metadata
+    return {"view": MetadataValue.md(f"`spaceport view {dataset}`, then open <{VIEWER_URL}>"), **metadata}
 
 
 @asset(
@@ -32,5 +43,7 @@ def sogs_bundle(
 ) -> MaterializeResult:
     """Morton-ordered, quantised and palettised splat in lossless WebP images, zipped as `<dataset>.sog`."""
     options = {"bundle_name": context.partition_key, **config.stage_config()}
-    return run_stage_asset(context, storage, compute, stage="sog", artifacts={"splat": "splat_model", "export": "colmap_export"},
-                           config=options)
+    result = run_stage_asset(context, storage, compute, stage="sog",
+                             artifacts={"splat": "splat_model", "export": "colmap_export"}, config=options)
+    return MaterializeResult(metadata=with_viewer_link(context.partition_key, dict(result.metadata or {})),
+                             check_results=result.check_results, tags=result.tags)

@@ -14,7 +14,7 @@ from .stage_config import TrainConfig, check_specs
     partitions_def=datasets_partitions,
     deps=["colmap_export"],
     group_name="splat",
-    kinds={"pytorch", "gpu"},
+    kinds={"pytorch"},  # where it ran (CPU, CUDA, SageMaker) varies per run: the `ran on` entry and tag say
     pool="gpu",
     check_specs=check_specs(
         "splat_model",

@@ -23,7 +23,9 @@ from spaceport_dagster.resources.storage import StorageResource
 from spaceport_dagster.stages.dataset_id import validate_dataset_id
 from spaceport_dagster.stages.ui_metadata import links_markdown
 
-from .headline import arrange
+from .headline import arrange, ran_on_tag
+
+RAN_ON_TAG = "spaceport/ran_on"
 
 
 def published_paths(metadata: dict[str, Any], staging_dir: Any, location: str) -> dict[str, Any]:
@@ -78,4 +80,5 @@ def run_stage_asset(
     links.update({("source" if name == "source" else f"source {name}"): uri for name, uri in (sources or {}).items()})
     links["this artifact" if not failed else "rejected output"] = location
     metadata["artifacts"] = MetadataValue.md(links_markdown(links))
-    return MaterializeResult(metadata=metadata, check_results=checks)
+    ran_on = ran_on_tag({k: getattr(v, "value", v) for k, v in reported_metadata.items()})
+    return MaterializeResult(metadata=metadata, check_results=checks, tags={RAN_ON_TAG: ran_on})

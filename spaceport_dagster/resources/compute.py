@@ -7,6 +7,7 @@ SageMaker launcher implements the same `launch`, so assets never change when com
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -69,7 +70,8 @@ class LocalStageLauncher(StageLauncher):
         inputs.update(request.sources)
         checkpoints = None
         if request.resumable:
-            checkpoints = Path(self.checkpoint_root or spaceport_home() / "checkpoints") / request.dataset / request.asset
+            checkpoints = checkpoint_folder(Path(self.checkpoint_root or spaceport_home() / "checkpoints"), store,
+                                            request)
             inputs["checkpoints"] = str(checkpoints)
         extras = {"inputs": inputs, "output": str(staging.local_dir), "config": request.config,
                   "dataset": request.dataset}
@@ -94,7 +96,30 @@ class LocalStageLauncher(StageLauncher):
                           f"published (a retry runs the stage again): {describe(reader.problems)}")
         if checkpoints is not None:  # finished: the next run starts afresh, a failed one would have resumed
             shutil.rmtree(checkpoints, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                checkpoints.parent.rmdir()  # empty unless something else is kept there
         return results
+
+
+def checkpoint_folder(root: Path, store: ArtifactStore, request: StageRequest) -> Path:
+    """Where a resumable stage keeps its checkpoints: `<root>/<dataset>/<asset>/<upstream versions>/`.
+
+    Keyed by the published version of every upstream artifact (the stage keys them by its config too), so a
+    re-submitted survey, whose upstream artifacts are new versions, never resumes another survey's model. The
+    folders of superseded versions are removed here: nothing can resume them any more (one run per dataset
+    at a time, so no run is using them).
+    """
+    versions = {name: store.manifest(request.dataset, asset)["version"]
+                for name, asset in sorted(request.artifacts.items())}
+    key = "+".join(f"{name}-{version}" for name, version in versions.items()) or "no-upstream"
+    parent = root / request.dataset / request.asset
+    if parent.is_dir():
+        for other in parent.iterdir():
+            if other.name != key:
+                shutil.rmtree(other, ignore_errors=True) if other.is_dir() else other.unlink(missing_ok=True)
+    folder = parent / key
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _log_console(context: AssetExecutionContext, stage: str, path: Path, limit: int = 200_000) -> None:

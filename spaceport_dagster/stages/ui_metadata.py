@@ -51,3 +51,57 @@ def side_by_side_markdown(pairs: list[tuple[str, Path, Path]], max_side: int = 3
             lines.append(f"| {caption} | ![photo]({image_data_uri(a, max_side)}) | "
                          f"![render]({image_data_uri(b, max_side)}) |")
     return "\n".join(lines)
+
+
+# The Dagster UI shows a markdown entry inline on the asset's event page only while it is shorter than this;
+# longer ones hide behind "[Show Markdown]" (dagster-ui, ui-core/src/metadata/MetadataEntry.tsx, 1.13).
+INLINE_MARKDOWN_LIMIT = 1000
+THUMBNAIL_SIDES = (256, 224, 192, 160, 144, 128, 112, 96, 80, 64)
+
+
+def inline_picture_markdown(image: Image.Image, alt: str, caption: str = "") -> str:
+    """The largest WebP thumbnail of `image` whose markdown the Dagster UI still shows inline.
+
+    A photo fits at about 100 px, a plot on a plain background larger; the full picture stays in its own entry.
+    """
+    rgb = image.convert("RGB")
+    for side in THUMBNAIL_SIDES:
+        for quality in (50, 25):
+            thumb = rgb.copy()
+            thumb.thumbnail((side, side))
+            buffer = io.BytesIO()
+            thumb.save(buffer, "WEBP", quality=quality, method=6)
+            text = f"![{alt}](data:image/webp;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')})" + (
+                f"\n\n{caption}" if caption else "")
+            if len(text) < INLINE_MARKDOWN_LIMIT:
+                return text
+    raise ValueError(f"no thumbnail of {alt!r} fits in {INLINE_MARKDOWN_LIMIT} characters of markdown")
+
+
+def curve_svg_markdown(steps: list[float], series: dict[str, list[float]], alt: str = "training curve",
+                       caption: str = "", width: int = 360, height: int = 120) -> str:
+    """Lines of `series` against `steps` as a small SVG (one colour each, shared y range), inline in the UI.
+
+    Every series has one value per step; points are thinned until the markdown is under the inline limit.
+    """
+    colours = ("#1f77b4", "#ff7f0e", "#2ca02c", "#7f7f7f")
+    values = [v for ys in series.values() for v in ys]
+    if not steps or not values:
+        raise ValueError("a curve needs at least one step and one value")
+    lo, hi = min(values), max(values)
+    x0, x1 = min(steps), max(steps)
+    span_x, span_y = (x1 - x0) or 1.0, (hi - lo) or 1.0
+    for stride in range(1, len(steps) + 1):
+        keep = sorted(set(range(0, len(steps), stride)) | {len(steps) - 1})
+        lines = []
+        for colour, ys in zip(colours, series.values(), strict=False):
+            pts = " ".join(f"{round(4 + (steps[i] - x0) / span_x * (width - 8))},"
+                           f"{round(height - 4 - (ys[i] - lo) / span_y * (height - 8))}" for i in keep)
+            lines.append(f"<polyline points='{pts}' fill='none' stroke='{colour}' stroke-width='2'/>")
+        svg = (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}'>"
+               f"<rect width='100%' height='100%' fill='white' stroke='#ccc'/>{''.join(lines)}</svg>")
+        text = f"![{alt}](data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode('ascii')})" + (
+            f"\n\n{caption}" if caption else "")
+        if len(text) < INLINE_MARKDOWN_LIMIT:
+            return text
+    raise ValueError(f"the curve does not fit in {INLINE_MARKDOWN_LIMIT} characters of markdown")

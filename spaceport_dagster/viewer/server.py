@@ -3,7 +3,7 @@
 Routes: `/` the page, `/viewer.js` its script, `/vendor/playcanvas.mjs` the pinned engine from
 `tools/node/node_modules` (installed by scripts/install-viewer.sh, never committed), `/api/info` facts
 about the bundle (name, bytes, splat count from its meta.json, the plain test-view PSNR the SOG stage measured
-for it), `/bundle.sog` the bundle itself. The page renders on black, the background the quality gates use.
+for it, the camera positions), `/bundle.sog` the bundle itself. The page renders on black, the background the quality gates use.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Bundle:
     source: str  # the artifact URI, or the file given on the command line
     frame: dict | None = None  # robust centre and half extent of the splat (see robust_frame)
     quality: dict | None = None  # the bundle's plain test-view figures (see bundle_quality)
+    cameras: list[dict] | None = None  # where the photos were taken, in the splat's frame (see camera_positions)
 
 
 def bundle_quality(sog: Path) -> dict | None:
@@ -52,6 +53,23 @@ def bundle_quality(sog: Path) -> dict | None:
         return None
     return {"psnr_db": round(float(meta["psnr_decoded_db"]), 2), "views": meta.get("psnr_views"),
             "resolution": meta.get("psnr_resolution"), "alpha": meta.get("alpha_decoded")}
+
+
+def camera_positions(sog: Path) -> list[dict] | None:
+    """Camera centres from the cameras.json beside the bundle (the SOG stage copies splat_model's), in the
+    splat's frame: {name, position [x, y, z], heldout}. None when there is none or it cannot be read."""
+    try:
+        cameras = json.loads((sog.parent / "cameras.json").read_text())["cameras"]
+        out = []
+        for camera in cameras:
+            world_to_camera = np.asarray(camera["world_to_camera"], np.float64)
+            rotation, translation = world_to_camera[:3, :3], world_to_camera[:3, 3]
+            centre = -rotation.T @ translation
+            out.append({"name": str(camera["name"]), "position": [round(float(v), 4) for v in centre],
+                        "heldout": bool(camera.get("heldout", False))})
+        return out
+    except (OSError, KeyError, TypeError, ValueError, IndexError):
+        return None
 
 
 def robust_frame(path: Path) -> dict | None:
@@ -103,7 +121,7 @@ def resolve_bundle(target: str) -> Bundle:
     if target.endswith(".sog") and given.is_file():
         path = given.resolve()
         return Bundle(path.stem, str(path), path.stat().st_size, sog_splat_count(path), str(path), robust_frame(path),
-                      bundle_quality(path))
+                      bundle_quality(path), camera_positions(path))
     from spaceport_dagster.resources.artifact_store import ArtifactMissing, open_store
     from spaceport_dagster.resources.storage import default_artifact_root
     from spaceport_dagster.stages.dataset_id import InvalidDatasetId, validate_dataset_id
@@ -121,7 +139,7 @@ def resolve_bundle(target: str) -> Bundle:
     if not path.is_file():
         raise ViewerSetupError(f"the published sogs_bundle of {dataset!r} has no {path.name}")
     return Bundle(dataset, str(path), path.stat().st_size, sog_splat_count(path), store.uri(dataset, "sogs_bundle"),
-                  robust_frame(path), bundle_quality(path))
+                  robust_frame(path), bundle_quality(path), camera_positions(path))
 
 
 def make_handler(bundle: Bundle, engine: Path) -> type[BaseHTTPRequestHandler]:

@@ -7,6 +7,7 @@ gates fail with a clear message instead of the stage crashing.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pycolmap
+from PIL import Image
 
 from spaceport_dagster.stages.config import to_dict
 from spaceport_dagster.stages.report import CheckOutcome, StageReport, json_value, md
 from spaceport_dagster.stages.sfm_preview import top_down_markdown
-from spaceport_dagster.stages.ui_metadata import timings_markdown
+from spaceport_dagster.stages.ui_metadata import inline_picture_markdown, timings_markdown
 
 from .config import SfmConfig, load_config
 from .georegister import Georegistration, georegister, gps_positions, level_local_frame
@@ -189,6 +191,8 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
     if model is not None and points:
         text, png = top_down_markdown(model, geo.georegistered)
         (output / "top_down.png").write_bytes(png)
+        metadata["top_down"] = md(inline_picture_markdown(Image.open(io.BytesIO(png)), "top-down view",
+                                                          "top-down view; full size below"))
         metadata["top_down_view"] = md(text)
     return StageReport(metadata, outcomes)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ def compress(splat_dir: Path, output: Path, cfg: SogConfig, log: logging.Logger,
     log.info(f"compressing {len(cloud)} splats (SH degree {cloud.sh_degree}) from {ply_path}")
     written = write_sog(cloud, sog_path, output / "bundle", cfg.encode_options(), cfg.webp_settings())
     log.info(f"wrote {sog_path} ({written.sog_bytes} bytes) in {written.timings['total']:.1f} s")
+    if (splat_dir / "cameras.json").is_file():  # the viewer shows where the photos were taken
+        shutil.copyfile(splat_dir / "cameras.json", output / "cameras.json")
     seconds = time.perf_counter() - t_start
 
     checks: list[CheckOutcome] = []

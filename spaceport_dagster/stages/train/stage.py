@@ -16,12 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from spaceport_dagster.stages.evaluation import PlainScores, render_plain, score_plain
 from spaceport_dagster.stages.ply import GaussianCloud, read_ply, write_ply
 from spaceport_dagster.stages.render import cloud_to_params, gsplat_available, pick_device
 from spaceport_dagster.stages.report import StageReport, md
+from spaceport_dagster.stages.ui_metadata import curve_svg_markdown, inline_picture_markdown
 
 from .checks import quality_checks
 from .config import TrainConfig, load_config
@@ -126,12 +129,32 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
     checks = quality_checks(cloud, ply_path, plain, coverage, cfg)
     metadata: dict[str, Any] = {k: v for k, v in summary.items() if v is not None and k != "seconds"}
     metadata["wall_seconds"] = round(time.perf_counter() - t_start, 2)
+    curve = _curve_markdown(result.evals)
+    if curve:
+        metadata["training_curve"] = md(curve)
     if previews_md:
+        first = sorted((output / "previews").glob("*.png"))[0]
+        metadata["preview"] = md(inline_picture_markdown(Image.open(first), first.name,
+                                                         f"{first.stem}: render | photo; all previews below"))
         metadata["previews"] = md(previews_md)
     log.info(f"trained {result.steps_done} steps in {wall:.1f} s: {len(cloud)} Gaussians; published PLY on the "
              f"test views, plainly: PSNR {plain.psnr:.2f} dB (flat mean colour {plain.baseline_psnr:.2f} dB), "
              f"SSIM {plain.ssim:.3f}, alpha {plain.alpha:.3f}; colour-corrected PSNR {plain.psnr_colour_corrected:.2f} dB")
     return StageReport(metadata, checks)
+
+
+def _curve_markdown(evals: list[dict[str, Any]]) -> str | None:
+    """The held-out PSNR against the flat mean colour over training, small enough to show inline."""
+    rows = [e for e in evals if e.get("psnr") is not None and e.get("baseline_psnr") is not None
+            and np.isfinite(e["psnr"]) and np.isfinite(e["baseline_psnr"])]
+    if not rows:
+        return None
+    values = [e["psnr"] for e in rows] + [e["baseline_psnr"] for e in rows]
+    return curve_svg_markdown([e["step"] for e in rows], {"psnr": [e["psnr"] for e in rows],
+                                                          "baseline": [e["baseline_psnr"] for e in rows]},
+                              caption=f"test-view PSNR (blue) against the flat mean colour (orange), "
+                                      f"{min(values):.1f} to {max(values):.1f} dB over steps {rows[0]['step']} to "
+                                      f"{rows[-1]['step']}; training_curve.png has the axes")
 
 
 @torch.no_grad()

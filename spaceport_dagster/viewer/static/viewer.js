@@ -1,6 +1,8 @@
 // Spaceport viewer: loads /bundle.sog (PlayCanvas SOG v2) with the PlayCanvas engine and orbits around it.
-// The page reports its state on <body data-state="loading|ready|error"> and the splat count the engine
-// decoded on <body data-splats>, which the headless-browser test reads.
+// The page reports its state on <body data-state="loading|ready|error">, the splat count the engine decoded
+// on <body data-splats>, the download on data-progress (percent), the cameras shown on data-cameras, the
+// screen direction of north on data-north (degrees clockwise from up) and the scale bar's metres per pixel
+// on data-metres-per-pixel; the headless-browser test reads them.
 import * as pc from '/vendor/playcanvas.mjs';
 
 const $ = (id) => document.getElementById(id);
@@ -12,6 +14,13 @@ const fail = (error) => {
 };
 window.addEventListener('error', (e) => fail(e.error ?? e.message));
 window.addEventListener('unhandledrejection', (e) => fail(e.reason));
+
+// The longest 1, 2 or 5 x 10^k metres that fits in `maxPixels`.
+const niceLength = (metresPerPixel, maxPixels) => {
+    const raw = metresPerPixel * maxPixels;
+    const power = 10 ** Math.floor(Math.log10(raw));
+    return [5, 2, 1].map((m) => m * power).find((m) => m <= raw);
+};
 
 const formatBytes = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : `${(n / 1e3).toFixed(1)} kB`);
 
@@ -50,6 +59,12 @@ class Orbit {
             e.preventDefault();
             this.distance *= Math.exp(e.deltaY * 0.001);
         }, { passive: false });
+    }
+
+    topDown(center) {
+        this.target.copy(center);
+        this.yaw = 0;
+        this.pitch = -89.9; // straight down; -90 exactly leaves the heading undefined
     }
 
     frame(center, radius) {
@@ -93,6 +108,12 @@ async function main() {
     const started = performance.now();
     const asset = new pc.Asset(info.dataset, 'gsplat', { url: '/bundle.sog', filename: `${info.dataset}.sog` });
     asset.on('error', (err) => fail(err));
+    asset.on('progress', (received, total) => {
+        const percent = Math.floor((100 * received) / (total || info.bytes));
+        $('progress').value = percent;
+        document.body.dataset.progress = String(percent);
+        status(percent < 100 ? `downloading the bundle… ${percent} %` : 'decoding the bundle…');
+    });
     asset.ready(() => {
         const resource = asset.resource;
         const splat = new pc.Entity('splat');
@@ -115,7 +136,14 @@ async function main() {
             radius = Math.max(box.halfExtents.x, box.halfExtents.y, box.halfExtents.z);
         }
         orbit.frame(center, radius);
-        window.addEventListener('keydown', (e) => { if (e.key === 'f' || e.key === 'F') orbit.frame(center, radius); });
+        $('reset').addEventListener('click', () => orbit.frame(center, radius));
+        $('top-down').addEventListener('click', () => orbit.topDown(center));
+        window.addEventListener('keydown', (e) => {
+            if (e.key === 'f' || e.key === 'F') orbit.frame(center, radius);
+            if (e.key === 't' || e.key === 'T') orbit.topDown(center);
+        });
+        showCameras(app, splat, info.cameras ?? [], radius);
+        app.on('update', () => drawOverlays(camera, splat, orbit, canvas));
 
         const count = resource.numSplats;
         $('splats').textContent = count.toLocaleString('en-US');
@@ -136,6 +164,55 @@ async function main() {
     });
     app.assets.add(asset);
     app.assets.load(asset);
+}
+
+// Where the photos were taken: small spheres in the splat's frame (east-north-up), test views in orange.
+function showCameras(app, splat, cameras, radius) {
+    const size = Math.max(radius, 1e-3) * 0.03;
+    const material = (r, g, b) => {
+        const m = new pc.StandardMaterial();
+        m.diffuse = new pc.Color(0, 0, 0);
+        m.emissive = new pc.Color(r, g, b);
+        m.update();
+        return m;
+    };
+    const train = material(0.3, 0.85, 1.0);
+    const heldout = material(1.0, 0.6, 0.1);
+    const markers = new pc.Entity('cameras');
+    for (const c of cameras) {
+        const dot = new pc.Entity(c.name);
+        dot.addComponent('render', { type: 'sphere', material: c.heldout ? heldout : train });
+        dot.setLocalPosition(...c.position);
+        dot.setLocalScale(size, size, size);
+        markers.addChild(dot);
+    }
+    splat.addChild(markers);
+    $('camera-count').textContent = String(cameras.length);
+    const toggle = $('show-cameras');
+    const apply = () => {
+        markers.enabled = toggle.checked;
+        document.body.dataset.cameras = String(toggle.checked ? cameras.length : 0);
+    };
+    toggle.disabled = cameras.length === 0;
+    toggle.addEventListener('change', apply);
+    apply();
+}
+
+// The north arrow follows the screen direction of north at the orbit target; the scale bar holds at the
+// target's distance (the splat is in metres when the survey was georegistered).
+function drawOverlays(camera, splat, orbit, canvas) {
+    const north = splat.getWorldTransform().transformVector(new pc.Vec3(0, 1, 0)).normalize();
+    const a = camera.camera.worldToScreen(orbit.target);
+    const b = camera.camera.worldToScreen(orbit.target.clone().add(north.mulScalar(orbit.distance * 0.1)));
+    const degrees = (Math.atan2(b.x - a.x, a.y - b.y) * 180) / Math.PI;
+    $('north-arrow').style.transform = `rotate(${degrees.toFixed(1)}deg)`;
+    document.body.dataset.north = degrees.toFixed(1);
+    const visible = 2 * orbit.distance * Math.tan((camera.camera.fov * Math.PI) / 360);
+    const metresPerPixel = visible / canvas.clientHeight;
+    const metres = niceLength(metresPerPixel, 140);
+    $('scale-bar').style.width = `${(metres / metresPerPixel).toFixed(1)}px`;
+    $('scale-label').textContent = `${metres >= 1 ? metres : metres.toPrecision(1)} m`;
+    document.body.dataset.metresPerPixel = metresPerPixel.toPrecision(6);
 }
 
 main().catch(fail);
