@@ -21,7 +21,8 @@ from .stage_config import StageConfig, check_specs
             "min_points": "at least 1000 3D points (the old pipeline trained on 31)",
             "registered_fraction": "at least half of the images registered",
         },
-        warnings={"reprojection_error": "mean reprojection error at most 1.5 px"},
+        warnings={"reprojection_error": "mean reprojection error at most 1.5 px",
+                  "all_images_registered": "every image in the model (names the ones left out)"},
     ),
 )
 def sparse_reconstruction(

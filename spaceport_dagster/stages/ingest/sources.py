@@ -93,10 +93,10 @@ def _read_local(root: Path, relative: str, path: Path) -> SourceFile:
             target = path.resolve()
             if not target.exists():
                 return SourceFile(relative, None, "broken symbolic link")
-            if not target.is_relative_to(root):
-                return SourceFile(relative, None, "symbolic link to a file outside the upload (not read)")
             if target.is_dir():
                 return SourceFile(relative, None, "symbolic link to a folder (not followed)")
+            if not target.is_relative_to(root):
+                return SourceFile(relative, None, "symbolic link to a file outside the upload (not read)")
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
             return SourceFile(relative, None, "not a regular file")

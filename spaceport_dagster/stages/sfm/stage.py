@@ -165,6 +165,12 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
         **result.extra,
     }
     outcomes = checks(config, registered, total, points, reproj, metadata["models"])
+    left_out = report["unregistered_images"]
+    outcomes.append(CheckOutcome(
+        "all_images_registered", not left_out,
+        f"{len(left_out)} of {total} images left out of the model (another scene, too little overlap, or blur): "
+        + ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else "") if left_out else f"all {total} registered",
+        blocking=False, metadata={"left_out": left_out}))
     report["checks"] = [{"name": c.name, "passed": c.passed, "blocking": c.blocking, "description": c.description}
                         for c in outcomes]
     (output / "report.json").write_text(json.dumps(report, indent=2, default=str))
