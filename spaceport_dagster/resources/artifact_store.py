@@ -302,8 +302,9 @@ class S3ArtifactStore:
         asset_prefix = self._key(staging.dataset, staging.asset) + "/"
         versions = {o["Key"][len(asset_prefix):].split("/", 1)[0] for o in list_keys(self.client, self.bucket,
                                                                                       asset_prefix)}
+        started = staging.version.split("-", 1)[0]  # versions begin with their UTC start time
         for version in sorted(versions - {MANIFEST, staging.version}):
-            if version < staging.version:
+            if version.split("-", 1)[0] <= started:
                 self.delete_prefix(asset_prefix + version + "/")
 
     def delete_prefix(self, prefix: str) -> None:
