@@ -124,11 +124,17 @@ def report(outcome) -> int:
     for stage in outcome.stages:
         seconds = f"{stage.seconds:.1f}" if stage.seconds is not None else "-"
         print(f"{stage.asset:<22} {stage.status:<12} {seconds:>8}  {_figures(stage)}")
+    for stage in outcome.stages:
+        for warning in stage.warnings:
+            print(f"warning: {stage.asset}: {warning}")
+    if outcome.reaped:
+        print(f"note: marked {len(outcome.reaped)} run(s) of a killed spaceport process as failed: "
+              + ", ".join(outcome.reaped))
     print(f"\nrun {outcome.run_id}: see it with `DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev`")
     message = outcome.failure_message()
     if message:
         print(f"error: {message}", file=sys.stderr)
-        return 1
+        return 130 if outcome.interrupted else 1
     return 0
 
 

@@ -17,10 +17,20 @@ from dagster import (
     MetadataValue,
 )
 
+from spaceport_dagster.presets import HEARTBEAT_TIMEOUT_MINUTES, PRESET_TAG, stage_timeout_minutes
 from spaceport_dagster.resources.compute import StageLauncher, StageRequest
 from spaceport_dagster.resources.storage import StorageResource
 from spaceport_dagster.stages.dataset_id import validate_dataset_id
 from spaceport_dagster.stages.ui_metadata import links_markdown
+
+
+def stage_limits(context: AssetExecutionContext, asset: str) -> tuple[float, float]:
+    """(timeout, heartbeat limit) in seconds: the asset's run config, else the run's pipeline preset."""
+    op_config = context.op_config if isinstance(context.op_config, dict) else {}
+    preset = context.run.tags.get(PRESET_TAG)
+    timeout = float(op_config.get("timeout_minutes") or stage_timeout_minutes(asset, preset))
+    heartbeat = float(op_config.get("heartbeat_minutes") or HEARTBEAT_TIMEOUT_MINUTES)
+    return timeout * 60.0, heartbeat * 60.0
 
 
 def run_stage_asset(
@@ -42,8 +52,9 @@ def run_stage_asset(
         if not store.exists(dataset, upstream):
             raise Failure(f"{asset} needs {upstream} for dataset {dataset!r}, but none is published at "
                           f"{store.uri(dataset, upstream)}; materialize {upstream} first")
+    timeout_s, heartbeat_s = stage_limits(context, asset)
     request = StageRequest(stage, dataset, asset, dict(artifacts or {}), dict(sources or {}), dict(config or {}),
-                           accelerator, resumable)
+                           accelerator, resumable, timeout_s, heartbeat_s)
     with store.staging(dataset, asset) as staging:
         results = compute.launch(context, store, request, staging)
         reported = [r for r in results if isinstance(r, MaterializeResult)]

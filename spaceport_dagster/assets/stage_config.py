@@ -11,6 +11,10 @@ from pydantic import Field
 class StageConfig(Config):
     preset: str = Field(default="", description="named preset of the stage's options; empty for the stage default")
     options: dict[str, Any] = Field(default_factory=dict, description="stage options overriding the preset")
+    timeout_minutes: float = Field(default=0, description="kill the stage after this long; 0: the pipeline "
+                                                          "preset's generous default")
+    heartbeat_minutes: float = Field(default=0, description="kill the stage when it stops responding this long; "
+                                                            "0: the default (30)")
 
     def stage_config(self) -> dict[str, Any]:
         return {**({"preset": self.preset} if self.preset else {}), **self.options}
