@@ -35,6 +35,7 @@ class StageWatch:
 
     def __enter__(self) -> StageWatch:
         self.started = time.monotonic()
+        (self.control / HEARTBEAT_FILE).touch()  # a stage that freezes before its first beat is caught too
         with _LOCK:
             if _STOPPED:
                 raise StageStopped(f"stage {self.stage} not started: {_STOPPED[0]}")
