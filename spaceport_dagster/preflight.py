@@ -34,6 +34,7 @@ def check_s3_location(uri: str, what: str, *, must_hold_objects: bool = False,
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
     try:
+        split_s3_uri(uri)  # the user's own spelling in the message
         bucket, prefix = split_s3_uri(uri.rstrip("/") + "/")
     except ValueError as exc:
         raise UsageError(f"{what}: {exc}") from None
