@@ -60,6 +60,8 @@ def _check_run_arguments(preset: str, start: str | None, until: str | None) -> N
 
 def _run_checked(work) -> int:
     """Run `work` (returning an exit code); argument and reachability errors become one line, exit 2 or 1."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from spaceport_dagster.preflight import Unreachable, UsageError
     from spaceport_dagster.resources.artifact_store import ArtifactDamaged, ArtifactMissing, StorageUnavailable
 
@@ -70,6 +72,9 @@ def _run_checked(work) -> int:
         return 2
     except (Unreachable, ArtifactDamaged, StorageUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (BotoCoreError, ClientError) as exc:  # S3 failing outside a stage (the run's own stages report theirs)
+        print(f"error: S3 request failed: {exc}; check the bucket, AWS_ENDPOINT_URL and credentials", file=sys.stderr)
         return 1
 
 
@@ -248,7 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*is currently in (preview|beta).*")
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # outside a run (a run reports its own interruption)
+        print("error: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

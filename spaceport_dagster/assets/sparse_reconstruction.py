@@ -22,7 +22,8 @@ from .stage_config import StageConfig, check_specs
             "registered_fraction": "at least half of the images registered",
         },
         warnings={"reprojection_error": "mean reprojection error at most 1.5 px",
-                  "all_images_registered": "every image in the model (names the ones left out)"},
+                  "all_images_registered": "every image in the model (names the ones left out)",
+                  "gps_consistent": "every GPS fix agrees with the others (outliers named, not used)"},
     ),
 )
 def sparse_reconstruction(

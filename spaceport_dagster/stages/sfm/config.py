@@ -63,6 +63,7 @@ class SfmConfig:
     georegister: bool = True
     georegister_min_images: int = 3
     georegister_max_error_m: float = 10.0
+    gps_link_m: float = 1000.0  # fixes farther than this from every other agreeing fix are outliers (gps_outliers)
     # quality gates
     min_points: int = 1000
     min_registered_fraction: float = 0.5

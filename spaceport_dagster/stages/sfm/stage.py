@@ -7,6 +7,7 @@ gates fail with a clear message instead of the stage crashing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -24,6 +25,7 @@ from spaceport_dagster.stages.ui_metadata import timings_markdown
 
 from .config import SfmConfig, load_config
 from .georegister import Georegistration, georegister, gps_positions
+from .gps_outliers import gps_consensus
 from .reconstruct import EngineResult, reconstruct
 
 
@@ -98,7 +100,16 @@ def checks(config: SfmConfig, registered: int, total: int, points: int, reproj: 
 
 
 def sfm(image_set: Path, output: Path, config: SfmConfig, log: logging.Logger) -> StageReport:
-    manifest_images = read_manifest(image_set)
+    # Fixes far from the rest (another continent) steer neither matching nor georegistration.
+    uploaded = read_manifest(image_set)
+    consensus = gps_consensus(uploaded, config.gps_link_m)
+    manifest_images = consensus.without_outliers(uploaded)
+    robust_fallback = (bool(consensus.outliers) and config.matcher == "auto"
+                       and len(uploaded) <= 2 * config.exhaustive_max_images)
+    if consensus.outliers:
+        log.warning(f"GPS: {consensus.reason}: {', '.join(consensus.outliers[:20])}")
+    if robust_fallback:  # without trustworthy GPS, every pair is the most robust choice while it is affordable
+        config = dataclasses.replace(config, matcher="exhaustive")
     image_dir = image_set / "images"
     origin, gps_enu = gps_positions(manifest_images)
     output.mkdir(parents=True, exist_ok=True)
@@ -108,6 +119,11 @@ def sfm(image_set: Path, output: Path, config: SfmConfig, log: logging.Logger) -
             result = run_opensfm(image_dir, work_dir, config, log)
         else:
             result = reconstruct(image_dir, work_dir, manifest_images, config, gps_enu, log)
+        result.extra["gps_consensus"] = consensus.to_dict()
+        if robust_fallback:
+            result.matcher_reason = f"every pair: GPS of {len(consensus.outliers)} image(s) left out ({consensus.reason})"
+        elif consensus.outliers:
+            result.matcher_reason += f" (GPS of {len(consensus.outliers)} image(s) left out: {consensus.reason})"
         model = largest(result.models)
         geo = Georegistration(False, "no model")
         start, cpu0 = time.perf_counter(), time.process_time()
@@ -165,6 +181,12 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
         **result.extra,
     }
     outcomes = checks(config, registered, total, points, reproj, metadata["models"])
+    gps = result.extra.get("gps_consensus")
+    if gps and gps["fixes"]:
+        outcomes.append(CheckOutcome(
+            "gps_consistent", not gps["outliers"],
+            gps["reason"] + (": " + ", ".join(gps["outliers"][:20]) if gps["outliers"] else ""),
+            blocking=False, metadata={"outliers": gps["outliers"]}))
     left_out = report["unregistered_images"]
     outcomes.append(CheckOutcome(
         "all_images_registered", not left_out,
