@@ -217,3 +217,23 @@ def test_a_dead_runs_gpu_slot_is_freed_by_the_next_start(tmp_path: Path) -> None
     finally:
         if holder.poll() is None:
             holder.kill()
+
+
+def test_failure_reasons_name_the_signal_or_the_silence(tmp_path: Path) -> None:
+    from dagster._core.errors import DagsterPipesExecutionError
+
+    from spaceport_dagster.resources.artifact_store import Staging
+    from spaceport_dagster.resources.compute import failure_reason
+
+    staging = Staging("site", "sparse_reconstruction", "v1", tmp_path)
+
+    def reason(code: int, watch: str | None = None) -> str:
+        return failure_reason(staging, DagsterPipesExecutionError(f"External execution process failed with code "
+                                                                  f"{code}"), watch)
+
+    assert reason(-9) == ("stage killed by signal 9 (SIGKILL) (the kernel's out-of-memory killer, or a kill -9)")
+    assert reason(-15) == "stage killed by signal 15 (SIGTERM)"
+    assert reason(1).startswith("stage exited with code 1 without reporting why")
+    assert reason(-9, "stage sfm timed out after 3 s and was killed") == "stage sfm timed out after 3 s and was killed"
+    (tmp_path / "_FAILURE").write_text("ValueError: the stage's own words\n")
+    assert reason(1) == "ValueError: the stage's own words"

@@ -127,4 +127,9 @@ def failure_reason(staging: Staging, exc: Exception, killed_because: str | None)
         why = " (the kernel's out-of-memory killer, or a kill -9)" if number == signal.SIGKILL else ""
         return f"stage killed by signal {number} ({name}){why}"
     failure = staging.local_dir / FAILURE_FILE
-    return failure.read_text().strip() if failure.is_file() else str(exc)
+    if failure.is_file():
+        return failure.read_text().strip()
+    if returncode is not None:  # ended without a word: native code (COLMAP, a decoder) called exit()
+        return (f"stage exited with code {returncode} without reporting why (native code ended the process; "
+                "its last output lines above name the cause)")
+    return str(exc)
