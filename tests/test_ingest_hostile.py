@@ -205,3 +205,23 @@ def test_duplicates_are_refused_naming_the_original(tmp_path: Path) -> None:
                        "c_smaller.jpg": "near-duplicate of a.jpg (the same photo re-encoded or resized)"}
     warning = next(c for c in report.checks if c.name == "no_refused_files")
     assert not warning.passed and "c_smaller.jpg" in warning.description
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)  # claims 1.6 gigapixels
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + \
+        chunk(b"IEND", b"")
+    src = tmp_path / "up"
+    src.mkdir()
+    (src / "bomb.png").write_bytes(bomb)
+    (src / "fine.jpg").write_bytes(_jpeg(_noise()))
+    manifest = _run(src, tmp_path / "out")
+    assert [r["source"] for r in manifest["images"]] == ["fine.jpg"]
+    [refused] = manifest["refused"]
+    assert refused["source"] == "bomb.png" and refused["reason"].startswith("image too large to decode safely")

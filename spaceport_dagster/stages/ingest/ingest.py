@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from spaceport_dagster.stages.config import from_dict
 from spaceport_dagster.stages.report import CheckOutcome, StageReport, md
 
-from .exif import read_camera_exif
+from .exif import CameraExif, read_camera_exif
 from .fingerprint import dhash, hamming
 from .normalize import store_photo, stored_name
 from .sources import iter_source
@@ -40,6 +40,8 @@ def decode(data: bytes) -> Image.Image:
     """Open and fully decode `data`; raises ValueError with a readable reason."""
     try:
         image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image too large to decode safely ({exc})") from None
     except UnidentifiedImageError:
         raise ValueError("not an image (no known image signature)") from None
     except Exception as exc:  # a recognised signature with a broken header
@@ -57,6 +59,15 @@ def decode(data: bytes) -> Image.Image:
     if image.width < 64 or image.height < 64:
         raise ValueError(f"image is too small for reconstruction ({image.width}x{image.height} px)")
     return image
+
+
+def camera_facts(image: Image.Image, data: bytes, name: str, log: logging.Logger) -> CameraExif:
+    """EXIF facts, or none (the photo is still usable) when the EXIF block is too broken to read."""
+    try:
+        return read_camera_exif(image, data)
+    except Exception as exc:
+        log.warning(f"{name}: EXIF unreadable ({type(exc).__name__}: {exc}); camera facts unknown")
+        return CameraExif(None, None, None, None, 1, None, None)
 
 
 def ingest(source: str, output: Path, config: IngestConfig, log: logging.Logger) -> StageReport:
@@ -82,10 +93,13 @@ def ingest(source: str, output: Path, config: IngestConfig, log: logging.Logger)
             continue
         try:
             image = decode(item.data)
-            exif = read_camera_exif(image, item.data)
+            exif = camera_facts(image, item.data, item.name, log)
             stored = store_photo(image, item.data, exif.orientation)
         except ValueError as exc:
             refuse(item.name, str(exc))
+            continue
+        except Exception as exc:  # whatever a hostile file provokes: refuse that file, never the upload
+            refuse(item.name, f"could not be processed ({type(exc).__name__}: {exc})")
             continue
         seen[digest] = item.name
         fingerprint = dhash(image)

@@ -147,14 +147,22 @@ def store_photo(image: Image.Image, data: bytes, orientation: int) -> StoredPhot
     pixels = image if lossy and image.mode == "L" else to_8bit_rgb(image)
     out = io.BytesIO()
     if lossy:
-        exif = image.getexif()
-        exif.pop(0x0112, None)  # upright now: a reader must not rotate it again
-        pixels.save(out, format="JPEG", quality=95, exif=exif.tobytes() if len(exif) else b"")
+        pixels.save(out, format="JPEG", quality=95, exif=_upright_exif(image))
     else:
         pixels.save(out, format="PNG", compress_level=3)
         reasons.append(f"{image.format} stored as PNG" if image.format != "PNG" else "")
     how = "re-encoded (" + ", ".join(r for r in reasons if r) + ")" if any(reasons) else "re-encoded"
     return StoredPhoto(out.getvalue(), "JPEG" if lossy else "PNG", pixels.width, pixels.height, how)
+
+
+def _upright_exif(image: Image.Image) -> bytes:
+    """The EXIF block to keep, without the orientation tag (the pixels are upright); none when unreadable."""
+    try:
+        exif = image.getexif()
+        exif.pop(0x0112, None)
+        return exif.tobytes() if len(exif) else b""
+    except Exception:  # a broken EXIF block is dropped rather than refusing the photo
+        return b""
 
 
 def stored_name(source: str, fmt: str, taken: set[str]) -> str:
