@@ -124,11 +124,17 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 def report(outcome) -> int:
     """The summary table after a run; 1 when a stage failed or a quality gate stopped it."""
+    from spaceport_dagster.quality_summary import splat_quality_line
+
     print()
     print(f"{'stage':<22} {'status':<12} {'seconds':>8}  key figures")
     for stage in outcome.stages:
         seconds = f"{stage.seconds:.1f}" if stage.seconds is not None else "-"
         print(f"{stage.asset:<22} {stage.status:<12} {seconds:>8}  {_figures(stage)}")
+    splat = next((s for s in outcome.stages if s.asset == "splat_model"), None)
+    quality = splat_quality_line(splat.metadata) if splat is not None else None
+    if quality:
+        print(f"\n{quality}")
     for stage in outcome.stages:
         for warning in stage.warnings:
             print(f"warning: {stage.asset}: {warning}")

@@ -29,8 +29,8 @@ KEY_FIGURES = {
     "image_set": ["usable_images", "refused_files", "gps_images"],
     "sparse_reconstruction": ["registered", "points", "mean_reprojection_error_px", "matcher", "georegistration_residual_m"],
     "colmap_export": ["images", "points", "image_size", "min_correspondences_per_image"],
-    "splat_model": ["steps", "gaussians", "psnr", "ssim", "device"],
-    "sogs_bundle": ["splats", "bundle_bytes", "ratio", "psnr_drop_db"],
+    "splat_model": ["steps", "gaussians", "psnr", "baseline_psnr", "alpha_mean", "device"],
+    "sogs_bundle": ["splats", "bundle_bytes", "ratio", "psnr_decoded_db", "psnr_drop_db"],
 }
 
 

@@ -12,7 +12,8 @@ model.tar.gz, checkpoints to the checkpoint S3Uri) and reports InProgress -> Com
 
 Behaviours for the failure paths, set per stage before the job is created: `fail` (SageMaker-side failure with
 a reason, nothing runs), `hang` (the container sleeps until stopped or timed out), `s3_outage_after` (S3 goes
-away after that many output files were uploaded).
+away after that many output files were uploaded), `lose_last_message_chunk` (the Pipes message chunk holding
+"closed" is gone when the job completes).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Behaviour:
     fail: str = ""  # FailureReason of a SageMaker-side failure (the container never starts)
     hang: bool = False
     s3_outage_after: int | None = None  # output files uploaded before S3 becomes unreachable
+    lose_last_message_chunk: bool = False  # the stage's final Pipes upload never lands (its writer gave up)
 
 
 @dataclass
@@ -317,7 +319,28 @@ class SageMakerEmulator:
         except Exception as exc:
             self._finish(job, "Failed", f"ClientError: Failed to upload the job output to S3: {type(exc).__name__}: {exc}")
             return
+        if job.behaviour.lose_last_message_chunk:
+            self._relay_message_chunks_but_the_last(job, s3)
         self._finish(job, "Completed")
+
+    @staticmethod
+    def _held_messages(job: Job) -> tuple[dict[str, Any], str]:
+        """The Pipes message params the launcher gave, and the prefix the container writes to instead."""
+        from dagster_pipes import DAGSTER_PIPES_MESSAGES_ENV_VAR, decode_param
+
+        params = decode_param(job.environment()[DAGSTER_PIPES_MESSAGES_ENV_VAR])
+        return params, params["key_prefix"] + "-held"
+
+    def _relay_message_chunks_but_the_last(self, job: Job, s3: Any) -> None:
+        """The container wrote its chunks aside; all but the last land where the launcher reads, late."""
+        params, held = self._held_messages(job)
+        listed = s3.list_objects_v2(Bucket=params["bucket"], Prefix=held + "/").get("Contents", [])
+        numbers = sorted(int(o["Key"].rsplit("/", 1)[1].removesuffix(".json")) for o in listed)
+        for number in numbers[:-1]:
+            s3.copy_object(Bucket=params["bucket"], Key=f"{params['key_prefix']}/{number}.json",
+                           CopySource={"Bucket": params["bucket"], "Key": f"{held}/{number}.json"})
+        for number in numbers:
+            s3.delete_object(Bucket=params["bucket"], Key=f"{held}/{number}.json")
 
     @staticmethod
     def _host_path(job: Job, container_path: str) -> Path:
@@ -388,6 +411,11 @@ class SageMakerEmulator:
         assert job.root is not None
         env["SPACEPORT_CONTAINER_ROOT"] = str(job.root)
         env["PYTHONUNBUFFERED"] = "1"
+        if job.behaviour.lose_last_message_chunk:
+            from dagster_pipes import DAGSTER_PIPES_MESSAGES_ENV_VAR, encode_param
+
+            params, held = self._held_messages(job)
+            env[DAGSTER_PIPES_MESSAGES_ENV_VAR] = encode_param({**params, "key_prefix": held})
         if job.kind == "training":
             env.update(TRAINING_JOB_NAME=job.name, SM_MODEL_DIR="/opt/ml/model", SM_OUTPUT_DATA_DIR="/opt/ml/output/data")
             for c in job.request.get("InputDataConfig", []):

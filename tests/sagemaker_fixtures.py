@@ -21,11 +21,6 @@ FAST = {"SPACEPORT_SAGEMAKER_POLL_S": "0.1", "SPACEPORT_SAGEMAKER_MAX_POLL_S": "
 @pytest.fixture
 def sagemaker(aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SageMakerEmulator]:
     """The emulator, with boto3's SageMaker endpoint pointed at it (S3 and CloudWatch stay on moto)."""
-    import dagster._core.pipes.utils as pipes_utils
-
-    # After a job ends without the stage's "closed" message (stopped, timed out), Dagster waits this long for
-    # late messages; 10 s in production, 1 s here to keep the suite short.
-    monkeypatch.setattr(pipes_utils, "WAIT_FOR_LOGS_AFTER_EXECUTION_INTERVAL", 1)
     role_env = {"AWS_ENDPOINT_URL": aws_env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_DEFAULT_REGION": "us-east-1"}
     with SageMakerEmulator(tmp_path / "sagemaker", role_env) as emulator:

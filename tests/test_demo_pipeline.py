@@ -41,6 +41,12 @@ def test_demo_runs_every_asset_within_budget(demo_home) -> None:
         assert (home / "artifacts" / "demo" / asset / "_SUCCESS").is_file()
     assert (home / "artifacts" / "demo" / "sogs_bundle" / "demo.sog").is_file()
     assert "ground truth: 28/28 images registered" in done.stdout
+    # the splat as users see it: plain renders of the published PLY, against a flat mean-colour image
+    plain = re.search(r"splat as a viewer shows it .*: PSNR ([\d.]+) dB vs ([\d.]+) dB .* mean alpha ([\d.]+)",
+                      done.stdout)
+    assert plain, done.stdout[-3000:]
+    psnr, flat, alpha = map(float, plain.groups())
+    assert psnr >= flat + 3.0 and alpha >= 0.9, plain.group(0)
     assert seconds <= BUDGET_S, f"spaceport demo took {seconds:.0f}s (budget {BUDGET_S}s on 2 cores)"
 
 

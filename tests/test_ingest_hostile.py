@@ -106,10 +106,12 @@ def test_names_get_the_real_extension_and_stay_short_and_unique(tmp_path: Path) 
         name = record["name"]
         assert len(name.encode()) <= 120 and name.isascii() and not name.startswith(".")
         with Image.open(tmp_path / "out" / "images" / name) as image:
-            assert name.endswith({"JPEG": ".jpg", "PNG": ".png"}[image.format])
+            assert name.lower().endswith({"JPEG": (".jpg", ".jpeg"), "PNG": (".png",)}[image.format])
     by_source = {r["source"]: r["name"] for r in manifest["images"]}
     assert by_source["lies.jpg"] == "lies.png"
     assert by_source["jpg"] == "jpg.jpg" and by_source["noextension"] == "noextension.jpg"
+    assert {by_source["Same.jpg"], by_source["same.JPG"]} == {"Same.jpg", "same-1.JPG"}  # own extension kept
+    assert by_source["ünïcode café.jpeg"] == "n_code_caf.jpeg"
     long_source = next(s for s in by_source if s.startswith("a-very-long"))
     assert long_source.count("/") == 5  # the original path is kept in the manifest
 

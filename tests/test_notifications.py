@@ -115,7 +115,7 @@ def test_success_email_through_ses_has_key_figures_and_uris(aws_env: str, instan
     message = messages[0]
     assert message.destinations["ToAddresses"] == ["pilot@example.org"]
     assert message.source == SENDER
-    assert message.subject == "Spaceport: harbour is ready (held-out PSNR 24.37 dB, bundle size 3.2 MB)"
+    assert message.subject == "Spaceport: harbour is ready (test-view PSNR 24.37 dB, bundle size 3.2 MB)"
     for line in ("registered images: 46 of 48", "3D points: 18,234", "Gaussians: 250,000", "usable photos: 48",
                  "sogs_bundle: s3://artifacts/harbour/sogs_bundle/", "splat_model: s3://artifacts/harbour/splat_model/",
                  f"Run {result.run_id} (preset standard)"):

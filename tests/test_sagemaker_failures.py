@@ -157,6 +157,26 @@ def test_s3_outage_mid_upload_leaves_no_partial_artifact(sagemaker, sagemaker_en
     _assert_untouched(previous)
 
 
+def test_a_lost_message_chunk_fails_the_step_naming_the_stage(sagemaker, sagemaker_env, previous, instance,
+                                                              upload) -> None:
+    """The job completed, but the chunk with the checks and "closed" never landed: no publish on half a report."""
+    sagemaker.behave("ingest", lose_last_message_chunk=True)
+    result = _run(instance, upload)
+    assert not result.success
+    message = _failure(result)
+    [job] = sagemaker.jobs.values()
+    assert job.status == "Completed"
+    assert f"stage ingest finished in SageMaker job {job.name} for dataset 'survey-7'" in message
+    assert "nothing was published" in message
+    assert re.search(r"the stage's closing message never arrived \(\d+ messages read; read chunks 1 to (\d+); "
+                     r"chunk (\d+) never arrived\)", message), message
+    _assert_untouched(previous)
+    sagemaker.behave("ingest")
+    retried = _run(instance, upload)  # a retry runs the stage again and publishes
+    assert retried.success
+    assert previous["store"].manifest(DATASET, "image_set")["version"] != previous["manifest"]["version"]
+
+
 def test_blocking_gate_keeps_the_output_as_rejected(sagemaker, sagemaker_env, previous, instance, tmp_path) -> None:
     """Three photos: the job succeeds, the `enough_usable_images` gate blocks; the output is kept for inspection
     at image_set.rejected/ and no unpublished version is left under image_set/."""

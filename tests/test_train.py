@@ -13,17 +13,21 @@ import torch
 from PIL import Image
 
 from spaceport_dagster.stages.config import ConfigError
+from spaceport_dagster.stages.evaluation import PlainScores
 from spaceport_dagster.stages.ply import GaussianCloud, property_names, read_ply, write_ply
 from spaceport_dagster.stages.render import View, cloud_to_params, render
 from spaceport_dagster.stages.train import load_config, run
+from spaceport_dagster.stages.train import stage as train_stage
 from spaceport_dagster.stages.train.checks import (
     check_baseline,
+    check_coverage,
     check_finite,
     check_floor,
     check_min_gaussians,
     check_ply,
     quality_checks,
 )
+from spaceport_dagster.stages.train.coverage import SfmCoverage
 from spaceport_dagster.stages.train.data import ExportError, load_scene
 from spaceport_dagster.stages.train.model import to_cloud
 from spaceport_dagster.stages.train.synthetic import write_synthetic_export
@@ -58,15 +62,20 @@ def test_fallback_trains_tiny_scene(trained):
     assert final >= initial + 6.0, (initial, final)
     assert final >= evals[-1]["baseline_psnr"] + 3.0
     assert evals[-1]["ssim"] > evals[0]["ssim"]
-    assert metrics["summary"]["backend"] == "torch" and metrics["summary"]["heldout_views"] == 2
+    assert metrics["summary"]["backend"] == "torch" and metrics["summary"]["test_views"] == 2
     meta = report.metadata
     assert meta["steps"] == 60 and meta["gaussians"] == len(read_ply(out / "point_cloud.ply"))
-    assert meta["psnr"] == pytest.approx(final) and meta["ply_bytes"] == (out / "point_cloud.ply").stat().st_size
+    # the headline is the written PLY scored plainly at the export's size (here also the training size)
+    assert meta["psnr"] == pytest.approx(final, abs=1e-4) and meta["ply_bytes"] == (out / "point_cloud.ply").stat().st_size
+    assert meta["resolution"] == "64x48" and meta["scored_on"] == "test views"
+    assert [v["name"] for v in metrics["test_views"]["per_view"]] == ["view_000.png", "view_008.png"]
+    assert meta["psnr_colour_corrected"] >= meta["psnr"] - 1e-6  # an affine fit can only help
+    assert meta["colour_corrected_gap_db"] == pytest.approx(meta["psnr_colour_corrected"] - meta["psnr"])
     assert "data:image/jpeg;base64," in meta["previews"]["raw_value"]
     assert len(meta["previews"]["raw_value"]) < 60_000
     by_name = {c.name: c for c in report.checks}
     assert set(by_name) == {"min_gaussians", "finite_parameters", "ply_readable", "beats_mean_colour_baseline",
-                            "absolute_psnr_floor"}
+                            "coverage", "absolute_psnr_floor"}
     assert all(by_name[n].passed for n in ("min_gaussians", "finite_parameters", "ply_readable",
                                            "beats_mean_colour_baseline"))
     assert not by_name["absolute_psnr_floor"].blocking
@@ -185,6 +194,10 @@ def _cloud(n: int) -> GaussianCloud:
                          scales=np.full((n, 3), -3, np.float32), quats=np.tile([1, 0, 0, 0], (n, 1)).astype(np.float32))
 
 
+def _plain(psnr: float, baseline: float | None, alpha: float = 0.99) -> PlainScores:
+    return PlainScores(psnr, 0.5, alpha, psnr + 0.5, baseline, "64x48")
+
+
 def test_checks_fail_on_broken_models(tmp_path):
     cfg = load_config({})
     assert check_min_gaussians(_cloud(1000), cfg).passed
@@ -205,13 +218,21 @@ def test_checks_fail_on_broken_models(tmp_path):
     low_sh = tmp_path / "sh1.ply"
     write_ply(low_sh, GaussianCloud(**{**_cloud(1500).__dict__, "shN": np.zeros((1500, 3, 3), np.float32)}))
     assert not check_ply(low_sh, 1500).passed  # 9 f_rest: not the layout viewers expect
-    assert check_baseline(16.4, 13.3, cfg).passed
-    dummy = check_baseline(15.0, 13.3, cfg)
-    assert not dummy.passed and dummy.blocking
-    assert not check_baseline(float("nan"), 13.3, cfg).passed
+    assert check_baseline(_plain(16.4, 13.3), cfg).passed
+    dummy = check_baseline(_plain(15.0, 13.3), cfg)
+    assert not dummy.passed and dummy.blocking and "black background, no colour model" in dummy.description
+    assert dummy.metadata["value"] == 15.0 and dummy.metadata["threshold"] == pytest.approx(16.3)
+    assert not check_baseline(_plain(float("nan"), 13.3), cfg).passed
+    assert not check_baseline(_plain(20.0, None), cfg).passed  # a baseline that was not measured never passes
     floor = check_floor(15.0, cfg)
     assert not floor.passed and not floor.blocking
-    checks = quality_checks(nan, good, 30.0, 10.0, load_config({"min_gaussians": 5000}))
+    fills, open_sky = SfmCoverage(0.98, 4.0, True), SfmCoverage(0.7, None, False)
+    holes = check_coverage(_plain(20.0, 13.0, alpha=0.66), fills, cfg)
+    assert not holes.passed and holes.blocking and "mean alpha 0.660" in holes.description
+    sky = check_coverage(_plain(20.0, 13.0, alpha=0.66), open_sky, cfg)
+    assert not sky.passed and not sky.blocking  # may be right where the scene leaves the photos open: warns
+    assert check_coverage(_plain(20.0, 13.0, alpha=0.95), fills, cfg).passed
+    checks = quality_checks(nan, good, _plain(30.0, 10.0), fills, load_config({"min_gaussians": 5000}))
     failed = {c.name for c in checks if not c.passed}
     assert failed == {"min_gaussians", "finite_parameters", "ply_readable"}
 
@@ -224,9 +245,13 @@ def test_to_cloud_pads_sh_and_keeps_values():
 
 
 def test_config_presets_and_errors():
-    assert load_config({"preset": "standard"}).steps == 30_000
+    assert load_config({"preset": "standard"}).steps == 7000
     std = load_config({})
-    assert std.strategy == "mcmc" and std.appearance == "affine" and std.cap_max == 1_000_000
+    assert (std.strategy, std.appearance, std.background, std.early_stop_patience) == ("mcmc", "none", "random", 0)
+    preview = load_config({"preset": "preview"})
+    assert (preview.background, preview.appearance) == ("random", "none")
+    with pytest.raises(ConfigError, match="validation_every"):
+        load_config({"early_stop_patience": 2})  # early stop must not choose on the test views
     ref = load_config({"preset": "reference"})
     assert (ref.strategy, ref.appearance, ref.background, ref.sh_degree) == ("default", "none", "black", 3)
     assert load_config({"preset": "quality"}).cap_max == 3_000_000
@@ -243,7 +268,7 @@ def test_a_resumed_run_stops_early_where_the_uninterrupted_run_did(export, tmp_p
     """The evaluations stored in the checkpoint count towards patience, so resuming at step 30 stops at 40 too,
     and the best model so far travels in the checkpoint, so the resumed run restores the same step-20 model."""
     cfg = {**TINY, "steps": 200, "eval_every": 10, "checkpoint_every": 30, "early_stop_patience": 2,
-           "early_stop_min_delta": 8.0, "early_stop_min_step": 20}
+           "early_stop_min_delta": 8.0, "early_stop_min_step": 20, "validation_every": 5}
     whole = run({"export": str(export)}, tmp_path / "whole", cfg, LOG)
     assert whole.metadata["stopped_early"] and whole.metadata["steps"] == 40  # best at 20, then 30 and 40 gain < 8 dB
     ckpt = tmp_path / "whole" / "checkpoints" / "ckpt_0000030.pt"
@@ -258,9 +283,47 @@ def test_a_resumed_run_stops_early_where_the_uninterrupted_run_did(export, tmp_p
 def test_early_stop_restores_best(export, tmp_path):
     """Patience 1 with evaluations every 10 steps: training stops early and writes the best evaluation's model."""
     cfg = {**TINY, "steps": 200, "eval_every": 10, "checkpoint_every": 0, "early_stop_patience": 1,
-           "early_stop_min_delta": 8.0, "early_stop_min_step": 20}
+           "early_stop_min_delta": 8.0, "early_stop_min_step": 20, "validation_every": 5}
     report = run({"export": str(export)}, tmp_path, cfg, LOG)
     evals = json.loads((tmp_path / "metrics.json").read_text())["evals"]
     assert report.metadata["stopped_early"] and report.metadata["steps"] == 30
     assert [e["step"] for e in evals] == [0, 10, 20, 30, 20]  # 10 is before min_step; 30 gained < 8 dB
-    assert evals[-1]["restored_best"] and report.metadata["psnr"] == pytest.approx(evals[2]["psnr"])
+    assert evals[-1]["restored_best"] and report.metadata["psnr"] == pytest.approx(evals[2]["psnr"], abs=1e-4)
+    assert report.metadata["validation_views"] == 2  # view 3 and view 9 of 12: out of training, never tests
+
+
+def test_preview_covers_a_scene_that_fills_the_photos(tmp_path):
+    """The ground fills every photo: the published splat, rendered plainly, must cover the test views and beat a
+    flat image of the mean colour by 3 dB, and the coverage check blocks there."""
+    export = write_synthetic_export(tmp_path / "export", n_views=12, n_sfm_points=1200, ground_extent=3.0)
+    report = run({"export": str(export)}, tmp_path / "model", {"preset": "preview", "min_gaussians": 100,
+                                                                "checkpoint_every": 0}, LOG)
+    meta = report.metadata
+    assert meta["scene_fills_photos"] and meta["alpha_mean"] >= 0.9, meta["alpha_mean"]
+    assert meta["psnr"] >= meta["baseline_psnr"] + 3.0, (meta["psnr"], meta["baseline_psnr"])
+    coverage = next(c for c in report.checks if c.name == "coverage")
+    assert coverage.passed and coverage.blocking
+    assert not report.failed_gates()
+
+
+def test_selection_never_reads_the_test_views(export, tmp_path, monkeypatch):
+    """Early stop and the best-model restore choose on validation views: with the test photos replaced by noise
+    after loading, the same step is chosen and the same PLY written, while the reported figures change."""
+    cfg = {**TINY, "steps": 200, "eval_every": 10, "checkpoint_every": 0, "early_stop_patience": 1,
+           "early_stop_min_delta": 1.0, "early_stop_min_step": 20, "validation_every": 5}
+    clean = run({"export": str(export)}, tmp_path / "clean", cfg, LOG)
+
+    def corrupted(*args, **kwargs):
+        scene = load_scene(*args, **kwargs)
+        noise = torch.Generator().manual_seed(3)
+        for i in scene.test:
+            scene.photos[i] = torch.randint(0, 256, scene.photos[i].shape, generator=noise, dtype=torch.uint8)
+        return scene
+
+    monkeypatch.setattr(train_stage, "load_scene", corrupted)
+    noisy = run({"export": str(export)}, tmp_path / "noisy", cfg, LOG)
+    evals = [json.loads((tmp_path / d / "metrics.json").read_text())["evals"] for d in ("clean", "noisy")]
+    assert [e["step"] for e in evals[0]] == [e["step"] for e in evals[1]]
+    assert clean.metadata["steps"] == noisy.metadata["steps"] and clean.metadata["stopped_early"]
+    assert (tmp_path / "clean" / "point_cloud.ply").read_bytes() == (tmp_path / "noisy" / "point_cloud.ply").read_bytes()
+    assert noisy.metadata["psnr"] < clean.metadata["psnr"] - 5  # the test views did change

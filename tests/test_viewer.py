@@ -18,10 +18,16 @@ from PIL import Image
 
 from spaceport_dagster.stages.ply import GaussianCloud
 from spaceport_dagster.viewer.headless import Browser, BrowserUnavailable, find_chromium
-from spaceport_dagster.viewer.server import ViewerSetupError, playcanvas_module, resolve_bundle, start_server
+from spaceport_dagster.viewer.server import (
+    ViewerSetupError,
+    bundle_quality,
+    playcanvas_module,
+    resolve_bundle,
+    start_server,
+)
 
 SH_C0 = 0.28209479177387814
-BACKGROUND = (0.11, 0.12, 0.14)  # the page's clear colour
+BACKGROUND = (0.0, 0.0, 0.0)  # the page's clear colour: black, as the quality gates render
 
 
 def engine_or_skip() -> None:
@@ -53,7 +59,20 @@ def sog_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("sog") / "patch.sog"
     write_sog(terrain_cloud(12_345), path)
+    # what the SOG stage writes beside the bundle: its plain test-view figures
+    (path.parent / "report.json").write_text(json.dumps({"metadata": {
+        "psnr_measured": True, "psnr_decoded_db": 23.456, "psnr_views": 3, "psnr_resolution": "1589x893",
+        "alpha_decoded": 0.99}}))
     return path
+
+
+def test_bundle_quality_is_read_from_the_stage_report(sog_file: Path, tmp_path: Path) -> None:
+    assert bundle_quality(sog_file) == {"psnr_db": 23.46, "views": 3, "resolution": "1589x893", "alpha": 0.99}
+    lone = tmp_path / "lone.sog"
+    lone.write_bytes(sog_file.read_bytes())
+    assert bundle_quality(lone) is None  # no report beside it
+    (tmp_path / "report.json").write_text(json.dumps({"metadata": {"psnr_measured": False, "psnr_decoded_db": None}}))
+    assert bundle_quality(lone) is None  # a drop that was not measured shows no figure
 
 
 def test_resolves_a_published_bundle_through_the_artifact_store(sog_file: Path, tmp_path: Path,
@@ -86,6 +105,7 @@ def test_server_routes(sog_file: Path) -> None:
     try:
         info = json.loads(urllib.request.urlopen(f"{base}/api/info").read())
         assert info["splats"] == 12_345 and info["bytes"] == sog_file.stat().st_size
+        assert info["quality"]["psnr_db"] == 23.46
         assert urllib.request.urlopen(f"{base}/bundle.sog").read() == sog_file.read_bytes()
         assert b"SogBundleParser" in urllib.request.urlopen(f"{base}/vendor/playcanvas.mjs").read()
         assert b'id="canvas"' in urllib.request.urlopen(f"{base}/").read()
@@ -112,6 +132,7 @@ def view_in_chromium(target: str, shot: Path) -> tuple[dict, float, list[str]]:
             page = browser.evaluate("({state: document.body.dataset.state, splats: document.body.dataset.splats,"
                                     " shown: document.getElementById('splats').textContent,"
                                     " size: document.getElementById('bundle-size').textContent,"
+                                    " psnr: document.getElementById('psnr').textContent,"
                                     " status: document.getElementById('status').textContent})")
             # hide the overlays so that only the canvas counts
             browser.evaluate("document.getElementById('panel').style.display = 'none';"
@@ -131,6 +152,7 @@ def test_page_renders_the_splat_without_errors(sog_file: Path, tmp_path: Path) -
     assert errors == []
     assert page["splats"] == "12345" and page["shown"] == "12,345"
     assert page["size"] == f"{sog_file.stat().st_size / 1e3:.1f} kB"
+    assert page["psnr"] == "23.46 dB"
     assert drawn > 0.2, f"only {drawn:.1%} of the canvas differs from the background"
 
 

@@ -60,6 +60,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     out = demo_dir(home)
     ensure_survey(out, args.regenerate)
+    from spaceport_dagster.quality_summary import splat_quality_line
     from spaceport_dagster.runner import run_pipeline
 
     start = time.perf_counter()
@@ -68,6 +69,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                            on_stage=print_stage)
     print(f"\npipeline wall time {time.perf_counter() - start:.0f}s; run {outcome.run_id}")
     report_truth(DEMO_DATASET, out)
+    splat = next((s for s in outcome.stages if s.asset == "splat_model"), None)
+    line = splat_quality_line(splat.metadata) if splat is not None else None
+    if line:
+        print(line)
     message = outcome.failure_message()
     if message:
         print(f"error: {message}", file=sys.stderr)

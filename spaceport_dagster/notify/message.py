@@ -103,7 +103,7 @@ KEY_FIGURES: list[tuple[str, str, tuple[str, ...], Callable[[Any], str | None]]]
     ("registered images", "sparse_reconstruction", ("registered_images",), _count),
     ("3D points", "sparse_reconstruction", ("points", "num_points"), _count),
     ("Gaussians", "splat_model", ("gaussians",), _count),
-    ("held-out PSNR", "splat_model", ("psnr",), _db),
+    ("test-view PSNR", "splat_model", ("psnr",), _db),
     ("bundle size", "sogs_bundle", ("bundle_bytes",), _size),
 ]
 
@@ -158,7 +158,7 @@ def build_notification(summary: RunSummary, to: list[str] | None = None, ui_url:
     failure = None
     if summary.succeeded:
         kind = "success"
-        headline = ", ".join(f"{k} {figures[k]}" for k in ("held-out PSNR", "bundle size") if k in figures)
+        headline = ", ".join(f"{k} {figures[k]}" for k in ("test-view PSNR", "bundle size") if k in figures)
         subject = f"Spaceport: {dataset} is ready" + (f" ({headline})" if headline else "")
         lines.append(f"Your survey {dataset} went through the pipeline.")
     else:

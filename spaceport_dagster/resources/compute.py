@@ -31,6 +31,7 @@ from spaceport_dagster.stages.entry import FAILURE_FILE
 
 from .artifact_store import ArtifactStore, Staging
 from .owned_dirs import owner_tag, sweep
+from .pipes_messages import WholeLineFileMessageReader, describe
 from .stage_watch import StageStopped, StageWatch
 from .storage import spaceport_home
 
@@ -50,10 +51,6 @@ class StageRequest:
     timeout_s: float = 0  # kill the stage after this long (0: never)
     heartbeat_s: float = 0  # kill the stage when its heartbeat is older than this (0: do not watch)
 
-    @property
-    def module(self) -> str:
-        return f"spaceport_dagster.stages.{self.stage}"
-
 
 class StageLauncher(ConfigurableResource):
     """Base of every compute resource."""
@@ -70,6 +67,7 @@ class LocalStageLauncher(StageLauncher):
     python: str = ""  # interpreter for the stage; this one by default
     env: dict[str, str] = {}
     checkpoint_root: str = ""  # resumable stages' checkpoints; default SPACEPORT_HOME/checkpoints
+    stages_package: str = "spaceport_dagster.stages"  # where `<stage>` modules live (tests run their own stages)
 
     def launch(
         self, context: AssetExecutionContext, store: ArtifactStore, request: StageRequest, staging: Staging
@@ -92,10 +90,11 @@ class LocalStageLauncher(StageLauncher):
         (scratch / "tmp").mkdir()
         # Idle torch/OpenMP workers spin by default; on a busy laptop or CI core that made CPU stages 5-8x slower.
         env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **self.env, "TMPDIR": str(scratch / "tmp")}
-        client = PipesSubprocessClient(env=env)
+        reader = WholeLineFileMessageReader()
+        client = PipesSubprocessClient(env=env, message_reader=reader)
         python = self.python or sys.executable
         command = [python, "-m", "spaceport_dagster.stages.lifeline", str(scratch / "control"), python, "-m",
-                   request.module]
+                   f"{self.stages_package}.{request.stage}"]
         watch = StageWatch(scratch / "control", request.stage, request.timeout_s, request.heartbeat_s)
         try:
             with watch:
@@ -107,6 +106,10 @@ class LocalStageLauncher(StageLauncher):
                           f"{failure_reason(staging, exc, watch.reason)}") from exc
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+        if reader.problems:  # never publish on a partial report: the checks that were lost would pass silently
+            raise Failure(f"stage {request.stage} finished for dataset {request.dataset!r}, but its Pipes messages "
+                          f"could not all be read, so its report and checks are incomplete and nothing was "
+                          f"published (a retry runs the stage again): {describe(reader.problems)}")
         if checkpoints is not None:  # finished: the next run starts afresh, a failed one would have resumed
             shutil.rmtree(checkpoints, ignore_errors=True)
         return results

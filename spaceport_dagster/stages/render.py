@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from . import raster_torch
-from .image_metrics import psnr, ssim
 from .ply import GaussianCloud
 
 
@@ -169,20 +168,6 @@ def render(cloud: GaussianCloud | dict[str, Tensor], camera: View, width: int | 
     return image.clamp(0.0, 1.0)
 
 
-@torch.no_grad()
-def evaluate(cloud: GaussianCloud, views: list[View], photos: list[Tensor],
-             device: torch.device | str = "auto") -> dict[str, float]:
-    """Mean PSNR/SSIM of `cloud` rendered at each view against its photo ((H, W, 3) in [0, 1])."""
-    device = pick_device(device) if isinstance(device, str) else device
-    scores = []
-    params = cloud_to_params(cloud, device)
-    for view, photo in zip(views, photos, strict=True):
-        image = render(params, view, view.width, view.height, sh_degree=cloud.sh_degree)
-        photo = photo.to(device)
-        scores.append((psnr(image, photo), ssim(image, photo)))
-    return {"psnr": float(np.mean([s[0] for s in scores])), "ssim": float(np.mean([s[1] for s in scores]))}
-
-
 def load_photo(path: str | Path, width: int, height: int) -> Tensor:
     """A photo as (H, W, 3) float in [0, 1], resized to width x height (area filter) when needed."""
     from PIL import Image
@@ -194,5 +179,5 @@ def load_photo(path: str | Path, width: int, height: int) -> Tensor:
         return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)
 
 
-__all__ = ["View", "load_views", "render", "evaluate", "load_photo", "psnr", "ssim", "rasterize_params",
-           "cloud_to_params", "gsplat_available", "pick_device"]
+__all__ = ["View", "load_views", "render", "load_photo", "rasterize_params", "cloud_to_params", "gsplat_available",
+           "pick_device"]

@@ -2,7 +2,8 @@
 
 Routes: `/` the page, `/viewer.js` its script, `/vendor/playcanvas.mjs` the pinned engine from
 `tools/node/node_modules` (installed by scripts/install-viewer.sh, never committed), `/api/info` facts
-about the bundle (name, bytes, splat count from its meta.json), `/bundle.sog` the bundle itself.
+about the bundle (name, bytes, splat count from its meta.json, the plain test-view PSNR the SOG stage measured
+for it), `/bundle.sog` the bundle itself. The page renders on black, the background the quality gates use.
 """
 
 from __future__ import annotations
@@ -37,6 +38,20 @@ class Bundle:
     splats: int
     source: str  # the artifact URI, or the file given on the command line
     frame: dict | None = None  # robust centre and half extent of the splat (see robust_frame)
+    quality: dict | None = None  # the bundle's plain test-view figures (see bundle_quality)
+
+
+def bundle_quality(sog: Path) -> dict | None:
+    """The figures the SOG stage measured for exactly this bundle (report.json beside it): the decoded splat
+    rendered plainly (black background, no colour model) on the test views. None when there is no report."""
+    try:
+        meta = json.loads((sog.parent / "report.json").read_text())["metadata"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    if not meta.get("psnr_measured") or meta.get("psnr_decoded_db") is None:
+        return None
+    return {"psnr_db": round(float(meta["psnr_decoded_db"]), 2), "views": meta.get("psnr_views"),
+            "resolution": meta.get("psnr_resolution"), "alpha": meta.get("alpha_decoded")}
 
 
 def robust_frame(path: Path) -> dict | None:
@@ -87,7 +102,8 @@ def resolve_bundle(target: str) -> Bundle:
     given = Path(target)
     if target.endswith(".sog") and given.is_file():
         path = given.resolve()
-        return Bundle(path.stem, str(path), path.stat().st_size, sog_splat_count(path), str(path), robust_frame(path))
+        return Bundle(path.stem, str(path), path.stat().st_size, sog_splat_count(path), str(path), robust_frame(path),
+                      bundle_quality(path))
     from spaceport_dagster.resources.artifact_store import ArtifactMissing, open_store
     from spaceport_dagster.resources.storage import default_artifact_root
     from spaceport_dagster.stages.dataset_id import InvalidDatasetId, validate_dataset_id
@@ -105,7 +121,7 @@ def resolve_bundle(target: str) -> Bundle:
     if not path.is_file():
         raise ViewerSetupError(f"the published sogs_bundle of {dataset!r} has no {path.name}")
     return Bundle(dataset, str(path), path.stat().st_size, sog_splat_count(path), store.uri(dataset, "sogs_bundle"),
-                  robust_frame(path))
+                  robust_frame(path), bundle_quality(path))
 
 
 def make_handler(bundle: Bundle, engine: Path) -> type[BaseHTTPRequestHandler]:

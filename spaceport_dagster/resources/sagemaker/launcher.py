@@ -33,6 +33,7 @@ from dagster._core.pipes.utils import open_pipes_session
 
 from spaceport_dagster.resources.artifact_store import ArtifactStore, S3ArtifactStore, Staging
 from spaceport_dagster.resources.compute import PipesResult, StageLauncher, StageRequest
+from spaceport_dagster.resources.pipes_messages import describe
 from spaceport_dagster.stages.s3uri import is_s3_uri, list_keys, split_s3_uri
 
 from .costs import estimate_cost
@@ -209,6 +210,11 @@ class SageMakerStageLauncher(StageLauncher):
                 raise Failure(self._failure_text(api, plan, request, described), metadata=metadata)
             if plan.is_training:
                 self._unpack_model(store, described, staging.local_dir)
+        if reader.problems:  # never publish on a partial report: the checks that were lost would pass silently
+            raise Failure(f"stage {request.stage} finished in SageMaker job {plan.name} for dataset "
+                          f"{request.dataset!r}, but its Pipes messages could not all be read, so its report and "
+                          f"checks are incomplete and nothing was published (a retry runs the stage again): "
+                          f"{describe(reader.problems)}", metadata=metadata)
         results = list(PipesClientCompletedInvocation(session, metadata=metadata).get_results())
         if not plan.is_training and self._gate_failed(results):
             self._bring_home(store, staging)

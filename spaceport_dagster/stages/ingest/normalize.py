@@ -6,7 +6,8 @@
   second frame) are dropped: COLMAP's image writer fails on a large comment.
 - Anything else (16-bit, float, palette, alpha, CMYK, rotated by EXIF) is decoded, converted to 8-bit RGB
   and encoded again: JPEG at quality 95 when the upload was lossy, else lossless PNG.
-- The stored name is ASCII, short, unique case-insensitively, and ends in the real format's extension.
+- The stored name is ASCII, short, unique case-insensitively, and ends in the real format's extension (the
+  upload's own when it names that format, e.g. `.JPG`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png"}
+TRUE_SUFFIXES = {"JPEG": {".jpg", ".jpeg", ".jpe"}, "PNG": {".png"}}  # kept as uploaded (DJI_0018.JPG stays)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".tif", ".tiff"}
 MAX_STEM_BYTES = 100  # file names stay far below the 255-byte limit of common file systems
 
@@ -169,12 +171,14 @@ def stored_name(source: str, fmt: str, taken: set[str]) -> str:
     """A safe, unique (case-insensitively, within `taken`) file name with the real format's extension."""
     flat = source.replace("/", "__")
     base, dot, suffix = flat.rpartition(".")
+    ext = EXTENSIONS[fmt]
     if dot and base and "." + suffix.lower() in IMAGE_SUFFIXES:
-        flat = base  # the upload's own extension goes (it may lie); the real one is added below
+        flat = base  # the upload's own extension goes unless it names the real format
+        if "." + suffix.lower() in TRUE_SUFFIXES[fmt] and suffix.isascii() and suffix.isalpha():
+            ext = "." + suffix
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", flat).strip("._-") or "image"
     if len(stem) > MAX_STEM_BYTES:
         stem = stem[:MAX_STEM_BYTES - 9] + "-" + hashlib.sha1(source.encode()).hexdigest()[:8]
-    ext = EXTENSIONS[fmt]
     candidate, i = stem + ext, 1
     while candidate.lower() in taken:
         candidate = f"{stem}-{i}{ext}"

@@ -181,12 +181,11 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
         **result.extra,
     }
     outcomes = checks(config, registered, total, points, reproj, metadata["models"])
-    gps = result.extra.get("gps_consensus")
-    if gps and gps["fixes"]:
-        outcomes.append(CheckOutcome(
-            "gps_consistent", not gps["outliers"],
-            gps["reason"] + (": " + ", ".join(gps["outliers"][:20]) if gps["outliers"] else ""),
-            blocking=False, metadata={"outliers": gps["outliers"]}))
+    gps = result.extra.get("gps_consensus", {"outliers": [], "reason": "GPS not examined"})
+    outcomes.append(CheckOutcome(  # reported with or without GPS: every declared check must report
+        "gps_consistent", not gps["outliers"],
+        gps["reason"] + (": " + ", ".join(gps["outliers"][:20]) if gps["outliers"] else ""),
+        blocking=False, metadata={"outliers": gps["outliers"]}))
     left_out = report["unregistered_images"]
     outcomes.append(CheckOutcome(
         "all_images_registered", not left_out,

@@ -26,9 +26,7 @@ class SogConfig:
     # quality gates
     min_size_ratio: float = 10.0
     max_psnr_drop_db: float = 1.0
-    # held-out rendering for the PSNR drop
-    psnr_views: int = 8  # at most this many held-out views (evenly spread); 0 = skip rendering
-    psnr_max_side: int = 0  # render with the long side at most this many pixels (0 = the cameras' size)
+    # test-view renders for the PSNR drop: every test view at the export's size (the evaluation protocol)
     render_device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -36,8 +34,8 @@ class SogConfig:
             raise ValueError(f"bundle_name {self.bundle_name!r} must be a plain file name ([A-Za-z0-9._-])")
         if not 0 <= self.webp_method <= 6 or not 0 <= self.webp_quality <= 100:
             raise ValueError("webp_method must be 0..6 and webp_quality 0..100")
-        if self.min_size_ratio <= 0 or self.max_psnr_drop_db < 0 or self.psnr_views < 0 or self.psnr_max_side < 0:
-            raise ValueError("thresholds and view counts must be non-negative (min_size_ratio > 0)")
+        if self.min_size_ratio <= 0 or self.max_psnr_drop_db < 0:
+            raise ValueError("thresholds must be non-negative (min_size_ratio > 0)")
         self.encode_options()  # validates sh_bands, iterations
 
     def encode_options(self) -> EncodeOptions:
@@ -51,8 +49,7 @@ class SogConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "standard": {},
-    # CPU demo runs: fewer, smaller held-out renders
-    "preview": {"psnr_views": 4, "psnr_max_side": 480},
+    "preview": {},
 }
 
 

@@ -1,8 +1,9 @@
 """Load a colmap_export (images/ + sparse/0/) into GPU-resident training data.
 
 Photos are decoded once, downscaled to the resolution policy and kept on the device as uint8, so a training
-step does no host work. Every `test_every`-th registered image (sorted by name) is held out, as gsplat's
-parser does (indices 0, 8, 16, ...).
+step does no host work. Every `test_every`-th registered image (sorted by name) is a test view, as gsplat's
+parser does (indices 0, 8, 16, ...); `validation_every` keeps some training views out of training for
+selection (early stop), so that nothing is chosen on a test view (`stages/evaluation.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from spaceport_dagster.stages.colmap_io import ColmapFormatError, read_model
+from spaceport_dagster.stages.evaluation import split_indices, validation_indices
 from spaceport_dagster.stages.render import View
 
 
@@ -29,11 +31,21 @@ class ExportError(ValueError):
 class Scene:
     views: list[View]  # all registered images, sorted by name, at training resolution
     photos: list[Tensor]  # (H, W, 3) uint8 on the device, one per view
-    train: list[int]
-    test: list[int]
+    train: list[int]  # the views training steps sample
+    test: list[int]  # test views: reported, never used for a choice
+    val: list[int]  # validation views (from the training split, not trained on): early stop's figure
     points: np.ndarray  # (P, 3) SfM points
     colors: np.ndarray  # (P, 3) float in [0, 1]
     scene_scale: float  # max camera distance from the camera centroid, times 1.1 (as simple_trainer)
+    export_views: list[View]  # the same cameras at the export's resolution (the published figures' size)
+    images_dir: Path
+
+    def export_photo(self, index: int) -> Tensor:
+        """View `index`'s photo at the export's resolution, (H, W, 3) uint8 on the photos' device."""
+        v = self.export_views[index]
+        if (v.width, v.height) == (self.views[index].width, self.views[index].height):
+            return self.photos[index]
+        return torch.from_numpy(_load_photo(self.images_dir / v.name, (v.width, v.height))).to(self.photos[index].device)
 
     def mean_colour(self) -> Tensor:
         """Per-channel mean of the training photos (the trivial baseline model)."""
@@ -60,7 +72,7 @@ def _load_photo(path: Path, size: tuple[int, int]) -> np.ndarray:
 
 
 def load_scene(export: str | Path, max_long_side: int, test_every: int, device: torch.device,
-               log: logging.Logger | None = None) -> Scene:
+               log: logging.Logger | None = None, validation_every: int = 0) -> Scene:
     export = Path(export)
     images_dir, sparse = export / "images", export / "sparse" / "0"
     if not export.is_dir():
@@ -79,7 +91,7 @@ def load_scene(export: str | Path, max_long_side: int, test_every: int, device: 
     missing = [im.name for im in images if not (images_dir / im.name).is_file()]
     if missing:
         raise ExportError(f"export {export} lacks {len(missing)} image file(s) named in images.bin: {missing[:5]}")
-    views = []
+    views, export_views = [], []
     for im in images:
         cam = model.cameras.get(im.camera_id)
         if cam is None:
@@ -88,6 +100,7 @@ def load_scene(export: str | Path, max_long_side: int, test_every: int, device: 
             K = cam.intrinsics()
         except ColmapFormatError as exc:
             raise ExportError(str(exc)) from None
+        export_views.append(View(im.name, im.world_to_camera(), K.copy(), cam.width, cam.height))
         w, h = target_size(cam.width, cam.height, max_long_side)
         K[0] *= w / cam.width
         K[1] *= h / cam.height
@@ -95,15 +108,15 @@ def load_scene(export: str | Path, max_long_side: int, test_every: int, device: 
     with ThreadPoolExecutor(max_workers=8) as pool:
         arrays = list(pool.map(lambda v: _load_photo(images_dir / v.name, (v.width, v.height)), views))
     photos = [torch.from_numpy(a).to(device) for a in arrays]
-    idx = list(range(len(views)))
-    test = [i for i in idx if test_every and i % test_every == 0]
-    train = [i for i in idx if i not in test]
+    train, test = split_indices(len(views), test_every)
+    val = validation_indices(train, validation_every)
+    train = [i for i in train if i not in val]
     for i in test:
-        views[i].heldout = True
+        views[i].heldout = export_views[i].heldout = True
     centers = np.stack([im.center() for im in images])
     scene_scale = float(np.linalg.norm(centers - centers.mean(0), axis=1).max()) * 1.1
     if log:
-        log.info(f"export: {len(views)} images ({len(train)} train / {len(test)} held out) at "
+        log.info(f"export: {len(views)} images ({len(train)} train / {len(val)} validation / {len(test)} test) at "
                  f"{views[0].width}x{views[0].height}, {len(model.points.xyz)} SfM points, scene scale {scene_scale:.3f}")
-    return Scene(views, photos, train, test, model.points.xyz.astype(np.float32),
-                 model.points.rgb.astype(np.float32) / 255.0, max(scene_scale, 1e-6))
+    return Scene(views, photos, train, test, val, model.points.xyz.astype(np.float32),
+                 model.points.rgb.astype(np.float32) / 255.0, max(scene_scale, 1e-6), export_views, images_dir)

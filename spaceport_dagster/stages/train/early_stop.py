@@ -1,4 +1,5 @@
-"""Early-stop bookkeeping on the held-out PSNR: the best score so far and the evaluations since it.
+"""Early-stop bookkeeping on the validation PSNR (training views kept out of training; never a test view): the
+best score so far and the evaluations since it.
 
 One object serves a fresh run and a resumed one: a resumed run replays the evaluations stored in its checkpoint
 first, so it stops where the uninterrupted run would have.
@@ -33,8 +34,8 @@ class EarlyStop:
     def replay(self, evals: Iterable[dict[str, Any]]) -> None:
         """Observe the evaluations of the run so far (from a checkpoint); a restored-best record is a copy."""
         for record in evals:
-            if not record.get("restored_best"):
-                self.observe(record["step"], record["psnr"])
+            if not record.get("restored_best") and "val_psnr" in record:
+                self.observe(record["step"], record["val_psnr"])
 
     @property
     def should_stop(self) -> bool:

@@ -89,22 +89,38 @@ def make_strategy(cfg: TrainConfig, device: torch.device, log: logging.Logger,
 
 
 class Appearance(torch.nn.Module):
-    """Per-image colour affine c' = A c + b (identity at start): absorbs exposure and lighting changes between
-    drone passes so the shared splat does not bake them in. Held-out views borrow the transform of their
-    nearest training image in capture (name) order, which flew in the same pass."""
+    """Per-image colour affine c' = A c + b (identity at start), applied to the Gaussians' colours before they
+    are rasterised, so it can recolour the scene but never paint where the splat is transparent. It absorbs
+    exposure and white-balance changes between drone passes so the shared splat does not bake them in.
+
+    The map is linear in the SH coefficients, so it acts on them directly (DC and higher bands alike) and the
+    mean map over the training images can be folded into the published splat exactly (`fold_mean`): the PLY then
+    shows the survey's average appearance with no colour model at all."""
 
     def __init__(self, n_images: int, device: torch.device):
         super().__init__()
         self.affine = torch.nn.Parameter(torch.zeros(n_images, 12, device=device))
 
-    def forward(self, image: Tensor, index: int) -> Tensor:
-        a = self.affine[index]
-        A = torch.eye(3, device=image.device) + a[:9].reshape(3, 3)
-        return image @ A.T + a[9:]
+    @staticmethod
+    def _apply(sh0: Tensor, shN: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+        A = torch.eye(3, device=a.device) + a[:9].reshape(3, 3)
+        offset = (A @ torch.full((3,), 0.5, device=a.device) + a[9:] - 0.5) / SH_C0
+        return sh0 @ A.T + offset, shN @ A.T
 
+    def transform(self, params: dict[str, Tensor], index: int) -> dict[str, Tensor]:
+        """`params` with the colours of image `index` (a shallow copy; the Gaussians themselves are shared)."""
+        sh0, shN = self._apply(params["sh0"], params["shN"], self.affine[index])
+        return {**params, "sh0": sh0, "shN": shN}
 
-def nearest_train(index: int, train: list[int]) -> int:
-    return min(train, key=lambda t: (abs(t - index), t))
+    def penalty(self, indices: list[int]) -> Tensor:
+        """Mean squared distance of the training images' maps from identity."""
+        return self.affine[indices].pow(2).mean()
+
+    @torch.no_grad()
+    def fold_mean(self, params: dict[str, Tensor], indices: list[int]) -> dict[str, Tensor]:
+        """`params` with the mean map of images `indices` folded into their SH coefficients."""
+        sh0, shN = self._apply(params["sh0"], params["shN"], self.affine[indices].mean(dim=0))
+        return {**params, "sh0": sh0.detach(), "shN": shN.detach()}
 
 
 def to_cloud(params: dict[str, Tensor], sh_coeffs: int = 15) -> GaussianCloud:

@@ -20,12 +20,19 @@ def write_cameras(path: Path, views: list[View], scene_scale: float) -> None:
     path.write_text(json.dumps({"scene_scale": scene_scale, "cameras": [v.to_dict() for v in views]}, indent=1))
 
 
-def write_metrics(path: Path, evals: list[dict[str, Any]], config: dict[str, Any], summary: dict[str, Any]) -> None:
+def write_metrics(path: Path, evals: list[dict[str, Any]], config: dict[str, Any], summary: dict[str, Any],
+                  test_views: dict[str, Any]) -> None:
+    """metrics.json: `summary` (headline: the published PLY on the test views, plainly), `test_views` (the same
+    per view), `evals` (the run's curve, at training resolution) and the config."""
     def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
         return None if isinstance(v, float) and not np.isfinite(v) else v
 
-    evals = [{k: clean(v) for k, v in e.items()} for e in evals]
-    path.write_text(json.dumps({"evals": evals, "summary": summary, "config": config}, indent=1, default=str))
+    path.write_text(json.dumps(clean({"summary": summary, "test_views": test_views, "evals": evals,
+                                      "config": config}), indent=1, default=str))
 
 
 def side_by_side(render: Tensor, photo: Tensor) -> Image.Image:
@@ -61,8 +68,11 @@ def write_curve(path: Path, evals: list[dict[str, Any]], log: logging.Logger) ->
     rows = [e for e in evals if e.get("psnr") is not None and np.isfinite(e["psnr"])]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     if rows:
-        ax.plot([e["step"] for e in rows], [e["psnr"] for e in rows], "o-", label="held-out PSNR")
-        ax.plot([e["step"] for e in rows], [e["baseline_psnr"] for e in rows], "--", label="mean-colour baseline")
+        ax.plot([e["step"] for e in rows], [e["psnr"] for e in rows], "o-", label="test-view PSNR (plain)")
+        if any("val_psnr" in e for e in rows):
+            val = [e for e in rows if e.get("val_psnr") is not None]
+            ax.plot([e["step"] for e in val], [e["val_psnr"] for e in val], "^-", label="validation PSNR")
+        ax.plot([e["step"] for e in rows], [e["baseline_psnr"] for e in rows], "--", label="flat mean colour")
     ax.set_xlabel("step")
     ax.set_ylabel("PSNR (dB)")
     loss_rows = [e for e in evals if e.get("train_loss") is not None and np.isfinite(e["train_loss"])]

@@ -2,7 +2,9 @@
 
 Inputs: `export` (folder with images/ + sparse/0/), optional `resume` (a checkpoint file or folder), optional
 `checkpoints` (a folder that outlives a failed attempt, so a retry resumes; default `output/checkpoints/`).
-Output folder: point_cloud.ply, cameras.json, metrics.json, previews/*.png, training_curve.png, checkpoints/.
+Output folder: point_cloud.ply, cameras.json (at the export's resolution; `heldout` marks the test views),
+metrics.json, previews/*.png, training_curve.png, checkpoints/. The headline figures are the written PLY
+rendered plainly on the test views (`stages/evaluation.py`).
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from typing import Any
 
 import torch
 
-from spaceport_dagster.stages.ply import write_ply
-from spaceport_dagster.stages.render import gsplat_available, pick_device
+from spaceport_dagster.stages.evaluation import PlainScores, render_plain, score_plain
+from spaceport_dagster.stages.ply import GaussianCloud, read_ply, write_ply
+from spaceport_dagster.stages.render import cloud_to_params, gsplat_available, pick_device
 from spaceport_dagster.stages.report import StageReport, md
 
 from .checks import quality_checks
 from .config import TrainConfig, load_config
-from .data import load_scene
+from .coverage import sfm_coverage
+from .data import Scene, load_scene
 from .model import to_cloud
 from .outputs import data_uri, side_by_side, write_cameras, write_curve, write_metrics
 from .trainer import Trainer
@@ -45,7 +49,7 @@ def find_checkpoint(resume: str | None, checkpoints: Path) -> Path | None:
 # Options that may change between a checkpoint and its resumption (run length, reporting, gates, device).
 RESUME_INDEPENDENT = {"steps", "checkpoint_every", "eval_every", "previews", "device", "early_stop_patience",
                       "early_stop_min_delta", "early_stop_restore_best", "early_stop_min_step", "min_gaussians",
-                      "baseline_margin_db", "psnr_floor_db"}
+                      "baseline_margin_db", "psnr_floor_db", "min_alpha"}
 
 
 def prepare_checkpoints(folder: Path, cfg: TrainConfig, log: logging.Logger) -> None:
@@ -62,6 +66,15 @@ def prepare_checkpoints(folder: Path, cfg: TrainConfig, log: logging.Logger) -> 
     stamp.write_text(current)
 
 
+def score_published(cloud: GaussianCloud, scene: Scene, baseline: torch.Tensor,
+                    device: torch.device) -> PlainScores:
+    """The headline figures: the PLY as written, rendered plainly on the test views at the export's size."""
+    indices = scene.test or scene.train  # no test views (test_every=0): training views, reported as such
+    params = cloud_to_params(cloud, device)
+    return score_plain(params, cloud.sh_degree, [scene.export_views[i] for i in indices],
+                       [scene.export_photo(i) for i in indices], baseline)
+
+
 def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resume: str | None = None,
           checkpoints: str | None = None) -> StageReport:
     t_start = time.perf_counter()
@@ -73,7 +86,7 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest SSIM convolutions
-    scene = load_scene(export, cfg.max_long_side, cfg.test_every, device, log)
+    scene = load_scene(export, cfg.max_long_side, cfg.test_every, device, log, cfg.validation_every)
     t_loaded = time.perf_counter()
     trainer = Trainer(scene, cfg, device, log)
     ckpt_dir = Path(checkpoints) if checkpoints else output / "checkpoints"
@@ -85,47 +98,51 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
     result.resumed_from = str(ckpt) if ckpt else None
 
     t_trained = time.perf_counter()
-    cloud = to_cloud(result.params)
+    cloud = to_cloud(trainer.published_params())
     ply_path = output / "point_cloud.ply"
     ply_bytes = write_ply(ply_path, cloud)
     t_written = time.perf_counter()
-    write_cameras(output / "cameras.json", scene.views, scene.scene_scale)
+    plain = score_published(read_ply(ply_path), scene, trainer.baseline, device)
+    coverage = sfm_coverage([scene.views[i] for i in scene.train], scene.points)
+    t_scored = time.perf_counter()
+    write_cameras(output / "cameras.json", scene.export_views, scene.scene_scale)
     previews_md = _write_previews(output / "previews", trainer, cfg)
-    final = result.evals[-1] if result.evals else {}
-    psnr, ssim_v, baseline = (float(final.get(k, float("nan"))) for k in ("psnr", "ssim", "baseline_psnr"))
     wall = time.perf_counter() - t_start
     peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
     summary = {
         "steps": result.steps_done, "wall_seconds": round(wall, 2), "train_seconds": round(result.train_seconds, 2),
-        "gaussians": len(cloud), "psnr": psnr, "ssim": ssim_v, "baseline_psnr": baseline,
+        "gaussians": len(cloud), **plain.summary(), "scored_on": "test views" if scene.test else "training views",
         "ply_bytes": ply_bytes, "peak_gpu_mem_mb": round(peak_mb, 1), "device": device_name, "backend": backend,
-        "train_views": len(scene.train), "heldout_views": len(scene.test),
-        "resolution": f"{scene.views[0].width}x{scene.views[0].height}", "resumed_from": result.resumed_from,
-        "stopped_early": result.stopped_early,
+        "train_views": len(scene.train), "validation_views": len(scene.val), "test_views": len(scene.test),
+        "training_resolution": f"{scene.views[0].width}x{scene.views[0].height}",
+        "resumed_from": result.resumed_from, "stopped_early": result.stopped_early,
+        "scene_fills_photos": coverage.fills,
         "seconds": {"load": round(t_loaded - t_start, 2), "train_loop": round(result.train_seconds, 2),
-                    "to_ply_written": round(t_written - t_start, 2), "ply_write": round(t_written - t_trained, 2)},
+                    "to_ply_written": round(t_written - t_start, 2), "ply_write": round(t_written - t_trained, 2),
+                    "plain_scoring": round(t_scored - t_written, 2)},
     }
-    write_metrics(output / "metrics.json", result.evals, dataclasses.asdict(cfg), summary)
+    write_metrics(output / "metrics.json", result.evals, dataclasses.asdict(cfg), summary, plain.as_dict())
     write_curve(output / "training_curve.png", result.evals, log)
-    checks = quality_checks(cloud, ply_path, psnr, baseline, cfg)
+    checks = quality_checks(cloud, ply_path, plain, coverage, cfg)
     metadata: dict[str, Any] = {k: v for k, v in summary.items() if v is not None and k != "seconds"}
     metadata["wall_seconds"] = round(time.perf_counter() - t_start, 2)
     if previews_md:
         metadata["previews"] = md(previews_md)
-    log.info(f"trained {result.steps_done} steps in {wall:.1f} s: {len(cloud)} Gaussians, held-out PSNR "
-             f"{psnr:.2f} dB, SSIM {ssim_v:.3f}")
+    log.info(f"trained {result.steps_done} steps in {wall:.1f} s: {len(cloud)} Gaussians; published PLY on the "
+             f"test views, plainly: PSNR {plain.psnr:.2f} dB (flat mean colour {plain.baseline_psnr:.2f} dB), "
+             f"SSIM {plain.ssim:.3f}, alpha {plain.alpha:.3f}; colour-corrected PSNR {plain.psnr_colour_corrected:.2f} dB")
     return StageReport(metadata, checks)
 
 
 @torch.no_grad()
 def _write_previews(folder: Path, trainer: Trainer, cfg: TrainConfig) -> str:
-    """Held-out renders beside their photos; returns markdown with small embedded copies."""
+    """Test views rendered as published (plainly) beside their photos; returns markdown with small copies."""
     folder.mkdir(parents=True, exist_ok=True)
     scene = trainer.scene
-    views = scene.test or scene.train
+    params = trainer.published_params()
     lines = []
-    for i in views[: cfg.previews]:
-        image = trainer.render_heldout(i, cfg.sh_degree)
+    for i in (scene.test or scene.train)[: cfg.previews]:
+        image, _ = render_plain(params, cfg.sh_degree, scene.views[i])
         pair = side_by_side(image, scene.photos[i])
         name = Path(scene.views[i].name).stem + ".png"
         pair.save(folder / name)

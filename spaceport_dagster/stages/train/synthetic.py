@@ -2,7 +2,8 @@
 
 A textured ground patch with a few bumps, photographed by a ring of downward-looking "drone" cameras; the
 photos are rendered with the PyTorch rasteriser from a ground-truth Gaussian cloud, and the SfM points are a
-noisy subset of that cloud with its colours.
+noisy subset of that cloud with its colours. With `ground_extent` 1 the patch is small and the photos show
+black beyond it; with 3 the ground fills every photo, as in a mapping flight.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ def look_at(center: np.ndarray, target: np.ndarray, up: tuple[float, float, floa
     return m
 
 
-def ground_truth(n: int = 1500, seed: int = 0) -> dict[str, np.ndarray]:
+def ground_truth(n: int = 1500, seed: int = 0, extent: float = 1.0) -> dict[str, np.ndarray]:
+    """`n` Gaussians per unit of extent squared over the square [-extent, extent]^2."""
     rng = np.random.default_rng(seed)
-    xy = rng.uniform(-1, 1, (n, 2))
+    n = round(n * extent * extent)
+    xy = rng.uniform(-extent, extent, (n, 2))
     z = 0.25 * np.exp(-((xy[:, 0] - 0.3) ** 2 + (xy[:, 1] + 0.2) ** 2) / 0.08)
     z += 0.15 * np.exp(-((xy[:, 0] + 0.4) ** 2 + (xy[:, 1] - 0.4) ** 2) / 0.04)
     rgb = np.stack([0.5 + 0.4 * np.sin(3 * xy[:, 0]), 0.5 + 0.4 * np.cos(4 * xy[:, 1]),
@@ -44,10 +47,10 @@ def ground_truth(n: int = 1500, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def write_synthetic_export(folder: str | Path, n_views: int = 16, width: int = 64, height: int = 48,
-                           n_sfm_points: int = 400, seed: int = 0) -> Path:
+                           n_sfm_points: int = 400, seed: int = 0, ground_extent: float = 1.0) -> Path:
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    gt = ground_truth(seed=seed)
+    gt = ground_truth(seed=seed, extent=ground_extent)
     t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in gt.items()}
     f = 0.8 * width
     K = torch.tensor([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], dtype=torch.float32)

@@ -1,5 +1,5 @@
-"""The training loop: render a random training view, L1 + SSIM loss, Adam, densify; evaluate held-out views,
-checkpoint and resume."""
+"""The training loop: render a random training view, L1 + SSIM loss, Adam, densify; score the test views
+plainly (as published), choose only on validation views, checkpoint and resume."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from spaceport_dagster.stages.image_metrics import psnr, ssim, ssim_map_mean
+from spaceport_dagster.stages.evaluation import score_plain
+from spaceport_dagster.stages.image_metrics import ssim_map_mean
 from spaceport_dagster.stages.render import rasterize_params
 
 from .config import TrainConfig
 from .data import Scene
 from .early_stop import EarlyStop
-from .model import Appearance, init_params, make_optimizers, make_strategy, means_lr_gamma, nearest_train
+from .model import Appearance, init_params, make_optimizers, make_strategy, means_lr_gamma
 
 
 @dataclass
@@ -76,12 +77,14 @@ class Trainer:
                         if self.appearance is not None else None)
         self.baseline = scene.mean_colour()  # the photos never change: the baseline colour is computed once
         self.background = self.baseline.to(device) if cfg.background == "mean" else None
+        # random backgrounds come from their own seeded stream, so they do not shift the view order
+        self.background_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.cams = _cameras(scene, device)
         self.coarse_cams = _cameras(scene, device, cfg.coarse_factor) if cfg.coarse_factor > 1 else self.cams
         self.coarse_photos = ([_downscale(p, c) for p, c in zip(scene.photos, self.coarse_cams, strict=True)]
                               if cfg.coarse_factor > 1 else scene.photos)
         self.evals: list[dict[str, Any]] = []
-        # parameters and evaluation record of the best held-out PSNR so far, kept for early stop's restore
+        # published parameters and evaluation record of the best validation PSNR so far, for early stop's restore
         self.best_state: tuple[dict[str, Tensor], dict[str, Any]] | None = None
         self.start_step = 0
         self.elapsed_before = 0.0
@@ -98,6 +101,7 @@ class Trainer:
             "appearance": None if self.appearance is None else self.appearance.state_dict(),
             "app_opt": None if self.app_opt is None else self.app_opt.state_dict(),
             "generator": self.generator.get_state(), "config_steps": self.cfg.steps,
+            "background_generator": self.background_generator.get_state(),
             "best_state": self.best_state,
         }
         tmp = path.with_suffix(".tmp")
@@ -122,6 +126,8 @@ class Trainer:
             self.appearance.load_state_dict(state["appearance"])
             self.app_opt.load_state_dict(state["app_opt"])
         self.generator.set_state(state["generator"])
+        if "background_generator" in state:
+            self.background_generator.set_state(state["background_generator"])
         self.evals = list(state["evals"])
         best = state.get("best_state")
         self.best_state = None if best is None else ({k: v.to(self.device) for k, v in best[0].items()}, best[1])
@@ -130,43 +136,50 @@ class Trainer:
         self.log.info(f"resumed from {path} at step {self.start_step}")
 
     # -- rendering ---------------------------------------------------------------------------------------------
-    def render(self, index: int, sh_degree: int, coarse: bool = False, appearance_index: int | None = None):
+    def training_background(self) -> Tensor | None:
+        if self.cfg.background == "random":
+            return torch.rand(3, generator=self.background_generator).to(self.device, non_blocking=True)
+        return self.background
+
+    def render(self, index: int, sh_degree: int, coarse: bool = False):
+        """Training view `index` as the loss sees it: its colour map (if any) and the training background."""
         cam = self.coarse_cams[index] if coarse else self.cams[index]
-        image, alpha, info = rasterize_params(
-            self.params, cam.viewmat, cam.K, cam.width, cam.height, sh_degree, background=self.background,
+        params = self.params if self.appearance is None else self.appearance.transform(self.params, index)
+        return rasterize_params(
+            params, cam.viewmat, cam.K, cam.width, cam.height, sh_degree, background=self.training_background(),
             near_plane=self.cfg.near_plane, far_plane=self.cfg.far_plane, absgrad=self.cfg.absgrad,
         )
-        if self.appearance is not None:
-            image = self.appearance(image, index if appearance_index is None else appearance_index)
-        return image, alpha, info
 
-    def render_heldout(self, index: int, sh_degree: int) -> Tensor:
-        """A view rendered as for evaluation: held-out views borrow the nearest training view's appearance."""
-        app = nearest_train(index, self.scene.train) if self.appearance is not None else None
-        return self.render(index, sh_degree, appearance_index=app)[0]
+    def published_params(self) -> dict[str, Tensor]:
+        """The parameters as the PLY will hold them: the mean training colour map folded in, no other model."""
+        params = {k: v.detach() for k, v in self.params.items()}
+        return params if self.appearance is None else self.appearance.fold_mean(params, self.scene.train)
 
     @torch.no_grad()
     def evaluate(self, step: int, elapsed: float, train_loss: float) -> dict[str, Any]:
+        """Plain figures of the splat as it would be published: test views (reported) and validation views
+        (early stop's figure), at training resolution. The final, export-resolution figures are the stage's."""
         scene = self.scene
-        baseline = self.baseline
         sh = min(step // self.cfg.sh_degree_interval, self.cfg.sh_degree)
-        p_list, s_list, b_list = [], [], []
-        for i in scene.test or scene.train:  # no held-out views (test_every=0): report training views
-            image = self.render_heldout(i, sh).clamp(0, 1)
-            gt = scene.photos[i].float() / 255.0
-            p_list.append(psnr(image, gt))
-            s_list.append(ssim(image, gt))
-            b_list.append(psnr(baseline.expand_as(gt), gt))
-        mean = lambda xs: float(sum(xs) / len(xs)) if xs else float("nan")  # noqa: E731
+        params = self.published_params()
+        scored = scene.test or scene.train  # no test views (test_every=0): report training views
+        test = score_plain(params, sh, [scene.views[i] for i in scored], [scene.photos[i] for i in scored],
+                           self.baseline)
         record = {
             "step": step, "seconds": round(elapsed, 2), "gaussians": int(self.params["means"].shape[0]),
-            "train_loss": round(train_loss, 5), "psnr": mean(p_list), "ssim": mean(s_list),
-            "baseline_psnr": mean(b_list),
+            "train_loss": round(train_loss, 5) if train_loss == train_loss else None,
+            "psnr": test.psnr, "ssim": test.ssim, "alpha_mean": test.alpha, "baseline_psnr": test.baseline_psnr,
+            "psnr_colour_corrected": test.psnr_colour_corrected,
         }
+        if scene.val:
+            val = score_plain(params, sh, [scene.views[i] for i in scene.val], [scene.photos[i] for i in scene.val])
+            record["val_psnr"] = val.psnr
         self.evals.append(record)
-        self.log.info(f"step {step}: {record['gaussians']} Gaussians, loss {train_loss:.4f}, held-out PSNR "
-                      f"{record['psnr']:.2f} dB (mean-colour baseline {record['baseline_psnr']:.2f}), "
-                      f"SSIM {record['ssim']:.3f}, {elapsed:.1f} s")
+        loss = "" if record["train_loss"] is None else f"loss {train_loss:.4f}, "
+        val_text = f", validation {record['val_psnr']:.2f} dB" if "val_psnr" in record else ""
+        self.log.info(f"step {step}: {record['gaussians']} Gaussians, {loss}test PSNR {record['psnr']:.2f} dB "
+                      f"(mean colour {record['baseline_psnr']:.2f}), alpha {record['alpha_mean']:.3f}{val_text}, "
+                      f"{elapsed:.1f} s")
         return record
 
     # -- the loop ----------------------------------------------------------------------------------------------
@@ -203,6 +216,8 @@ class Trainer:
                 loss = loss + cfg.opacity_reg * torch.sigmoid(self.params["opacities"]).mean()
             if cfg.scale_reg:
                 loss = loss + cfg.scale_reg * torch.exp(self.params["scales"]).mean()
+            if self.appearance is not None and cfg.appearance_reg:
+                loss = loss + cfg.appearance_reg * self.appearance.penalty(scene.train)
             loss.backward()
             loss_sum += loss.detach()
             loss_n += 1
@@ -227,11 +242,11 @@ class Trainer:
                 loss_sum.zero_()
                 loss_n = 0
                 record = self.evaluate(done, time.perf_counter() - t0, train_loss)
-                improved = early_stop.observe(done, record["psnr"])
+                improved = bool(scene.val) and early_stop.observe(done, record["val_psnr"])
                 if improved and cfg.early_stop_patience and cfg.early_stop_restore_best:
-                    self.best_state = ({k: v.detach().clone() for k, v in self.params.items()}, dict(record))
+                    self.best_state = ({k: v.clone() for k, v in self.published_params().items()}, dict(record))
                 if early_stop.should_stop and done < cfg.steps:
-                    self.log.info(f"early stop at step {done}: held-out PSNR has not improved for "
+                    self.log.info(f"early stop at step {done}: validation PSNR has not improved for "
                                   f"{early_stop.since_best} evaluations")
                     stopped = True
             if checkpoint_dir is not None and cfg.checkpoint_every and (done % cfg.checkpoint_every == 0
@@ -243,10 +258,12 @@ class Trainer:
             torch.cuda.synchronize()
         best_state = self.best_state
         if stopped and best_state is not None and best_state[1]["step"] != self.evals[-1]["step"]:
-            for k, v in best_state[0].items():
+            for k, v in best_state[0].items():  # published parameters: any colour map is folded in already
                 self.params[k] = torch.nn.Parameter(v)
+            if self.appearance is not None:
+                self.appearance.affine.data.zero_()
             self.evals.append({**best_state[1], "restored_best": True})
-            self.log.info(f"restored the parameters of step {best_state[1]['step']} (best held-out PSNR)")
+            self.log.info(f"restored the parameters of step {best_state[1]['step']} (best validation PSNR)")
         steps_done = step + 1 if cfg.steps > self.start_step else self.start_step
         return TrainResult(self.params, self.appearance, self.evals, steps_done, time.perf_counter() - t0,
                            stopped_early=stopped)

@@ -70,6 +70,8 @@ async function main() {
     const info = await (await fetch('/api/info')).json();
     $('dataset').textContent = info.dataset;
     $('bundle-size').textContent = formatBytes(info.bytes);
+    $('psnr').textContent = info.quality ? `${info.quality.psnr_db.toFixed(2)} dB` : 'not measured';
+    if (info.quality) $('psnr').title = `${info.quality.views} test views at ${info.quality.resolution}, plain renders`;
     document.body.dataset.bundleBytes = info.bytes;
     document.title = `${info.dataset} · Spaceport viewer`;
 
@@ -80,7 +82,8 @@ async function main() {
     window.addEventListener('resize', () => app.resizeCanvas());
 
     const camera = new pc.Entity('camera');
-    camera.addComponent('camera', { clearColor: new pc.Color(0.11, 0.12, 0.14), fov: 50, nearClip: 0.05, farClip: 20000 });
+    // black, as the quality gates render: holes in the splat show here as they were scored
+    camera.addComponent('camera', { clearColor: new pc.Color(0, 0, 0), fov: 50, nearClip: 0.05, farClip: 20000 });
     app.root.addChild(camera);
     const orbit = new Orbit(camera, canvas);
     app.on('update', () => orbit.update());
