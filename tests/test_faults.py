@@ -237,3 +237,27 @@ def test_failure_reasons_name_the_signal_or_the_silence(tmp_path: Path) -> None:
     assert reason(-9, "stage sfm timed out after 3 s and was killed") == "stage sfm timed out after 3 s and was killed"
     (tmp_path / "_FAILURE").write_text("ValueError: the stage's own words\n")
     assert reason(1) == "ValueError: the stage's own words"
+
+
+def test_a_stage_whose_launcher_died_while_it_imported_still_dies(tmp_path: Path) -> None:
+    """The launcher is killed before the stage's lifeline starts (slow imports): the stage must not take its
+    adoptive parent for the launcher."""
+    control = tmp_path / "control"
+    control.mkdir()
+    stage = ("import time; time.sleep(3)\n"  # still importing when the launcher dies
+             "from spaceport_dagster.stages.lifeline import start_lifeline\n"
+             "assert start_lifeline()\n"
+             "time.sleep(60)\n")
+    launcher = ("import subprocess, sys, time\n"
+                "subprocess.Popen([sys.executable, '-m', 'spaceport_dagster.stages.lifeline', sys.argv[1], "
+                "sys.executable, '-c', sys.argv[2]])\n"
+                "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", launcher, str(control), stage],
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 30
+    while not (control / "stage.pid").is_file() and time.time() < deadline:
+        time.sleep(0.1)
+    pid = int((control / "stage.pid").read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _wait_gone(pid, timeout=30), "the stage outlived its launcher"

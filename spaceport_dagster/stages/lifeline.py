@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 CONTROL_ENV = "SPACEPORT_STAGE_CONTROL"
+PARENT_ENV = "SPACEPORT_STAGE_PARENT"  # the launcher's pid, recorded before the stage imports anything
 PID_FILE, HEARTBEAT_FILE = "stage.pid", "heartbeat"
 HEARTBEAT_SECONDS = 2.0
 
@@ -26,7 +27,9 @@ def start_lifeline() -> bool:
     if not control:
         return False
     folder = Path(control)
-    parent = os.getppid()
+    # The launcher may already be gone (killed while the stage imported pycolmap or torch): compare with the
+    # parent recorded at exec time, not with whoever adopted us since.
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
     with contextlib.suppress(OSError):  # our group: the launcher kills it whole; Ctrl-C goes to the launcher only
         os.setpgrp()
     (folder / PID_FILE).write_text(str(os.getpid()))
@@ -54,6 +57,7 @@ def exec_in_own_group(control: str, command: list[str]) -> None:
     os.setpgrp()
     Path(control, PID_FILE).write_text(str(os.getpid()))
     os.environ[CONTROL_ENV] = control
+    os.environ[PARENT_ENV] = str(os.getppid())
     os.execvp(command[0], command)
 
 
