@@ -411,6 +411,7 @@ class SageMakerEmulator:
         assert job.root is not None
         env["SPACEPORT_CONTAINER_ROOT"] = str(job.root)
         env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONPATH"] = str(REPO)  # the image is built from this checkout, not whatever is installed
         if job.behaviour.lose_last_message_chunk:
             from dagster_pipes import DAGSTER_PIPES_MESSAGES_ENV_VAR, encode_param
 
