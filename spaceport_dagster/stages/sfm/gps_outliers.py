@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .georegister import lla_to_ecef
+from .georegister import WGS84
 
 DEFAULT_LINK_M = 1000.0
 
@@ -73,7 +73,8 @@ def gps_consensus(manifest_images: list[dict[str, Any]], link_m: float = DEFAULT
     names = [r["name"] for r in with_gps]
     lat = [float(r["gps"]["latitude"]) for r in with_gps]
     lon = [float(r["gps"]["longitude"]) for r in with_gps]
-    points = lla_to_ecef(np.array(lat), np.array(lon), np.zeros(len(with_gps)))  # horizontal position only
+    lla = np.stack([np.array(lat, float), np.array(lon, float), np.zeros(len(with_gps))], axis=1)
+    points = np.asarray(WGS84.ellipsoid_to_ecef(lla))  # horizontal position only
     groups = _components(points, link_m)
     largest = groups[0]
     if len(largest) == len(names):
