@@ -113,8 +113,10 @@ def run_config_for(assets: list[str], source: str | None, preset: str) -> dict[s
             cfg["source"] = source
         ops[name] = {"config": cfg}
     # The console shows the CLI's own lines and the cause of a failure; Dagster's step logs and tracebacks stay
-    # in the run's event log (`spaceport ui`).
-    return {"ops": ops, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    # in the run's event log (`spaceport ui`). The steps run in this process (the stages are subprocesses
+    # anyway), so that Ctrl-C or SIGTERM reaches the stages it started (stage_watch.stop_all).
+    return {"ops": ops, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+            "execution": {"config": {"in_process": {}}}}
 
 
 def _plain(value: Any) -> Any:
