@@ -195,3 +195,19 @@ def test_blocking_gate_keeps_the_output_as_rejected(sagemaker, sagemaker_env, pr
         f"{DATASET}/image_set/{version}/manifest.json", f"{DATASET}/image_set/_SUCCESS"])
     logged = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("image_set failed 1 quality gate(s); output kept at s3://" in m for m in logged)
+
+
+def test_stage_options_are_checked_before_any_job(sagemaker, sagemaker_env, instance, tmp_path: Path) -> None:
+    """A typo in a stage option fails in the launcher, naming the option, and no SageMaker job is created."""
+    upload = copy_photos("lund", tmp_path / "upload", 5)
+    register_dataset(instance, "typo")
+    result = materialize([image_set], partition_key="typo", instance=instance, resources=resources_from_env(),
+                         raise_on_error=False,
+                         run_config={"ops": {"image_set": {"config": {"source": str(upload),
+                                                                      "options": {"min_image": 3}}}}})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.error.message
+    assert "no SageMaker job started for image_set of 'typo'" in message
+    assert "IngestConfig has no option(s) min_image" in message
+    assert sagemaker.created() == []
