@@ -51,10 +51,7 @@ pytestmark = [
 
 @pytest.fixture
 def images() -> BuildahImages:
-    local = {f"{REPO_URI}-{name}:{TAG}": f"localhost/spaceport-{name}:{TAG}" for name in IMAGES}
-    missing = [image for image in local.values() if not image_id(image)]
-    assert not missing, f"not built: {missing} (scripts/build-images.sh --tag {TAG})"
-    return BuildahImages(local)
+    return BuildahImages({f"{REPO_URI}-{name}:{TAG}": f"localhost/spaceport-{name}:{TAG}" for name in IMAGES})
 
 
 @pytest.fixture
@@ -72,8 +69,57 @@ def image_sagemaker(images: BuildahImages, aws_env: str, bucket: str, spaceport_
         yield emulator
 
 
+def test_a_refused_upload_is_kept_aside_by_the_ingest_image(image_sagemaker: SageMakerEmulator, bucket: str,
+                                                            instance, tmp_path: Path) -> None:
+    """An upload without a photo: the ingest image runs, refuses the file with its reason, and its blocking check
+    fails; the job's output comes home as image_set.rejected/ and nothing is published."""
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    (upload / "notes.txt").write_text("no photos here")
+    register_dataset(instance, "no-photos")
+    result = materialize([image_set], partition_key="no-photos", instance=instance,
+                         resources=resources_from_env(), raise_on_error=False,
+                         run_config={"ops": {"image_set": {"config": {"source": str(upload)}}}})
+    assert not result.success
+    [job] = image_sagemaker.jobs.values()
+    assert job.status == "Completed" and job.kind == "processing"
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["enough_usable_images"] is False
+    s3 = boto3.client("s3")
+    assert not s3.list_objects_v2(Bucket=bucket, Prefix="spaceport/no-photos/image_set/").get("KeyCount")
+    rejected = s3.get_object(Bucket=bucket, Key="spaceport/no-photos/image_set.rejected/manifest.json")["Body"].read()
+    assert "not an image" in rejected.decode()
+
+
+def test_a_stage_crash_inside_its_image_reaches_dagster(image_sagemaker: SageMakerEmulator, bucket: str, aws_env: str,
+                                                       instance) -> None:
+    """colmap_export on a sparse_reconstruction artifact without a COLMAP model: the export stage raises inside the
+    sfm image; its message travels through /opt/ml/output/message (a Processing job's ExitMessage) into the
+    Dagster error, and nothing is published."""
+    from spaceport_dagster.resources.artifact_store import S3ArtifactStore
+
+    store = S3ArtifactStore(f"s3://{bucket}/spaceport", aws_env)
+    for asset, name in (("image_set", "images/a.jpg"), ("sparse_reconstruction", "report.json")):
+        with store.staging("no-model", asset) as staging:
+            (staging.local_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging.local_dir / name).write_text("{}")
+            store.publish(staging)
+    register_dataset(instance, "no-model")
+    result = materialize([colmap_export], partition_key="no-model", instance=instance,
+                         resources=resources_from_env(), raise_on_error=False)
+    assert not result.success
+    [job] = image_sagemaker.jobs.values()
+    assert job.status == "Failed" and job.failure_reason == "AlgorithmError: See job logs for more information"
+    assert job.exit_message.startswith("FileNotFoundError: no COLMAP binary model"), job.exit_message
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "FileNotFoundError: no COLMAP binary model" in failure.step_failure_data.error.message
+    assert not store.exists("no-model", "colmap_export")
+
+
 def test_the_chain_runs_in_the_built_images(image_sagemaker: SageMakerEmulator, bucket: str, instance,
                                             record_property) -> None:
+    missing = [image for image in image_sagemaker.images.images.values() if not image_id(image)]
+    assert not missing, f"not built: {missing} (scripts/build-images.sh --tag {TAG})"
     source = dataset_images(SURVEY)
     dataset = SURVEY.replace("_", "-")
     register_dataset(instance, dataset)
