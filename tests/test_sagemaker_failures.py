@@ -94,15 +94,17 @@ def test_sagemaker_failure_reason_reaches_the_run(sagemaker, sagemaker_env, prev
 
 
 def test_stage_failure_message_reaches_the_run(sagemaker, sagemaker_env, previous, instance, upload) -> None:
-    result = _run(instance, upload, options={"no_such_option": 3})
+    # A value of the wrong type passes the launcher's option check (it checks names and presets, not types)
+    # and fails inside the stage: a crash in the container, with the stage's own message.
+    result = _run(instance, upload, options={"min_images": "five"})
     assert not result.success
     message = _failure(result)
     [job] = sagemaker.jobs.values()
     assert job.status == "Failed"
     # SageMaker's FailureReason and the stage's own message (the container's /opt/ml/output/message)
     assert "AlgorithmError: See job logs for more information" in message
-    assert "ConfigError: IngestConfig has no option(s) no_such_option" in message
-    assert job.exit_message.startswith("ConfigError: IngestConfig has no option(s) no_such_option")
+    assert "TypeError: '>=' not supported between instances of 'int' and 'str'" in message
+    assert job.exit_message.startswith("TypeError: '>=' not supported between instances of 'int' and 'str'")
     _assert_untouched(previous)
 
 
