@@ -100,7 +100,10 @@ image_ref() {  # how a later FROM names a locally built image
 image_size() {
   if [[ "$ENGINE" == docker ]]; then docker image inspect --format '{{.Size}}' "$1:$TAG"
   else buildah_ inspect --type image --format '{{.FromImageID}}' "$1:$TAG" >/dev/null
-       buildah_ images --json "$1:$TAG" | python3 -c "import json, sys; print(json.load(sys.stdin)[0]['size'])"
+       # buildah reports a rounded decimal size ("515 MB"): back to bytes
+       buildah_ images --json "localhost/$1:$TAG" | python3 -c "import json, sys
+value, unit = json.load(sys.stdin)[0]['size'].split()
+print(round(float(value) * {'B': 1, 'kB': 1e3, 'MB': 1e6, 'GB': 1e9, 'TB': 1e12}[unit]))"
   fi
 }
 
