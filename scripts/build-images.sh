@@ -85,10 +85,13 @@ build() {  # build <name> <dockerfile> [build args...]
     DOCKER_BUILDKIT=1 docker build --platform linux/amd64 -f "$dockerfile" "${args[@]}" \
       -t "$name:$TAG" -t "$name:latest" .
   else
-    local mounts=()
+    local mounts=() layers=()
     [[ -f "$CA_BUNDLE" ]] && mounts+=(-v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
-    buildah_ bud --isolation chroot --network host --layers "${mounts[@]}" -f "$dockerfile" "${args[@]}" \
-      -t "$name:$TAG" -t "$name:latest" .
+    # vfs keeps every layer as a full copy of the file system: cache the small base's steps, but build the stage
+    # images in one working container each (a multi-GB layer per RUN step would fill the disk).
+    [[ "$name" == spaceport-base ]] && layers=(--layers)
+    buildah_ bud --isolation chroot --network host --force-rm "${layers[@]}" "${mounts[@]}" -f "$dockerfile" \
+      "${args[@]}" -t "$name:$TAG" -t "$name:latest" .
   fi
   echo "== built $name:$TAG in $((SECONDS - start)) s" >&2
 }
@@ -99,8 +102,7 @@ image_ref() {  # how a later FROM names a locally built image
 
 image_size() {
   if [[ "$ENGINE" == docker ]]; then docker image inspect --format '{{.Size}}' "$1:$TAG"
-  else buildah_ inspect --type image --format '{{.FromImageID}}' "$1:$TAG" >/dev/null
-       # buildah reports a rounded decimal size ("515 MB"): back to bytes
+  else # buildah reports a rounded decimal size ("515 MB"): back to bytes
        buildah_ images --json "localhost/$1:$TAG" | python3 -c "import json, sys
 value, unit = json.load(sys.stdin)[0]['size'].split()
 print(round(float(value) * {'B': 1, 'kB': 1e3, 'MB': 1e6, 'GB': 1e9, 'TB': 1e12}[unit]))"
