@@ -89,7 +89,7 @@ build() {  # build <name> <dockerfile> [build args...]
     [[ -f "$CA_BUNDLE" ]] && mounts+=(-v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
     # vfs keeps every layer as a full copy of the file system: cache the small base's steps, but build the stage
     # images in one working container each (a multi-GB layer per RUN step would fill the disk).
-    [[ "$name" == spaceport-base ]] && layers=(--layers)
+    if [[ "$name" == spaceport-base ]]; then layers=(--layers); else layers=(--no-cache); fi
     buildah_ bud --isolation chroot --network host --force-rm "${layers[@]}" "${mounts[@]}" -f "$dockerfile" \
       "${args[@]}" -t "$name:$TAG" -t "$name:latest" .
   fi
