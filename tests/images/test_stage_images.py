@@ -144,6 +144,7 @@ def test_the_chain_runs_in_the_built_images(image_sagemaker: SageMakerEmulator, 
     assert kinds == {"ingest": ("processing", f"spaceport-ingest:{TAG}"), "sfm": ("processing", f"spaceport-sfm:{TAG}"),
                      "export": ("processing", f"spaceport-sfm:{TAG}"), "train": ("training", f"spaceport-train:{TAG}"),
                      "sog": ("processing", f"spaceport-sog:{TAG}")}
+    assert all(job.environment()["OMP_WAIT_POLICY"] == "PASSIVE" for job in jobs)  # no spinning OpenMP workers
     for job in jobs:
         assert any(f"spaceport: running stage {job.stage}" in line and "/opt/ml at /opt/ml" in line
                    for line in job.log_lines), job.log_lines[:5]

@@ -202,7 +202,9 @@ class SageMakerStageLauncher(StageLauncher):
                   "dataset": request.dataset, "failure_file": FAILURE_PATH, "job_name": plan.name}
         with open_pipes_session(context=context, context_injector=injector, message_reader=reader,
                                 extras=extras) as session:
-            env = {**session.get_bootstrap_env_vars(), "SPACEPORT_STAGE": request.stage,
+            # Idle OpenMP workers spin by default, as under the local launcher: the sog stage's held-out renders
+            # took 3.8x longer in its image on a busy 2-core machine (benchmarks/RESULTS.md, issue 15).
+            env = {"OMP_WAIT_POLICY": "PASSIVE", **session.get_bootstrap_env_vars(), "SPACEPORT_STAGE": request.stage,
                    "SPACEPORT_PIPES_INTERVAL": f"{self.pipes_interval_s:g}"}
             try:
                 job_request = plan.request(env)
