@@ -116,6 +116,27 @@ def test_a_stage_crash_inside_its_image_reaches_dagster(image_sagemaker: SageMak
     assert not store.exists("no-model", "colmap_export")
 
 
+def test_the_sfm_image_reconstructs_and_exports(image_sagemaker: SageMakerEmulator, bucket: str, instance) -> None:
+    """ingest -> sfm -> export alone (the CPU images), for when the training image is not built yet."""
+    source = dataset_images(SURVEY)
+    dataset = SURVEY.replace("_", "-") + "-sfm"
+    register_dataset(instance, dataset)
+    start = time.monotonic()
+    result = materialize([image_set, sparse_reconstruction, colmap_export], partition_key=dataset, instance=instance,
+                         resources=resources_from_env(), raise_on_error=False,
+                         run_config={"ops": {"image_set": {"config": {"source": str(source)}}}})
+    jobs = list(image_sagemaker.jobs.values())
+    print(f"\nimages {TAG}, survey {SURVEY}: ingest+sfm+export {time.monotonic() - start:.0f} s; per job "
+          f"{ {job.stage: round((job.ended or 0) - (job.started or 0), 1) for job in jobs} }")
+    assert [(job.stage, job.status) for job in jobs] == [("ingest", "Completed"), ("sfm", "Completed"),
+                                                          ("export", "Completed")]
+    assert result.success
+    checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
+    assert checks[("sparse_reconstruction", "min_points")] and checks[("colmap_export", "every_image_has_correspondences")]
+    manifest = boto3.client("s3").get_object(Bucket=bucket, Key=f"spaceport/{dataset}/colmap_export/_SUCCESS")["Body"]
+    assert "sparse/0/points3D.bin" in {f["path"] for f in json.loads(manifest.read())["files"]}
+
+
 def test_the_chain_runs_in_the_built_images(image_sagemaker: SageMakerEmulator, bucket: str, instance,
                                             record_property) -> None:
     missing = [image for image in image_sagemaker.images.images.values() if not image_id(image)]
