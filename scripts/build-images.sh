@@ -2,7 +2,7 @@
 # Build the stage images: spaceport-base (the shared Python layer) first, then every stage image on top of it.
 #
 #   scripts/build-images.sh [--images "ingest sfm sog train"] [--tag TAG] [--engine docker|buildah]
-#                           [--base IMAGE] [--debian-base] [--sizes FILE.json]
+#                           [--base IMAGE] [--debian-base] [--sizes FILE.json] [--build-arg K=V ...]
 #
 # Images: spaceport-ingest (image_set), spaceport-sfm (sparse_reconstruction and colmap_export), spaceport-train
 # (splat_model: CUDA torch, gsplat compiled for sm_86 and sm_90), spaceport-sog (sogs_bundle); "opensfm" is built
@@ -14,6 +14,7 @@
 # Base: --base IMAGE (default python:3.11-slim-bookworm). --debian-base makes one from Debian's packages
 # (mmdebstrap --variant=minbase bookworm, Python 3.11) and imports it as localhost/spaceport-debian:bookworm, for
 # machines that cannot pull from public registries (buildah only). --sizes writes the image sizes as JSON.
+# --build-arg goes to every stage image (e.g. TORCH_CUDA_ARCH_LIST="8.6;8.9;9.0" for the train image).
 # containers/build_and_push.sh pushes the built images to ECR.
 set -euo pipefail
 
@@ -26,6 +27,7 @@ ENGINE=""
 BASE="python:3.11-slim-bookworm"
 DEBIAN_BASE=0
 SIZES=""
+EXTRA_ARGS=()
 CA_BUNDLE="${SPACEPORT_BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -35,7 +37,8 @@ while [[ $# -gt 0 ]]; do
     --base) BASE="$2"; shift 2 ;;
     --debian-base) DEBIAN_BASE=1; shift ;;
     --sizes) SIZES="$2"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --build-arg) EXTRA_ARGS+=("$2"); shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "build-images: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -120,7 +123,7 @@ for image in $IMAGES; do
   stage_args=("BASE_IMAGE=$(image_ref spaceport-base)")
   [[ -n "${SPACEPORT_BUILD_TORCH_INDEX:-}" && "$image" == sog ]] && stage_args+=("TORCH_INDEX=$SPACEPORT_BUILD_TORCH_INDEX")
   [[ "$image" == opensfm ]] && stage_args=()
-  build "spaceport-$image" "containers/$image/Dockerfile" "${stage_args[@]}"
+  build "spaceport-$image" "containers/$image/Dockerfile" "${stage_args[@]}" "${EXTRA_ARGS[@]}"
   built+=("spaceport-$image")
 done
 
