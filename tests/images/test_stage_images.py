@@ -10,7 +10,9 @@ Slow and needs the images, so it runs only when asked (not from .ci/run):
     nice -n 10 scripts/build-images.sh --debian-base --tag T           # where no registry can be reached
     SPACEPORT_IMAGE_TAG=T .venv/bin/python -m pytest tests/images -q
 
-SPACEPORT_IMAGE_DATASET picks the shared survey (default brighton_beach). The last run is in benchmarks/RESULTS.md.
+SPACEPORT_IMAGE_DATASET picks the shared survey (default brighton_beach); SPACEPORT_IMAGE_<STAGE IMAGE> (e.g.
+SPACEPORT_IMAGE_TRAIN=localhost/spaceport-train:T-nokernels) runs another local image for that one. The last run
+is in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ pytestmark = [
 
 @pytest.fixture
 def images() -> BuildahImages:
-    return BuildahImages({f"{REPO_URI}-{name}:{TAG}": f"localhost/spaceport-{name}:{TAG}" for name in IMAGES})
+    return BuildahImages({f"{REPO_URI}-{name}:{TAG}": os.environ.get(f"SPACEPORT_IMAGE_{name.upper()}",
+                                                                      f"localhost/spaceport-{name}:{TAG}")
+                          for name in IMAGES})
 
 
 @pytest.fixture
