@@ -441,7 +441,8 @@ class SageMakerEmulator:
         return arg
 
     def _container_env(self, job: Job) -> dict[str, str]:
-        env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR", "VIRTUAL_ENV") if k in os.environ}
+        # PYTHONPATH: the stage runs the checkout the test imports (a shared venv may point at another one)
+        env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH") if k in os.environ}
         env.update(self.role_env)
         env.update(job.environment())
         assert job.root is not None
