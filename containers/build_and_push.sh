@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Build the stage images and push them to ECR as <registry>/spaceport-<image>:<tag>.
+# Build the stage images (scripts/build-images.sh) and push them to ECR as <registry>/spaceport-<image>:<tag>.
 #
 #   containers/build_and_push.sh [--region eu-west-1] [--tag v1] [--images "ingest sfm train sog"] [--no-push]
+#                                [--prefix spaceport] [-- <more scripts/build-images.sh arguments>]
 #
-# Needs docker (with BuildKit) and the AWS CLI with credentials allowed to create ECR repositories and push.
-# Prints the two settings the SageMaker launcher needs at the end:
+# Needs Docker (or buildah, as root) and the AWS CLI with credentials allowed to create ECR repositories and
+# push. Prints the two settings the SageMaker launcher needs at the end:
 #   SPACEPORT_SAGEMAKER_IMAGE_REPO=<account>.dkr.ecr.<region>.amazonaws.com/spaceport
 #   SPACEPORT_SAGEMAKER_IMAGE_TAG=<tag>
 # Images: ingest (image_set), sfm (sparse_reconstruction and colmap_export), train (splat_model, CUDA, gsplat
-# compiled for sm_86), sog (sogs_bundle); add "opensfm" to --images for the OpenSfM SfM engine (containers/opensfm).
+# compiled for sm_86 and sm_90), sog (sogs_bundle); add "opensfm" to --images for the OpenSfM SfM engine.
 set -euo pipefail
 
 REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
@@ -16,6 +17,7 @@ TAG=""
 IMAGES="ingest sfm train sog"
 PUSH=1
 PREFIX="spaceport"
+BUILD_ARGS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --region) REGION="$2"; shift 2 ;;
@@ -23,7 +25,8 @@ while [[ $# -gt 0 ]]; do
     --images) IMAGES="$2"; shift 2 ;;
     --prefix) PREFIX="$2"; shift 2 ;;
     --no-push) PUSH=0; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --) shift; BUILD_ARGS=("$@"); break ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -36,30 +39,31 @@ if [[ -z "$TAG" ]]; then
     TAG="${TAG}-dirty"
   fi
 fi
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then ENGINE=docker; else ENGINE=buildah; fi
 
-if [[ "$PUSH" == 1 ]]; then
-  [[ -n "$REGION" ]] || { echo "set --region or AWS_REGION" >&2; exit 2; }
-  ACCOUNT="$(aws sts get-caller-identity --query Account --output text)"
-  REGISTRY="${ACCOUNT}.dkr.ecr.${REGION}.amazonaws.com"
+bash scripts/build-images.sh --engine "$ENGINE" --images "$IMAGES" --tag "$TAG" "${BUILD_ARGS[@]}"
+[[ "$PUSH" == 1 ]] || { echo "built with tag $TAG (not pushed)"; exit 0; }
+
+[[ -n "$REGION" ]] || { echo "set --region or AWS_REGION" >&2; exit 2; }
+ACCOUNT="$(aws sts get-caller-identity --query Account --output text)"
+REGISTRY="${ACCOUNT}.dkr.ecr.${REGION}.amazonaws.com"
+if [[ "$ENGINE" == docker ]]; then
   aws ecr get-login-password --region "$REGION" | docker login --username AWS --password-stdin "$REGISTRY"
 else
-  REGISTRY="local"
+  aws ecr get-login-password --region "$REGION" | buildah login --username AWS --password-stdin "$REGISTRY"
 fi
-
 for image in $IMAGES; do
-  dockerfile="containers/${image}/Dockerfile"
-  [[ -f "$dockerfile" ]] || { echo "no $dockerfile" >&2; exit 2; }
   repo="${PREFIX}-${image}"
   uri="${REGISTRY}/${repo}:${TAG}"
-  echo "== building $uri"
-  DOCKER_BUILDKIT=1 docker build --platform linux/amd64 -f "$dockerfile" -t "$uri" .
-  if [[ "$PUSH" == 1 ]]; then
-    aws ecr describe-repositories --region "$REGION" --repository-names "$repo" > /dev/null 2>&1 \
-      || aws ecr create-repository --region "$REGION" --repository-name "$repo" \
-           --image-scanning-configuration scanOnPush=true > /dev/null
+  aws ecr describe-repositories --region "$REGION" --repository-names "$repo" > /dev/null 2>&1 \
+    || aws ecr create-repository --region "$REGION" --repository-name "$repo" \
+         --image-scanning-configuration scanOnPush=true > /dev/null
+  echo "== pushing $uri"
+  if [[ "$ENGINE" == docker ]]; then
+    docker tag "spaceport-${image}:${TAG}" "$uri"
     docker push "$uri"
-    digest="$(docker inspect --format '{{index .RepoDigests 0}}' "$uri")"
-    echo "   pushed $digest"
+  else
+    buildah --storage-driver vfs push "localhost/spaceport-${image}:${TAG}" "docker://${uri}"
   fi
 done
 

@@ -3,7 +3,8 @@
 SageMaker starts it with the job's environment: SPACEPORT_STAGE names the stage module, DAGSTER_PIPES_CONTEXT /
 DAGSTER_PIPES_MESSAGES point at the Pipes context and message prefix on S3 (the stage reads its inputs, output
 folder and config from the Pipes extras: `/opt/ml/processing/input/<name>` and `/opt/ml/processing/output/artifact`
-for Processing jobs, `/opt/ml/input/data/<channel>` and `/opt/ml/model` for Training jobs). A Training job passes
+for Processing jobs, `/opt/ml/input/data/<channel>` and `/opt/ml/model` for Training jobs; a resumable stage's
+checkpoints in `/opt/ml/checkpoints`, SageMaker's checkpoint channel, never in the model). A Training job passes
 the argument `train`, which is ignored.
 
 The stage runs as `python -m spaceport_dagster.stages.<stage>`; its output is streamed to stdout (CloudWatch).
@@ -20,7 +21,6 @@ from __future__ import annotations
 import collections
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,32 +31,6 @@ FAILURE_LIMIT = 1000  # bytes of failure text kept; SageMaker truncates FailureR
 
 def opt_ml() -> Path:
     return Path(os.environ.get("SPACEPORT_CONTAINER_ROOT", "/") + "/opt/ml").resolve()
-
-
-def link_checkpoints() -> Path | None:
-    """Training jobs: the stage writes checkpoints to `/opt/ml/model/checkpoints/`; make that a link to the
-    SageMaker checkpoint channel (`SPACEPORT_CHECKPOINT_DIR`, synced to S3 while the job runs and restored after
-    a spot interruption), so the trainer both saves there and finds them again on restart."""
-    channel = os.environ.get("SPACEPORT_CHECKPOINT_DIR", "")
-    if not channel.startswith("/opt/ml/"):
-        return None
-    root = opt_ml()
-    target = root / channel[len("/opt/ml/"):]
-    link = root / "model" / "checkpoints"
-    if link.exists() or link.is_symlink():
-        return None
-    target.mkdir(parents=True, exist_ok=True)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(target, target_is_directory=True)
-    return link
-
-
-def keep_checkpoints(link: Path | None) -> None:
-    """Replace the link by a real copy, so the model archive (and the artifact) holds the checkpoints."""
-    if link is not None and link.is_symlink():
-        target = link.resolve()
-        link.unlink()
-        shutil.copytree(target, link)
 
 
 def stage_name(argv: list[str]) -> str:
@@ -78,7 +52,6 @@ def run(argv: list[str]) -> int:
     tail: collections.deque[str] = collections.deque(maxlen=20)
     print(f"spaceport: running stage {stage} (python -m spaceport_dagster.stages.{stage}), /opt/ml at {opt_ml()}",
           flush=True)
-    checkpoints = link_checkpoints()
     proc = subprocess.Popen(
         [sys.executable, "-u", "-m", f"spaceport_dagster.stages.{stage}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
@@ -92,7 +65,6 @@ def run(argv: list[str]) -> int:
         tail.append(line.rstrip())
     code = proc.wait()
     print(f"spaceport: stage {stage} exited with code {code}", flush=True)
-    keep_checkpoints(checkpoints)
     if code != 0:
         if not (failure.is_file() and failure.read_text().strip()):
             text = "\n".join(tail).strip() or "no output"

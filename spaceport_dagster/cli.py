@@ -9,7 +9,6 @@ import warnings
 from pathlib import Path
 
 from spaceport_dagster.stages.dataset_id import InvalidDatasetId, suggest_dataset_id, validate_dataset_id
-from spaceport_dagster.stages.s3uri import is_s3_uri
 
 
 def prepare_home() -> Path:
@@ -46,51 +45,81 @@ def print_stage(stage) -> None:
     print(f"  [{stage.status:^11}] {stage.asset:<22} {seconds}  {_figures(stage)}", flush=True)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    source = args.source
-    if not is_s3_uri(source):
-        if not Path(source).is_dir():
-            print(f"error: {source} is not a folder of photos", file=sys.stderr)
-            return 2
-        source = str(Path(source).resolve())
+def _check_run_arguments(preset: str, start: str | None, until: str | None) -> None:
+    """Preset and stage names, before anything is registered (UsageError)."""
+    from spaceport_dagster.preflight import UsageError
+    from spaceport_dagster.presets import stage_presets
+    from spaceport_dagster.runner import select_stages
+
     try:
-        # the folder's name, or the last part of the S3 prefix
-        dataset = validate_dataset_id(args.dataset) if args.dataset else suggest_dataset_id(
-            source.rstrip("/").rsplit("/", 1)[-1])
-    except InvalidDatasetId as exc:
+        stage_presets(preset)
+        select_stages(start, until)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _run_checked(work) -> int:
+    """Run `work` (returning an exit code); argument and reachability errors become one line, exit 2 or 1."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from spaceport_dagster.preflight import Unreachable, UsageError
+    from spaceport_dagster.resources.artifact_store import ArtifactDamaged, ArtifactMissing, StorageUnavailable
+
+    try:
+        return work()
+    except (UsageError, InvalidDatasetId, ArtifactMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    home = prepare_home()
-    from spaceport_dagster.runner import run_pipeline
+    except (Unreachable, ArtifactDamaged, StorageUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (BotoCoreError, ClientError) as exc:  # S3 failing outside a stage (the run's own stages report theirs)
+        print(f"error: S3 request failed: {exc}; check the bucket, AWS_ENDPOINT_URL and credentials", file=sys.stderr)
+        return 1
 
-    print(f"spaceport: dataset {dataset!r} from {source} (preset {args.preset}); home {home}")
-    outcome = run_pipeline(dataset, source, until=args.until, preset=args.preset, on_stage=print_stage)
-    return report(outcome)
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from spaceport_dagster.preflight import check_artifact_root, check_source
+
+    def work() -> int:
+        _check_run_arguments(args.preset, None, args.until)
+        source = check_source(args.source)
+        # the folder's name, or the last part of the S3 prefix; an explicit '' is refused, never replaced
+        dataset = validate_dataset_id(args.dataset) if args.dataset is not None else suggest_dataset_id(
+            source.rstrip("/").rsplit("/", 1)[-1])
+        home = prepare_home()
+        from spaceport_dagster.resources.storage import default_artifact_root
+        from spaceport_dagster.runner import run_pipeline
+
+        check_artifact_root(default_artifact_root())
+        print(f"spaceport: dataset {dataset!r} from {source} (preset {args.preset}); home {home}")
+        return report(run_pipeline(dataset, source, until=args.until, preset=args.preset, on_stage=print_stage))
+
+    return _run_checked(work)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    try:
-        dataset = validate_dataset_id(args.dataset)
-    except InvalidDatasetId as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    home = prepare_home()
-    from spaceport_dagster.resources.artifact_store import ArtifactMissing
-    from spaceport_dagster.runner import run_pipeline, select_stages
+    from spaceport_dagster.preflight import UsageError, check_artifact_root, check_stored_uploads
 
-    try:
-        select_stages(args.start, args.until)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"spaceport: dataset {dataset!r} again from {args.start} (preset {args.preset}); home {home}")
-    try:
-        outcome = run_pipeline(dataset, None, start=args.start, until=args.until, preset=args.preset,
-                               on_stage=print_stage)
-    except ArtifactMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return report(outcome)
+    def work() -> int:
+        dataset = validate_dataset_id(args.dataset)
+        _check_run_arguments(args.preset, args.start, args.until)
+        home = prepare_home()
+        from spaceport_dagster.resources.storage import default_artifact_root
+        from spaceport_dagster.resources.uploads import default_source
+        from spaceport_dagster.runner import run_pipeline
+
+        check_artifact_root(default_artifact_root())
+        if args.start == "image_set":
+            try:
+                check_stored_uploads(default_source(dataset))
+            except UsageError as exc:
+                raise UsageError(f"dataset {dataset!r} cannot be ingested again: {exc}") from None
+        print(f"spaceport: dataset {dataset!r} again from {args.start} (preset {args.preset}); home {home}")
+        return report(run_pipeline(dataset, None, start=args.start, until=args.until, preset=args.preset,
+                                   on_stage=print_stage))
+
+    return _run_checked(work)
 
 
 def report(outcome) -> int:
@@ -106,11 +135,17 @@ def report(outcome) -> int:
     quality = splat_quality_line(splat.metadata) if splat is not None else None
     if quality:
         print(f"\n{quality}")
+    for stage in outcome.stages:
+        for warning in stage.warnings:
+            print(f"warning: {stage.asset}: {warning}")
+    if outcome.reaped:
+        print(f"note: marked {len(outcome.reaped)} run(s) of a killed spaceport process as failed: "
+              + ", ".join(outcome.reaped))
     print(f"\nrun {outcome.run_id}: see it with `DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev`")
     message = outcome.failure_message()
     if message:
         print(f"error: {message}", file=sys.stderr)
-        return 1
+        return 130 if outcome.interrupted else 1
     return 0
 
 
@@ -225,7 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*is currently in (preview|beta).*")
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # outside a run (a run reports its own interruption)
+        print("error: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

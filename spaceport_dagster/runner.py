@@ -7,19 +7,22 @@ sensors, pools and run retries treat it like any other run.
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRun
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 from spaceport_dagster.definitions import PIPELINE_ASSETS
 from spaceport_dagster.job_runs import create_pipeline_run, execute_pipeline_run, wait_for_dataset
 from spaceport_dagster.partitions import register_dataset
-from spaceport_dagster.presets import stage_presets
+from spaceport_dagster.presets import PRESET_TAG, stage_presets
 from spaceport_dagster.resources.artifact_store import ArtifactMissing, ArtifactStore
+from spaceport_dagster.resources.owned_dirs import owner_gone, owner_tag
 from spaceport_dagster.resources.selection import resources_from_env
+from spaceport_dagster.resources.stage_watch import stop_all
 
 ASSET_ORDER = [a.key.to_user_string() for a in PIPELINE_ASSETS]
 # The figures the summary table shows per stage.
@@ -38,6 +41,14 @@ WATCHED_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.ASSET_MATERIALIZ
                   DagsterEventType.STEP_FAILURE}
 
 
+OWNER_TAG = "spaceport/owner"  # "<host>-<pid>" of the `spaceport` process executing the run
+UNFINISHED = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.CANCELING]
+
+
+class Interrupted(Exception):
+    """SIGTERM (or Ctrl-C) while a run executes in this process."""
+
+
 @dataclass
 class StageOutcome:
     asset: str
@@ -45,6 +56,7 @@ class StageOutcome:
     seconds: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     failed_checks: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     error: str | None = None
 
 
@@ -53,12 +65,16 @@ class PipelineOutcome:
     dataset: str
     run_id: str | None
     stages: list[StageOutcome]
+    interrupted: str | None = None  # how the run was interrupted, when it was
+    reaped: list[str] = field(default_factory=list)  # runs of killed processes this run marked failed
 
     @property
     def success(self) -> bool:
         return all(s.status == "ok" for s in self.stages)
 
     def failure_message(self) -> str | None:
+        if self.interrupted:
+            return f"run {self.interrupted}: running stages were stopped, nothing of theirs was published"
         for stage in self.stages:
             if stage.failed_checks:
                 return f"{stage.asset}: quality gate failed: " + "; ".join(stage.failed_checks)
@@ -96,7 +112,11 @@ def run_config_for(assets: list[str], source: str | None, preset: str) -> dict[s
         if name == "image_set" and source:
             cfg["source"] = source
         ops[name] = {"config": cfg}
-    return {"ops": ops, "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    # The console shows the CLI's own lines and the cause of a failure; Dagster's step logs and tracebacks stay
+    # in the run's event log (`spaceport ui`). The steps run in this process (the stages are subprocesses
+    # anyway), so that Ctrl-C or SIGTERM reaches the stages it started (stage_watch.stop_all).
+    return {"ops": ops, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+            "execution": {"config": {"in_process": {}}}}
 
 
 def _plain(value: Any) -> Any:
@@ -136,11 +156,12 @@ def _collect(instance: DagsterInstance, run_id: str, outcomes: dict[str, StageOu
         elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             key = evaluation.asset_key.to_user_string()
-            if key in outcomes and not evaluation.passed and evaluation.severity.value == "ERROR":
+            if key in outcomes and not evaluation.passed:
                 text = _plain(evaluation.metadata.get("description", evaluation.check_name))
                 message = f"{evaluation.check_name}: {text}"
-                if message not in outcomes[key].failed_checks:
-                    outcomes[key].failed_checks.append(message)
+                found = outcomes[key].failed_checks if evaluation.severity.value == "ERROR" else outcomes[key].warnings
+                if message not in found:
+                    found.append(message)
         elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE) and name:
             outcome = outcomes[name]
             if name in starts:
@@ -178,11 +199,12 @@ def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, 
         raise ArtifactMissing(f"dataset {dataset!r} has no published {', '.join(missing)}, which {selected[0]} "
                               "reads; run the stages before it first")
     instance = instance or DagsterInstance.get()
+    reaped = reap_abandoned_runs(instance)
     register_dataset(instance, dataset)
     outcomes = {name: StageOutcome(name) for name in selected}
     with wait_for_dataset(instance, dataset, on_wait=_tell_waiting(dataset)):
         run = create_pipeline_run(instance, dataset, selected, run_config_for(selected, source, preset),
-                                  {"spaceport/preset": preset, **(tags or {})})
+                                  {PRESET_TAG: preset, OWNER_TAG: owner_tag().lstrip("@"), **(tags or {})})
         done = threading.Event()
         errors: list[BaseException] = []
 
@@ -196,16 +218,73 @@ def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, 
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
+        run_id = run.run_id
         seen: set[tuple[str, str]] = set()
-        while True:
-            finished = done.wait(poll_seconds)
-            _collect(instance, run.run_id, outcomes, on_stage, seen)
-            if finished:
-                break
-        thread.join()
-    if errors:
+        interrupted: str | None = None
+
+        def poll(wait: float) -> bool:
+            finished = done.wait(wait)
+            _collect(instance, run_id, outcomes, on_stage, seen)
+            return finished
+
+        with _sigterm_as_interrupt():
+            try:
+                while not poll(poll_seconds):
+                    pass
+            except (KeyboardInterrupt, Interrupted) as exc:
+                interrupted = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "interrupted (SIGTERM)"
+                stop_all(f"run {interrupted}; stage stopped")
+                try:  # the stopped stage fails its step: the run ends as FAILURE and its staging is removed
+                    deadline = 60.0
+                    while not poll(min(poll_seconds, deadline)) and deadline > 0:
+                        deadline -= poll_seconds
+                except (KeyboardInterrupt, Interrupted):
+                    pass
+                if not done.is_set():  # still not ended: say so in the instance, never leave it STARTED
+                    current = instance.get_run_by_id(run_id)
+                    if current is not None and current.status in UNFINISHED:
+                        instance.report_run_canceled(current, f"run {interrupted}")
+        if not interrupted:
+            thread.join()
+    if errors and not interrupted:
         raise errors[0]
     for outcome in outcomes.values():
-        if outcome.status == "not run":  # the run ended before this stage started
-            outcome.status = "skipped"
-    return PipelineOutcome(dataset, run.run_id, [outcomes[n] for n in selected])
+        if outcome.status in ("not run", "running"):  # the run ended before this stage started (or finished)
+            outcome.status = "skipped" if outcome.status == "not run" else "stopped"
+    return PipelineOutcome(dataset, run_id, [outcomes[n] for n in selected], interrupted, reaped)
+
+
+class _sigterm_as_interrupt:
+    """While a run executes in the main thread, SIGTERM raises Interrupted there (like Ctrl-C does)."""
+
+    def __enter__(self) -> None:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            def handler(signum: int, frame: object) -> None:
+                raise Interrupted()
+
+            self.previous = signal.signal(signal.SIGTERM, handler)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def reap_abandoned_runs(instance: DagsterInstance) -> list[str]:
+    """Runs left STARTED by a `spaceport` process of this host that is gone (kill -9): marked failed, and the
+    concurrency-pool slots (the `gpu` pool) held by them or by any finished run freed. Their ids."""
+    reaped: list[str] = []
+    for run in instance.get_runs(filters=RunsFilter(statuses=UNFINISHED), limit=200):
+        owner = run.tags.get(OWNER_TAG)
+        if owner and owner_gone("@" + owner):
+            instance.report_run_failed(run, f"the spaceport process running this run ({owner}) is gone (killed); "
+                                            "marked failed by the next run")
+            reaped.append(run.run_id)
+    storage = instance.event_log_storage
+    if storage.supports_global_concurrency_limits:
+        holders = storage.get_concurrency_run_ids()
+        if holders:
+            for run in instance.get_runs(filters=RunsFilter(run_ids=list(holders))):
+                if run.is_finished or run.run_id in reaped:
+                    storage.free_concurrency_slots_for_run(run.run_id)
+    return reaped

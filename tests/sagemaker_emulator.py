@@ -36,6 +36,8 @@ from typing import Any
 import boto3
 from botocore.config import Config as BotoConfig
 
+from .image_runner import BuildahImages
+
 REPO = Path(__file__).resolve().parents[1]
 ENTRYPOINT = [sys.executable, str(REPO / "containers" / "entrypoint.py")]
 JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
@@ -101,9 +103,10 @@ class SageMakerEmulator:
     `role_env` is what the job's execution role gives the container: AWS credentials, region and the S3 /
     CloudWatch endpoint (the moto server)."""
 
-    def __init__(self, root: Path, role_env: dict[str, str]):
+    def __init__(self, root: Path, role_env: dict[str, str], images: BuildahImages | None = None):
         self.root = Path(root)
         self.role_env = dict(role_env)
+        self.images = images  # run these built images instead of the checkout's entry point (tests/images/)
         self.jobs: dict[str, Job] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.behaviours: dict[str, Behaviour] = {}
@@ -386,9 +389,42 @@ class SageMakerEmulator:
         (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
         (opt_ml / "model").mkdir(parents=True, exist_ok=True)
 
+    def _image_uri(self, job: Job) -> str:
+        if job.kind == "processing":
+            return job.request["AppSpecification"]["ImageUri"]
+        return job.request["AlgorithmSpecification"]["TrainingImage"]
+
+    def _image_command(self, job: Job) -> list[str]:
+        """The built image itself: its entry point (or the request's ContainerEntrypoint), SageMaker's arguments."""
+        assert self.images is not None and job.root is not None
+        uri = self._image_uri(job)
+        if uri not in self.images:
+            raise RuntimeError(f"CannotStartContainerError: no built image for {uri}")
+        env = {**self.role_env, **job.environment(), **self._sagemaker_env(job)}
+        if job.kind == "processing":
+            app = job.request["AppSpecification"]
+            command = self.images.command(uri, list(app.get("ContainerArguments", [])), job.root / "opt" / "ml", env)
+            if app.get("ContainerEntrypoint"):
+                cut = command.index("--") + 1
+                command = command[:cut] + list(app["ContainerEntrypoint"]) + list(app.get("ContainerArguments", []))
+            return command
+        return self.images.command(uri, ["train"], job.root / "opt" / "ml", env)
+
+    @staticmethod
+    def _sagemaker_env(job: Job) -> dict[str, str]:
+        """What SageMaker itself adds to a Training container's environment."""
+        if job.kind != "training":
+            return {}
+        env = {"TRAINING_JOB_NAME": job.name, "SM_MODEL_DIR": "/opt/ml/model", "SM_OUTPUT_DATA_DIR": "/opt/ml/output/data"}
+        for c in job.request.get("InputDataConfig", []):
+            env[f"SM_CHANNEL_{c['ChannelName'].upper()}"] = f"/opt/ml/input/data/{c['ChannelName']}"
+        return env
+
     def _command(self, job: Job) -> list[str]:
         if job.behaviour.hang:
             return HANG
+        if self.images is not None:
+            return self._image_command(job)
         if job.kind == "processing":
             app = job.request["AppSpecification"]
             entry = app.get("ContainerEntrypoint")
@@ -405,21 +441,20 @@ class SageMakerEmulator:
         return arg
 
     def _container_env(self, job: Job) -> dict[str, str]:
-        env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR", "VIRTUAL_ENV") if k in os.environ}
+        # PYTHONPATH: the stage runs the checkout the test imports (a shared venv may point at another one)
+        env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH") if k in os.environ}
         env.update(self.role_env)
         env.update(job.environment())
         assert job.root is not None
         env["SPACEPORT_CONTAINER_ROOT"] = str(job.root)
         env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONPATH"] = str(REPO)  # the image is built from this checkout, not whatever is installed
         if job.behaviour.lose_last_message_chunk:
             from dagster_pipes import DAGSTER_PIPES_MESSAGES_ENV_VAR, encode_param
 
             params, held = self._held_messages(job)
             env[DAGSTER_PIPES_MESSAGES_ENV_VAR] = encode_param({**params, "key_prefix": held})
-        if job.kind == "training":
-            env.update(TRAINING_JOB_NAME=job.name, SM_MODEL_DIR="/opt/ml/model", SM_OUTPUT_DATA_DIR="/opt/ml/output/data")
-            for c in job.request.get("InputDataConfig", []):
-                env[f"SM_CHANNEL_{c['ChannelName'].upper()}"] = f"/opt/ml/input/data/{c['ChannelName']}"
+        env.update(self._sagemaker_env(job))
         return env
 
     def _run_container(self, job: Job) -> tuple[int | None, str]:

@@ -46,27 +46,3 @@ def test_container_paths_are_rebased_only_under_opt_ml(tmp_path: Path, monkeypat
     assert container_path("/opt/ml") == f"{tmp_path}/opt/ml"
     assert container_path("/opt/mlx/a") == "/opt/mlx/a"
     assert container_path("s3://bucket/opt/ml/x") == "s3://bucket/opt/ml/x"
-
-
-def test_checkpoints_go_through_the_checkpoint_channel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Written to /opt/ml/model/checkpoints during training, they land in /opt/ml/checkpoints (synced by
-    SageMaker); after the stage they are real files in the model folder again."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("spaceport_entrypoint", ENTRYPOINT)
-    assert spec and spec.loader
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
-    monkeypatch.setenv("SPACEPORT_CONTAINER_ROOT", str(tmp_path))
-    monkeypatch.setenv("SPACEPORT_CHECKPOINT_DIR", "/opt/ml/checkpoints")
-    (tmp_path / "opt/ml/checkpoints").mkdir(parents=True)
-    (tmp_path / "opt/ml/checkpoints/step_000500.pt").write_bytes(b"restored after a spot interruption")
-    link = entry.link_checkpoints()
-    assert link == tmp_path / "opt/ml/model/checkpoints"
-    assert (link / "step_000500.pt").read_bytes() == b"restored after a spot interruption"  # the trainer resumes
-    (link / "step_001000.pt").write_bytes(b"new")
-    assert (tmp_path / "opt/ml/checkpoints/step_001000.pt").read_bytes() == b"new"  # synced by SageMaker
-    entry.keep_checkpoints(link)
-    assert not link.is_symlink() and sorted(p.name for p in link.iterdir()) == ["step_000500.pt", "step_001000.pt"]
-    monkeypatch.delenv("SPACEPORT_CHECKPOINT_DIR")
-    assert entry.link_checkpoints() is None  # Processing jobs: nothing to link

@@ -94,15 +94,17 @@ def test_sagemaker_failure_reason_reaches_the_run(sagemaker, sagemaker_env, prev
 
 
 def test_stage_failure_message_reaches_the_run(sagemaker, sagemaker_env, previous, instance, upload) -> None:
-    result = _run(instance, upload, options={"no_such_option": 3})
+    # A value of the wrong type passes the launcher's option check (it checks names and presets, not types)
+    # and fails inside the stage: a crash in the container, with the stage's own message.
+    result = _run(instance, upload, options={"min_images": "five"})
     assert not result.success
     message = _failure(result)
     [job] = sagemaker.jobs.values()
     assert job.status == "Failed"
     # SageMaker's FailureReason and the stage's own message (the container's /opt/ml/output/message)
     assert "AlgorithmError: See job logs for more information" in message
-    assert "ConfigError: IngestConfig has no option(s) no_such_option" in message
-    assert job.exit_message.startswith("ConfigError: IngestConfig has no option(s) no_such_option")
+    assert "TypeError: '>=' not supported between instances of 'int' and 'str'" in message
+    assert job.exit_message.startswith("TypeError: '>=' not supported between instances of 'int' and 'str'")
     _assert_untouched(previous)
 
 
@@ -195,3 +197,19 @@ def test_blocking_gate_keeps_the_output_as_rejected(sagemaker, sagemaker_env, pr
         f"{DATASET}/image_set/{version}/manifest.json", f"{DATASET}/image_set/_SUCCESS"])
     logged = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("image_set failed 1 quality gate(s); output kept at s3://" in m for m in logged)
+
+
+def test_stage_options_are_checked_before_any_job(sagemaker, sagemaker_env, instance, tmp_path: Path) -> None:
+    """A typo in a stage option fails in the launcher, naming the option, and no SageMaker job is created."""
+    upload = copy_photos("lund", tmp_path / "upload", 5)
+    register_dataset(instance, "typo")
+    result = materialize([image_set], partition_key="typo", instance=instance, resources=resources_from_env(),
+                         raise_on_error=False,
+                         run_config={"ops": {"image_set": {"config": {"source": str(upload),
+                                                                      "options": {"min_image": 3}}}}})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.error.message
+    assert "no SageMaker job started for image_set of 'typo'" in message
+    assert "IngestConfig has no option(s) min_image" in message
+    assert sagemaker.created() == []

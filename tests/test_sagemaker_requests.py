@@ -39,7 +39,7 @@ def store(bucket: str, aws_env: str) -> S3ArtifactStore:
 
 def _plan(store: S3ArtifactStore, stage: str, artifacts: dict[str, str], launcher: SageMakerStageLauncher | None = None):
     launcher = launcher or SageMakerStageLauncher(role_arn=ROLE, image_repo=REPO_URI, image_tag="v1")
-    request = StageRequest(stage, DATASET, f"{stage}-asset", artifacts)
+    request = StageRequest(stage, DATASET, f"{stage}-asset", artifacts, resumable=stage == "train")
     with store.staging(DATASET, request.asset) as staging:
         name = job_name(DATASET, stage, RUN_ID, 0)
         return launcher.plan(store, request, staging, name, RUN_ID), staging, name
@@ -108,7 +108,9 @@ def test_training_job_request_with_spot_and_checkpoints(store: S3ArtifactStore) 
         "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 100},
         "StoppingCondition": {"MaxRuntimeInSeconds": 28800, "MaxWaitTimeInSeconds": 57600},
         "EnableManagedSpotTraining": True,
-        "CheckpointConfig": {"S3Uri": scratch + "checkpoints/", "LocalPath": "/opt/ml/checkpoints"},
+        # beside the artifact, not in the job's scratch: a retried step (a new job) resumes from them
+        "CheckpointConfig": {"S3Uri": f"s3://{store.bucket}/art/{DATASET}/train-asset.checkpoints/",
+                             "LocalPath": "/opt/ml/checkpoints"},
         "Tags": [{"Key": "dagster:run-id", "Value": RUN_ID}, {"Key": "spaceport:asset", "Value": "train-asset"},
                  {"Key": "spaceport:dataset", "Value": DATASET}, {"Key": "spaceport:stage", "Value": "train"}],
     }
@@ -219,4 +221,47 @@ def test_pipes_pointers_fit_processing_environment_limit(aws_env: str) -> None:
     injector, reader = pipes_io(bucket, store.client, SageMakerStageLauncher.scratch_key(store, name), 10)
     with injector.inject_context({"extras": {}}) as context_params:
         assert len(encode_param(context_params)) <= 256
-        assert len(encode_param(reader.params())) <= 256
+        assert len(encode_param(reader.params())) <= 256  # what read_messages hands the stage
+
+
+def _validate_against_service_model(operation: str, params: dict) -> str:
+    """botocore's own parameter validation of `params` for SageMaker's `operation` (what boto3 runs before it sends
+    a request, and what the emulator does not): the errors as text, empty when valid."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    model = botocore.session.get_session().get_service_model("sagemaker").operation_model(operation)
+    return ParamValidator().validate(params, model.input_shape).generate_report()
+
+
+@pytest.mark.parametrize("stage,artifacts", [
+    ("sfm", {"image_set": "image_set"}), ("export", {"sparse": "sparse_reconstruction", "image_set": "image_set"}),
+    ("train", {"export": "colmap_export"}), ("sog", {"splat": "splat_model"}), ("ingest", {}),
+])
+def test_requests_pass_botocore_validation(store: S3ArtifactStore, stage: str, artifacts: dict[str, str]) -> None:
+    plan, _, _ = _plan(store, stage, artifacts)
+    env = {"DAGSTER_PIPES_CONTEXT": "x" * 200, "DAGSTER_PIPES_MESSAGES": "y" * 200, "SPACEPORT_STAGE": stage}
+    request = plan.request(env)
+    operation = "CreateTrainingJob" if plan.is_training else "CreateProcessingJob"
+    assert _validate_against_service_model(operation, request) == ""
+    if plan.is_training:  # the on-demand variant too
+        launcher = SageMakerStageLauncher(role_arn=ROLE, image_repo=REPO_URI, stages={"train": {"spot": False}})
+        plan, _, _ = _plan(store, stage, artifacts, launcher)
+        assert _validate_against_service_model(operation, plan.request(env)) == ""
+    # the validator does refuse a malformed request (a string volume size, a key SageMaker does not know)
+    broken = {**request, "VolumeSizeInGB": 100}
+    assert "Unknown parameter in input: \"VolumeSizeInGB\"" in _validate_against_service_model(operation, broken)
+
+
+def test_stage_option_loaders_refuse_typos_for_every_stage() -> None:
+    from spaceport_dagster.stages.config import ConfigError
+    from spaceport_dagster.stages.options import LOADERS, validate_options
+
+    assert set(LOADERS) == {"ingest", "sfm", "export", "train", "sog"}
+    for stage in LOADERS:
+        validate_options(stage, {})  # the defaults are valid
+        with pytest.raises(ConfigError, match=rf"^stage {stage}: .*no option\(s\) stpes"):
+            validate_options(stage, {"stpes": 10})
+    with pytest.raises(ConfigError, match="stage train: unknown preset 'fast'"):
+        validate_options("train", {"preset": "fast"})
+    assert validate_options("train", {"preset": "preview"}).steps > 0

@@ -22,7 +22,9 @@ from .stage_config import SfmConfig, check_specs
             "registered_fraction": "at least half of the images registered",
             "upright": "the published frame's up agrees with the survey's (nadir: views and camera plane within 5 deg)",
         },
-        warnings={"reprojection_error": "mean reprojection error at most 1.5 px"},
+        warnings={"reprojection_error": "mean reprojection error at most 1.5 px",
+                  "all_images_registered": "every image in the model (names the ones left out)",
+                  "gps_consistent": "every GPS fix agrees with the others (outliers named, not used)"},
     ),
 )
 def sparse_reconstruction(

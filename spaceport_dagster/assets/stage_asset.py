@@ -18,6 +18,7 @@ from dagster import (
     PathMetadataValue,
 )
 
+from spaceport_dagster.presets import HEARTBEAT_TIMEOUT_MINUTES, PRESET_TAG, stage_timeout_minutes
 from spaceport_dagster.resources.compute import StageLauncher, StageRequest
 from spaceport_dagster.resources.storage import StorageResource
 from spaceport_dagster.stages.dataset_id import validate_dataset_id
@@ -39,6 +40,15 @@ def published_paths(metadata: dict[str, Any], staging_dir: Any, location: str) -
     return out
 
 
+def stage_limits(context: AssetExecutionContext, asset: str) -> tuple[float, float]:
+    """(timeout, heartbeat limit) in seconds: the asset's run config, else the run's pipeline preset."""
+    op_config = context.op_config if isinstance(context.op_config, dict) else {}
+    preset = context.run.tags.get(PRESET_TAG)
+    timeout = float(op_config.get("timeout_minutes") or stage_timeout_minutes(asset, preset))
+    heartbeat = float(op_config.get("heartbeat_minutes") or HEARTBEAT_TIMEOUT_MINUTES)
+    return timeout * 60.0, heartbeat * 60.0
+
+
 def run_stage_asset(
     context: AssetExecutionContext,
     storage: StorageResource,
@@ -58,8 +68,9 @@ def run_stage_asset(
         if not store.exists(dataset, upstream):
             raise Failure(f"{asset} needs {upstream} for dataset {dataset!r}, but none is published at "
                           f"{store.uri(dataset, upstream)}; materialize {upstream} first")
+    timeout_s, heartbeat_s = stage_limits(context, asset)
     request = StageRequest(stage, dataset, asset, dict(artifacts or {}), dict(sources or {}), dict(config or {}),
-                           accelerator, resumable)
+                           accelerator, resumable, timeout_s, heartbeat_s)
     with store.staging(dataset, asset) as staging:
         results = compute.launch(context, store, request, staging)
         reported = [r for r in results if isinstance(r, MaterializeResult)]

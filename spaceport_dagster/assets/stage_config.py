@@ -37,6 +37,10 @@ PRESET_HELP = "named preset of the stage's options; none for the stage default"
 
 class StageConfig(Config):
     options: dict[str, Any] = Field(default_factory=dict, description="stage options overriding the preset")
+    timeout_minutes: float = Field(default=0, description="kill the stage after this long; 0: the pipeline "
+                                                          "preset's generous default")
+    heartbeat_minutes: float = Field(default=0, description="kill the stage when it stops responding this long; "
+                                                            "0: the default (30)")
 
     def stage_config(self) -> dict[str, Any]:
         preset = getattr(self, "preset", None)

@@ -5,11 +5,18 @@ swaps the `<asset>` symlink onto it with one atomic rename, then drops the previ
 S3: files go under `<asset>/<version>/`; the `_SUCCESS` manifest naming that version is written last, so
 readers (which start from the manifest) never see a half-written artifact and a failed run leaves the
 previous manifest, and its files, in place.
+
+The manifest lists every file with its size and SHA-256; readers check them (sizes always, hashes when the
+files are read anyway) and refuse a damaged artifact (ArtifactDamaged) instead of handing a stage a cut file.
+A killed run's staging is removed by the next run (owned_dirs); on S3, a version prefix a failed publish
+left behind is removed by the next publish of that asset.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,11 +31,59 @@ from typing import Any
 from spaceport_dagster.stages.dataset_id import validate_dataset_id
 from spaceport_dagster.stages.s3uri import is_s3_uri, list_keys, s3_client, split_s3_uri
 
+from .owned_dirs import owner_tag, sweep
+
 MANIFEST = "_SUCCESS"
+LOG = logging.getLogger(__name__)
 
 
 class ArtifactMissing(FileNotFoundError):
     pass
+
+
+class ArtifactDamaged(RuntimeError):
+    """A published artifact whose files do not match its manifest (cut, overwritten, missing)."""
+
+    def __init__(self, dataset: str, asset: str, what: str):
+        super().__init__(f"artifact {asset} of dataset {dataset!r} is damaged ({what}); rerun from {asset}: "
+                         f"spaceport rerun {dataset} --from {asset}")
+        self.dataset, self.asset = dataset, asset
+
+
+class StorageUnavailable(RuntimeError):
+    """The artifact root cannot be used (S3 bucket gone, endpoint down)."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parse_manifest(text: str | bytes, dataset: str, asset: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactDamaged(dataset, asset, f"its {MANIFEST} manifest is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) or "version" not in manifest:
+        raise ArtifactDamaged(dataset, asset, f"its {MANIFEST} manifest lacks a version or file list")
+    return manifest
+
+
+def verify_files(folder: Path, manifest: dict[str, Any], dataset: str, asset: str, *, hashes: bool = True) -> None:
+    """Every file the manifest lists is in `folder` with its size (and SHA-256, when listed and `hashes`)."""
+    for entry in manifest["files"]:
+        path = folder / entry["path"]
+        if not path.is_file():
+            raise ArtifactDamaged(dataset, asset, f"{entry['path']} is missing")
+        size = path.stat().st_size
+        if size != entry.get("bytes", size):
+            raise ArtifactDamaged(dataset, asset, f"{entry['path']} has {size:,} bytes, the manifest says "
+                                                  f"{entry['bytes']:,}")
+        if hashes and entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+            raise ArtifactDamaged(dataset, asset, f"{entry['path']} does not match its SHA-256 checksum")
 
 
 def _new_version() -> str:
@@ -37,7 +92,7 @@ def _new_version() -> str:
 
 def _file_list(folder: Path) -> list[dict[str, Any]]:
     return [
-        {"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size}
+        {"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     ]
@@ -76,19 +131,23 @@ class LocalArtifactStore:
         path = self._link(dataset, asset) / MANIFEST
         if not path.is_file():
             raise ArtifactMissing(f"no published {asset} for dataset {dataset!r} at {self.uri(dataset, asset)}")
-        return json.loads(path.read_text())
+        return parse_manifest(path.read_bytes(), dataset, asset)
 
     def fetch(self, dataset: str, asset: str) -> Path:
-        """The published folder (resolved, so a later publish cannot swap it under a running reader)."""
-        self.manifest(dataset, asset)
-        return self._link(dataset, asset).resolve()
+        """The published folder (resolved, so a later publish cannot swap it under a running reader), checked
+        against its manifest: ArtifactDamaged when a file was cut, changed or removed."""
+        manifest = self.manifest(dataset, asset)
+        folder = self._link(dataset, asset).resolve()
+        verify_files(folder, manifest, dataset, asset)
+        return folder
 
     @contextmanager
     def staging(self, dataset: str, asset: str) -> Iterator[Staging]:
         version = _new_version()
         parent = self.root / validate_dataset_id(dataset)
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = parent / f".{asset}.{version}.tmp"
+        sweep(parent, ".")  # staging folders of runs that were killed
+        tmp = parent / f".{asset}.{version}{owner_tag()}.tmp"
         tmp.mkdir()
         try:
             yield Staging(dataset, asset, version, tmp)
@@ -136,11 +195,18 @@ class S3ArtifactStore:
         return f"s3://{self.bucket}/{self._key(dataset, asset)}/"
 
     def manifest(self, dataset: str, asset: str) -> dict[str, Any]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(dataset, asset, MANIFEST))["Body"]
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(dataset, asset, MANIFEST))["Body"].read()
         except self.client.exceptions.NoSuchKey:
             raise ArtifactMissing(f"no published {asset} for dataset {dataset!r} at {self.uri(dataset, asset)}") from None
-        return json.loads(body.read())
+        except self.client.exceptions.NoSuchBucket:
+            raise StorageUnavailable(f"the artifact root's bucket {self.bucket!r} does not exist (reading {asset} "
+                                     f"of {dataset!r}); check SPACEPORT_ARTIFACT_ROOT") from None
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable(f"cannot read {self.uri(dataset, asset)}{MANIFEST}: {exc}") from None
+        return parse_manifest(body, dataset, asset)
 
     def exists(self, dataset: str, asset: str) -> bool:
         try:
@@ -157,7 +223,11 @@ class S3ArtifactStore:
         manifest = self.manifest(dataset, asset)
         target = self.cache / dataset / asset / manifest["version"]
         if (target / MANIFEST).is_file():
-            return target
+            try:
+                verify_files(target, manifest, dataset, asset, hashes=False)
+                return target
+            except ArtifactDamaged:
+                shutil.rmtree(target, ignore_errors=True)  # a damaged cache copy: download again
         tmp = target.with_name(target.name + f".{uuid.uuid4().hex[:6]}.tmp")
         base = self._key(dataset, asset, manifest["version"]) + "/"
         try:
@@ -165,6 +235,7 @@ class S3ArtifactStore:
                 dest = tmp / entry["path"]
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 self.client.download_file(self.bucket, base + entry["path"], str(dest))
+            verify_files(tmp, manifest, dataset, asset)
             (tmp / MANIFEST).write_text(json.dumps(manifest))
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(target, ignore_errors=True)
@@ -177,7 +248,9 @@ class S3ArtifactStore:
     @contextmanager
     def staging(self, dataset: str, asset: str) -> Iterator[Staging]:
         version = _new_version()
-        tmp = Path(tempfile.mkdtemp(prefix=f"spaceport-{dataset}-{asset}-"))
+        scratch = Path(tempfile.gettempdir())
+        sweep(scratch, "spaceport-")  # local copies of killed runs' staging
+        tmp = Path(tempfile.mkdtemp(prefix=f"spaceport-{dataset}-{asset}-", suffix=owner_tag()))
         remote = f"s3://{self.bucket}/{self._key(dataset, asset, version)}/"
         staging = Staging(dataset, asset, version, tmp, remote_prefix=remote)
         try:
@@ -185,7 +258,11 @@ class S3ArtifactStore:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             if not staging.extra.get("published"):
-                self.discard(staging)
+                try:
+                    self.discard(staging)
+                except Exception as exc:  # the error that ended the run matters more; the next publish cleans up
+                    LOG.warning(f"could not remove the unpublished {remote}: {exc}; the next publish of {asset} "
+                                "removes it")
 
     def _upload_folder(self, folder: Path, key_prefix: str) -> None:
         for path in sorted(folder.rglob("*")):
@@ -195,8 +272,11 @@ class S3ArtifactStore:
     def publish(self, staging: Staging, info: dict[str, Any] | None = None) -> str:
         base = self._key(staging.dataset, staging.asset, staging.version) + "/"
         self._upload_folder(staging.local_dir, base)
+        local = {p.relative_to(staging.local_dir).as_posix(): p for p in staging.local_dir.rglob("*") if p.is_file()}
         files = [
-            {"path": obj["Key"][len(base):], "bytes": obj["Size"]}
+            {"path": obj["Key"][len(base):], "bytes": obj["Size"],
+             **({"sha256": sha256_file(local[rel])} if (rel := obj["Key"][len(base):]) in local
+                and local[rel].stat().st_size == obj["Size"] else {})}
             for obj in list_keys(self.client, self.bucket, base)
             if obj["Key"][len(base):] != MANIFEST
         ]
@@ -213,7 +293,19 @@ class S3ArtifactStore:
         staging.extra["published"] = True
         if previous and previous != staging.version:
             self.delete_prefix(self._key(staging.dataset, staging.asset, previous) + "/")
+        self._remove_abandoned_versions(staging)
         return self.uri(staging.dataset, staging.asset)
+
+    def _remove_abandoned_versions(self, staging: Staging) -> None:
+        """Version prefixes of this asset older than the one just published and not named by its manifest:
+        what a publish that failed half-way (an S3 outage) left behind."""
+        asset_prefix = self._key(staging.dataset, staging.asset) + "/"
+        versions = {o["Key"][len(asset_prefix):].split("/", 1)[0] for o in list_keys(self.client, self.bucket,
+                                                                                      asset_prefix)}
+        started = staging.version.split("-", 1)[0]  # versions begin with their UTC start time
+        for version in sorted(versions - {MANIFEST, staging.version}):
+            if version.split("-", 1)[0] <= started:
+                self.delete_prefix(asset_prefix + version + "/")
 
     def delete_prefix(self, prefix: str) -> None:
         """Delete every object under `prefix` of this bucket."""

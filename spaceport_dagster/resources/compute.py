@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import signal
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,9 @@ from dagster._core.errors import DagsterPipesExecutionError
 from spaceport_dagster.stages.entry import FAILURE_FILE, STAGE_LOG_ENV
 
 from .artifact_store import ArtifactStore, Staging
+from .owned_dirs import owner_tag, sweep
 from .pipes_messages import WholeLineFileMessageReader, describe
+from .stage_watch import StageStopped, StageWatch
 from .storage import spaceport_home
 
 PipesResult = MaterializeResult | AssetCheckResult
@@ -44,6 +49,8 @@ class StageRequest:
     config: dict[str, Any] = field(default_factory=dict)
     accelerator: str = "cpu"  # "cpu" or "gpu": which instance family a remote launcher picks
     resumable: bool = False  # the stage checkpoints: give it a folder that survives a failed attempt
+    timeout_s: float = 0  # kill the stage after this long (0: never)
+    heartbeat_s: float = 0  # kill the stage when its heartbeat is older than this (0: do not watch)
 
 
 class StageLauncher(ConfigurableResource):
@@ -75,20 +82,35 @@ class LocalStageLauncher(StageLauncher):
             inputs["checkpoints"] = str(checkpoints)
         extras = {"inputs": inputs, "output": str(staging.local_dir), "config": request.config,
                   "dataset": request.dataset}
+        # The stage's own TMPDIR (COLMAP logs, temporary folders): removed afterwards, or by the next run when
+        # this process was killed; its control folder carries the stage's pid and heartbeat.
+        scratch_root = Path(tempfile.gettempdir())
+        sweep(scratch_root, "spaceport-stage-")
+        scratch = Path(tempfile.mkdtemp(prefix=f"spaceport-stage-{request.dataset}-{request.stage}-",
+                                        suffix=owner_tag(), dir=scratch_root))
+        (scratch / "control").mkdir()
+        (scratch / "tmp").mkdir()
         # Idle torch/OpenMP workers spin by default; on a busy laptop or CI core that made CPU stages 5-8x slower.
-        env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **self.env}
+        env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **self.env, "TMPDIR": str(scratch / "tmp")}
         console_log = spaceport_home() / "logs" / request.dataset / request.asset / f"{context.run_id}.log"
         env[STAGE_LOG_ENV] = str(console_log)
         reader = WholeLineFileMessageReader()
         client = PipesSubprocessClient(env=env, message_reader=reader)
-        command = [self.python or sys.executable, "-m", f"{self.stages_package}.{request.stage}"]
+        python = self.python or sys.executable
+        command = [python, "-m", "spaceport_dagster.stages.lifeline", str(scratch / "control"), python, "-m",
+                   f"{self.stages_package}.{request.stage}"]
+        watch = StageWatch(scratch / "control", request.stage, request.timeout_s, request.heartbeat_s)
         try:
-            results = list(client.run(context=context, command=command, extras=extras).get_results())
+            with watch:
+                results = list(client.run(context=context, command=command, extras=extras).get_results())
+        except StageStopped as exc:
+            raise Failure(str(exc)) from None
         except DagsterPipesExecutionError as exc:
             _log_console(context, request.stage, console_log)
-            failure = staging.local_dir / FAILURE_FILE
-            reason = failure.read_text().strip() if failure.is_file() else str(exc)
-            raise Failure(f"stage {request.stage} failed for dataset {request.dataset!r}: {reason}") from exc
+            raise Failure(f"stage {request.stage} failed for dataset {request.dataset!r}: "
+                          f"{failure_reason(staging, exc, watch.reason)}") from exc
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         _log_console(context, request.stage, console_log)
         if reader.problems:  # never publish on a partial report: the checks that were lost would pass silently
             raise Failure(f"stage {request.stage} finished for dataset {request.dataset!r}, but its Pipes messages "
@@ -129,3 +151,26 @@ def _log_console(context: AssetExecutionContext, stage: str, path: Path, limit: 
     text = path.read_text(errors="replace")
     cut = f"(last {limit:,} characters) " if len(text) > limit else ""
     context.log.debug(f"{stage} console output {cut}from {path}:\n{text[-limit:]}")
+
+
+def failure_reason(staging: Staging, exc: Exception, killed_because: str | None) -> str:
+    """What ended the stage, in words: the watch's reason, a signal, else the stage's own failure message."""
+    if killed_because:
+        return killed_because
+    code = re.search(r"failed with code (-?\d+)", str(exc))
+    returncode = int(code.group(1)) if code else None
+    if returncode is not None and returncode < 0:
+        number = -returncode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "unknown signal"
+        why = " (the kernel's out-of-memory killer, or a kill -9)" if number == signal.SIGKILL else ""
+        return f"stage killed by signal {number} ({name}){why}"
+    failure = staging.local_dir / FAILURE_FILE
+    if failure.is_file():
+        return failure.read_text().strip()
+    if returncode is not None:  # ended without a word: native code (COLMAP, a decoder) called exit()
+        return (f"stage exited with code {returncode} without reporting why (native code ended the process; "
+                "its last output lines above name the cause)")
+    return str(exc)

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from dagster_pipes import (
     open_dagster_pipes,
 )
 
+from .lifeline import start_lifeline
 from .report import StageReport
 
 StageFn = Callable[[dict[str, str], Path, dict[str, Any], logging.Logger], StageReport]
@@ -129,12 +131,15 @@ def main(stage: str, fn: StageFn, argv: list[str] | None = None) -> int:
         output = Path(container_path(extras["output"]))
         inputs = {name: container_path(path) for name, path in dict(extras.get("inputs", {})).items()}
         failure_file = extras.get("failure_file")
+        start_lifeline()
         try:
             report = fn(inputs, output, dict(extras.get("config", {})), pipes.log)
         except Exception as exc:
+            # The traceback goes to the run's log (debug level); the console shows the one-line cause.
+            pipes.log.debug(f"{stage} traceback:\n{traceback.format_exc()}")
             pipes.log.error(f"{stage} failed: {type(exc).__name__}: {exc}")
             write_failure(output, exc, container_path(failure_file) if failure_file else None)
-            raise
+            return 1
         pipes.report_asset_materialization(metadata=pipes_metadata(report.metadata))
         for check in report.checks:
             pipes.report_asset_check(

@@ -34,6 +34,8 @@ from dagster._core.pipes.utils import open_pipes_session
 from spaceport_dagster.resources.artifact_store import ArtifactStore, S3ArtifactStore, Staging
 from spaceport_dagster.resources.compute import PipesResult, StageLauncher, StageRequest
 from spaceport_dagster.resources.pipes_messages import describe
+from spaceport_dagster.stages.config import ConfigError
+from spaceport_dagster.stages.options import validate_options
 from spaceport_dagster.stages.s3uri import is_s3_uri, list_keys, split_s3_uri
 
 from .costs import estimate_cost
@@ -118,6 +120,7 @@ class SageMakerStageLauncher(StageLauncher):
         name = job_name(request.dataset, request.stage, context.run_id, context.retry_number)
         scratch_key = self.scratch_key(store, name)
         try:
+            self.check_options(request)
             plan = self.plan(store, request, staging, name, context.run_id)
             # Processing jobs write the output straight to staging.remote_prefix; staging.local_dir stays empty.
             staging.extra["remote_output"] = not plan.is_training
@@ -129,6 +132,14 @@ class SageMakerStageLauncher(StageLauncher):
             if not self.keep_job_files:
                 with contextlib.suppress(Exception):  # cleanup must not mask the job's own outcome
                     store.delete_prefix(scratch_key)
+
+    @staticmethod
+    def check_options(request: StageRequest) -> None:
+        """Refuse options the stage would refuse, before an instance is paid for."""
+        try:
+            validate_options(request.stage, request.config)
+        except ConfigError as exc:
+            raise Failure(f"no SageMaker job started for {request.asset} of {request.dataset!r}: {exc}") from exc
 
     @staticmethod
     def scratch_key(store: S3ArtifactStore, name: str) -> str:
@@ -145,10 +156,17 @@ class SageMakerStageLauncher(StageLauncher):
             name=name, settings=settings, image_uri=self.image_for(request.stage, settings, request.config),
             role_arn=self.role_arn, channels=self._channels(store, request, scratch_key),
             output_uri=scratch_uri + "output/" if training else str(staging.remote_prefix),
-            checkpoint_uri=scratch_uri + "checkpoints/" if training else "",
+            checkpoint_uri=self.checkpoint_uri(store, request) if training and request.resumable else "",
             tags={"spaceport:dataset": request.dataset, "spaceport:stage": request.stage,
                   "spaceport:asset": request.asset, "dagster:run-id": run_id, **self.tags},
         )
+
+    @staticmethod
+    def checkpoint_uri(store: S3ArtifactStore, request: StageRequest) -> str:
+        """Checkpoints live beside the artifact, at `<dataset>/<asset>.checkpoints/`, never inside it: SageMaker syncs
+        them while the job runs, a spot restart or a retried step (a new job) resumes from them, and they are
+        deleted once the stage has finished, as the local launcher does."""
+        return f"s3://{store.bucket}/{store.prefix}{request.dataset}/{request.asset}.checkpoints/"
 
     # -- inputs
     def _channels(self, store: S3ArtifactStore, request: StageRequest, scratch_key: str) -> dict[str, str]:
@@ -177,14 +195,17 @@ class SageMakerStageLauncher(StageLauncher):
              plan: JobPlan, scratch_key: str) -> list[PipesResult]:
         api = JobApi(self._client("sagemaker"), plan.is_training)
         injector, reader = pipes_io(store.bucket, store.client, scratch_key, self.pipes_interval_s)
-        extras = {"inputs": plan.container_inputs(), "output": plan.container_output, "config": request.config,
+        inputs = plan.container_inputs()
+        if plan.checkpoint_uri:
+            inputs["checkpoints"] = CHECKPOINT_DIR
+        extras = {"inputs": inputs, "output": plan.container_output, "config": request.config,
                   "dataset": request.dataset, "failure_file": FAILURE_PATH, "job_name": plan.name}
         with open_pipes_session(context=context, context_injector=injector, message_reader=reader,
                                 extras=extras) as session:
-            env = {**session.get_bootstrap_env_vars(), "SPACEPORT_STAGE": request.stage,
+            # Idle OpenMP workers spin by default, as under the local launcher: the sog stage's held-out renders
+            # took 3.8x longer in its image on a busy 2-core machine (benchmarks/RESULTS.md, issue 15).
+            env = {"OMP_WAIT_POLICY": "PASSIVE", **session.get_bootstrap_env_vars(), "SPACEPORT_STAGE": request.stage,
                    "SPACEPORT_PIPES_INTERVAL": f"{self.pipes_interval_s:g}"}
-            if plan.is_training:
-                env["SPACEPORT_CHECKPOINT_DIR"] = CHECKPOINT_DIR
             try:
                 job_request = plan.request(env)
             except ValueError as exc:
@@ -215,6 +236,9 @@ class SageMakerStageLauncher(StageLauncher):
                           f"{request.dataset!r}, but its Pipes messages could not all be read, so its report and "
                           f"checks are incomplete and nothing was published (a retry runs the stage again): "
                           f"{describe(reader.problems)}", metadata=metadata)
+        if plan.checkpoint_uri:  # finished: the next run starts afresh, a failed one would have resumed
+            with contextlib.suppress(Exception):  # a leftover must not fail a finished stage
+                store.delete_prefix(split_s3_uri(plan.checkpoint_uri)[1])
         results = list(PipesClientCompletedInvocation(session, metadata=metadata).get_results())
         if not plan.is_training and self._gate_failed(results):
             self._bring_home(store, staging)

@@ -1,7 +1,7 @@
 """Ingest: decode every uploaded file, refuse what cannot be used (with a reason), record camera facts.
 
-Output: `images/` (usable photos, byte-identical to the upload unless EXIF orientation had to be applied)
-and `manifest.json` (usable images with EXIF facts and decoded size, refused files with reasons).
+Output: `images/` (usable photos in one form every later stage reads: see normalize.py) and `manifest.json`
+(usable images with their upload path, EXIF facts and decoded size; refused files with reasons).
 """
 
 from __future__ import annotations
@@ -10,18 +10,19 @@ import hashlib
 import io
 import json
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from spaceport_dagster.stages.config import from_dict
 from spaceport_dagster.stages.report import CheckOutcome, StageReport, md
 
-from .exif import read_camera_exif
+from .exif import CameraExif, read_camera_exif
+from .fingerprint import dhash, hamming
+from .normalize import store_photo, stored_name
 from .sources import iter_source
 
 ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "TIFF"}
@@ -32,23 +33,15 @@ Image.MAX_IMAGE_PIXELS = 400_000_000  # 400 MP: far above any drone camera, belo
 class IngestConfig:
     min_images: int = 5
     recommended_images: int = 20
-
-
-def _safe_name(name: str, taken: set[str]) -> str:
-    flat = re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("/", "__")).lstrip(".") or "image"
-    stem, dot, ext = flat.rpartition(".")
-    candidate, i = flat, 1
-    while candidate.lower() in taken:
-        candidate = f"{stem or flat}-{i}{dot}{ext}" if dot else f"{flat}-{i}"
-        i += 1
-    taken.add(candidate.lower())
-    return candidate
+    near_duplicate_bits: int = 20  # of 256 hash bits; a re-encoded half-size copy differs in <= 14, distinct survey photos in >= 75
 
 
 def decode(data: bytes) -> Image.Image:
     """Open and fully decode `data`; raises ValueError with a readable reason."""
     try:
         image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image too large to decode safely ({exc})") from None
     except UnidentifiedImageError:
         raise ValueError("not an image (no known image signature)") from None
     except Exception as exc:  # a recognised signature with a broken header
@@ -68,44 +61,64 @@ def decode(data: bytes) -> Image.Image:
     return image
 
 
+def camera_facts(image: Image.Image, data: bytes, name: str, log: logging.Logger) -> CameraExif:
+    """EXIF facts, or none (the photo is still usable) when the EXIF block is too broken to read."""
+    try:
+        return read_camera_exif(image, data)
+    except Exception as exc:
+        log.warning(f"{name}: EXIF unreadable ({type(exc).__name__}: {exc}); camera facts unknown")
+        return CameraExif(None, None, None, None, 1, None, None)
+
+
 def ingest(source: str, output: Path, config: IngestConfig, log: logging.Logger) -> StageReport:
     images_dir = output / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     usable: list[dict[str, Any]] = []
     refused: list[dict[str, str]] = []
     seen: dict[str, str] = {}
+    fingerprints: list[tuple[int, str]] = []
     taken: set[str] = set()
+
+    def refuse(name: str, reason: str) -> None:
+        refused.append({"source": name, "reason": reason})
+        log.warning(f"refused {name}: {reason}")
+
     for item in iter_source(source):
+        if item.data is None:
+            refuse(item.name, item.refusal or "cannot be read")
+            continue
         digest = hashlib.sha256(item.data).hexdigest()
         if digest in seen:
-            refused.append({"source": item.name, "reason": f"exact duplicate of {seen[digest]}"})
+            refuse(item.name, f"exact duplicate of {seen[digest]}")
             continue
         try:
             image = decode(item.data)
+            exif = camera_facts(image, item.data, item.name, log)
+            stored = store_photo(image, item.data, exif.orientation)
         except ValueError as exc:
-            refused.append({"source": item.name, "reason": str(exc)})
-            log.warning(f"refused {item.name}: {exc}")
+            refuse(item.name, str(exc))
+            continue
+        except Exception as exc:  # whatever a hostile file provokes: refuse that file, never the upload
+            refuse(item.name, f"could not be processed ({type(exc).__name__}: {exc})")
             continue
         seen[digest] = item.name
-        exif = read_camera_exif(image, item.data)
-        name = _safe_name(item.name, taken)
-        if exif.orientation != 1:
-            # Re-encoded upright in the upload's own format (JPEG at quality 95; PNG and TIFF stay lossless).
-            # upright's EXIF has the Orientation tag removed; the source's would make readers rotate it again.
-            upright = ImageOps.exif_transpose(image)
-            fmt = "JPEG" if image.format in ("JPEG", "MPO") else image.format
-            extra = {"quality": 95} if fmt == "JPEG" else {}
-            pixels = upright.convert("RGB") if fmt == "JPEG" else upright
-            pixels.save(images_dir / name, format=fmt, exif=upright.getexif(), **extra)
-            width, height = upright.size
-        else:
-            (images_dir / name).write_bytes(item.data)
-            width, height = image.size
+        fingerprint = dhash(image)
+        twin = next((name for other, name in fingerprints if hamming(fingerprint, other) <= config.near_duplicate_bits),
+                    None)
+        if twin is not None:
+            refuse(item.name, f"near-duplicate of {twin} (the same photo re-encoded or resized)")
+            continue
+        fingerprints.append((fingerprint, item.name))
+        name = stored_name(item.name, stored.format, taken)
+        (images_dir / name).write_bytes(stored.data)
         usable.append({
             "name": name, "source": item.name, "sha256": digest, "format": image.format,
-            "width": width, "height": height, "bytes": (images_dir / name).stat().st_size, **exif.to_dict(),
+            "stored_format": stored.format, "stored_as": stored.how, "mode": image.mode,
+            "width": stored.width, "height": stored.height, "bytes": len(stored.data), **exif.to_dict(),
             "camera": exif.camera_key,
         })
+        if stored.how != "original":
+            log.info(f"{item.name} -> {name}: {stored.how}")
     usable.sort(key=lambda r: r["name"])
     manifest = {"source": source, "images": usable, "refused": refused}
     (output / "manifest.json").write_text(json.dumps(manifest, indent=2))

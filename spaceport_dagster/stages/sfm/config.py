@@ -73,6 +73,7 @@ class SfmConfig:
     # horizontal residual); otherwise up comes from the cameras (camera GPS altitude drifts, issue 13)
     georegister_max_altitude_tilt_deg: float = 2.0
     georegister_min_vertical_tolerance_m: float = 3.0
+    gps_link_m: float = 1000.0  # fixes farther than this from every other agreeing fix are outliers (gps_outliers)
     # quality gates
     min_points: int = 1000
     min_registered_fraction: float = 0.5

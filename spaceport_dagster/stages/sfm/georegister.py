@@ -20,7 +20,7 @@ import pycolmap
 from .gravity import CameraAxes, UpEstimate, angle_deg, estimate_up
 from .robust_fit import Similarity3D, fit_similarity_2d, fit_similarity_3d
 
-_WGS84 = pycolmap.GPSTransform(pycolmap.GPSTransformEllipsoid.WGS84)
+WGS84 = pycolmap.GPSTransform(pycolmap.GPSTransformEllipsoid.WGS84)
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Origin:
 def lla_to_enu(lat_deg: Any, lon_deg: Any, alt_m: Any, origin: Origin) -> np.ndarray:
     """WGS84 geodetic (degrees, metres above the ellipsoid) to east-north-up metres around `origin`, (N, 3)."""
     lla = np.stack([np.atleast_1d(np.asarray(v, float)) for v in (lat_deg, lon_deg, alt_m)], axis=1)
-    return np.asarray(_WGS84.ellipsoid_to_enu(lla, origin.latitude, origin.longitude, origin.altitude))
+    return np.asarray(WGS84.ellipsoid_to_enu(lla, origin.latitude, origin.longitude, origin.altitude))
 
 
 def altitude_source(fixes: list[dict[str, Any]]) -> str:

@@ -7,6 +7,7 @@ gates fail with a clear message instead of the stage crashing.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -26,6 +27,7 @@ from spaceport_dagster.stages.ui_metadata import inline_picture_markdown, timing
 
 from .config import SfmConfig, load_config
 from .georegister import Georegistration, georegister, gps_positions, level_local_frame
+from .gps_outliers import gps_consensus
 from .gravity import CameraAxes, estimate_up, measure_uprightness
 from .reconstruct import EngineResult, reconstruct
 from .upright import upright_check
@@ -109,7 +111,16 @@ def checks(config: SfmConfig, registered: int, total: int, points: int, reproj: 
 
 
 def sfm(image_set: Path, output: Path, config: SfmConfig, log: logging.Logger) -> StageReport:
-    manifest_images = read_manifest(image_set)
+    # Fixes far from the rest (another continent) steer neither matching nor georegistration.
+    uploaded = read_manifest(image_set)
+    consensus = gps_consensus(uploaded, config.gps_link_m)
+    manifest_images = consensus.without_outliers(uploaded)
+    robust_fallback = (bool(consensus.outliers) and config.matcher == "auto"
+                       and len(uploaded) <= 2 * config.exhaustive_max_images)
+    if consensus.outliers:
+        log.warning(f"GPS: {consensus.reason}: {', '.join(consensus.outliers[:20])}")
+    if robust_fallback:  # without trustworthy GPS, every pair is the most robust choice while it is affordable
+        config = dataclasses.replace(config, matcher="exhaustive")
     image_dir = image_set / "images"
     origin, gps_enu = gps_positions(manifest_images)
     output.mkdir(parents=True, exist_ok=True)
@@ -119,6 +130,11 @@ def sfm(image_set: Path, output: Path, config: SfmConfig, log: logging.Logger) -
             result = run_opensfm(image_dir, work_dir, config, log)
         else:
             result = reconstruct(image_dir, work_dir, manifest_images, config, gps_enu, log)
+        result.extra["gps_consensus"] = consensus.to_dict()
+        if robust_fallback:
+            result.matcher_reason = f"every pair: GPS of {len(consensus.outliers)} image(s) left out ({consensus.reason})"
+        elif consensus.outliers:
+            result.matcher_reason += f" (GPS of {len(consensus.outliers)} image(s) left out: {consensus.reason})"
         model = largest(result.models)
         geo = Georegistration(False, "no model")
         start, cpu0 = time.perf_counter(), time.process_time()
@@ -183,6 +199,17 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
         **result.extra,
     }
     outcomes = checks(config, registered, total, points, reproj, metadata["models"], model)
+    gps = result.extra.get("gps_consensus", {"outliers": [], "reason": "GPS not examined"})
+    outcomes.append(CheckOutcome(  # reported with or without GPS: every declared check must report
+        "gps_consistent", not gps["outliers"],
+        gps["reason"] + (": " + ", ".join(gps["outliers"][:20]) if gps["outliers"] else ""),
+        blocking=False, metadata={"outliers": gps["outliers"]}))
+    left_out = report["unregistered_images"]
+    outcomes.append(CheckOutcome(
+        "all_images_registered", not left_out,
+        f"{len(left_out)} of {total} images left out of the model (another scene, too little overlap, or blur): "
+        + ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else "") if left_out else f"all {total} registered",
+        blocking=False, metadata={"left_out": left_out}))
     report["checks"] = [{"name": c.name, "passed": c.passed, "blocking": c.blocking, "description": c.description}
                         for c in outcomes]
     (output / "report.json").write_text(json.dumps(report, indent=2, default=str))

@@ -3,7 +3,8 @@
 Nadir surveys: the median viewing direction within the limit of straight down and, for a flight over an
 area at one height, the camera plane within the limit of horizontal. Other captures: the cameras' level-axes
 up within the limit of +z. A capture whose cameras fix no up (neither nadir nor level with varied headings)
-cannot be judged: the check then passes and says so (`measured: false`).
+cannot be judged: the check then does not pass, says so (`measured: false`) and only warns, so that an object
+scan or a free-hand capture still publishes while the UI shows that its up was never checked.
 """
 
 from __future__ import annotations
@@ -30,5 +31,6 @@ def upright_check(u: Uprightness, max_deg: float) -> CheckOutcome:
         text = (f"level cameras put up {u.estimated_up_tilt_deg:.1f} deg from the frame's +z "
                 f"(limit {max_deg:g} deg)")
         return CheckOutcome("upright", passed, text, metadata={**metadata, "measured": True})
-    return CheckOutcome("upright", True, "not measured: the cameras are neither nadir nor level with varied "
-                        "headings, so they fix no up to compare with", metadata={**metadata, "measured": False})
+    return CheckOutcome("upright", False, "not measured: the cameras are neither nadir nor level with varied "
+                        "headings, so they fix no up to compare with (a warning: the frame's up is unchecked)",
+                        blocking=False, metadata={**metadata, "measured": False})

@@ -1,0 +1,140 @@
+"""`spaceport run`/`rerun` with bad arguments or unusable locations: one line saying what is wrong and what to
+do, exit 2 for usage errors (1 when a valid location cannot be reached), nothing registered, no traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+
+from spaceport_dagster.cli import main
+from spaceport_dagster.resources.artifact_store import LocalArtifactStore
+
+from .conftest import _free_port, dataset_images
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("01.jpg", "02.jpg", "03.jpg", "04.jpg", "05.jpg"):
+        shutil.copy(dataset_images("lund") / name, folder / name)
+    return folder
+
+
+def _registered(home: Path) -> list[str]:
+    if not (home / "dagster.yaml").exists():
+        return []
+    with DagsterInstance.from_config(str(home)) as instance:
+        return list(instance.get_dynamic_partitions("datasets"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "nope"], "error: unknown preset 'nope'; choose one of preview, standard, quality"),
+    (["--until", "everything"], "error: unknown asset 'everything'; choose one of image_set,"),
+    (["--dataset", ""], "error: invalid dataset id '': it must match"),
+    (["--dataset", "Bad_Name"], "error: invalid dataset id 'Bad_Name'"),
+])
+def test_run_usage_errors_exit_2_and_register_nothing(args: list[str], message: str, photos: Path,
+                                                      spaceport_home: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", str(photos), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert _registered(spaceport_home) == []
+
+
+@pytest.mark.parametrize("source, message", [
+    ("s3:/", "error: source: 's3:/' is not an S3 URI: write it as s3://bucket/prefix/"),
+    ("S3://bucket/x", "error: source: 'S3://bucket/x' is not an S3 URI"),
+    ("s3://a..b/x", "error: source: S3 URI 's3://a..b/x': 'a..b' is not a valid bucket name"),
+    ("s3:///x", "error: source: S3 URI 's3:///x' has no bucket"),
+    ("/no/such/folder", "error: /no/such/folder is not a folder of photos"),
+])
+def test_malformed_sources_are_refused(source: str, message: str, spaceport_home: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", source]) == 2
+    assert capsys.readouterr().err.startswith(message)
+    assert _registered(spaceport_home) == []
+
+
+def test_a_bucket_that_does_not_exist_and_an_empty_prefix(bucket: str, spaceport_home: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", "s3://no-such-bucket-here/uploads/x/"]) == 2
+    assert "bucket 'no-such-bucket-here' does not exist" in capsys.readouterr().err
+    assert main(["run", f"s3://{bucket}/uploads/empty/"]) == 2
+    assert f"source s3://{bucket}/uploads/empty/ holds no files" in capsys.readouterr().err
+    assert _registered(spaceport_home) == []
+
+
+def test_an_unreachable_endpoint_is_one_line_exit_1(photos: Path, spaceport_home: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    assert main(["run", "s3://bucket/uploads/x/"]) == 1
+    assert capsys.readouterr().err == (f"error: cannot reach the S3 endpoint {endpoint} for source "
+                                       "s3://bucket/uploads/x/; check AWS_ENDPOINT_URL and the network, then run "
+                                       "the command again\n")
+    monkeypatch.setenv("SPACEPORT_ARTIFACT_ROOT", "s3://bucket/artifacts")
+    assert main(["run", str(photos)]) == 1
+    assert "cannot reach the S3 endpoint" in capsys.readouterr().err
+    assert _registered(spaceport_home) == []
+
+
+def test_rerun_errors(bucket: str, spaceport_home: Path, monkeypatch: pytest.MonkeyPatch,
+                      capsys: pytest.CaptureFixture) -> None:
+    assert main(["rerun", "never-run", "--from", "image_set"]) == 2
+    assert capsys.readouterr().err.startswith("error: dataset 'never-run' cannot be ingested again: no uploads at ")
+    assert main(["rerun", "never-run", "--from", "splat_model"]) == 2
+    assert "has no published colmap_export" in capsys.readouterr().err
+    assert main(["rerun", "never-run", "--from", "nowhere"]) == 2
+    assert "unknown asset 'nowhere'" in capsys.readouterr().err
+    monkeypatch.setenv("SPACEPORT_ARTIFACT_ROOT", "s3://gone-bucket-xyz/artifacts")
+    assert main(["rerun", "never-run", "--from", "splat_model"]) == 2
+    assert "artifact root (SPACEPORT_ARTIFACT_ROOT) s3://gone-bucket-xyz/artifacts: bucket 'gone-bucket-xyz' " \
+           "does not exist" in capsys.readouterr().err
+    assert _registered(spaceport_home) == []
+
+
+def _cli(args: list[str], home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SPACEPORT_HOME": str(home), "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
+    env.pop("SPACEPORT_ARTIFACT_ROOT", None)
+    return subprocess.run([sys.executable, "-m", "spaceport_dagster.cli", *args], env=env, text=True,
+                          capture_output=True, timeout=300)
+
+
+def test_stage_failures_show_the_cause_not_a_traceback(photos: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    done = _cli(["run", str(photos), "--dataset", "site", "--until", "image_set"], home)
+    assert done.returncode == 0, done.stderr
+    store = LocalArtifactStore(home / "artifacts")
+    image = next((store.fetch("site", "image_set") / "images").iterdir())
+    size = image.stat().st_size
+    image.write_bytes(image.read_bytes()[:1000])  # a published photo cut short
+    damaged = _cli(["rerun", "site", "--from", "sparse_reconstruction", "--until", "sparse_reconstruction"], home)
+    assert damaged.returncode == 1
+    assert "Traceback" not in damaged.stdout + damaged.stderr
+    assert damaged.stderr.strip().splitlines()[-1] == (
+        f"error: sparse_reconstruction: artifact image_set of dataset 'site' is damaged ({image.relative_to(image.parents[1])} "
+        f"has 1,000 bytes, the manifest says {size:,}); rerun "
+        "from image_set: spaceport rerun site --from image_set")
+    # a stage that raises (here: an image_set whose manifest.json is not JSON) says why, in one line
+    with store.staging("broken", "image_set") as staging:
+        (staging.local_dir / "images").mkdir()
+        (staging.local_dir / "manifest.json").write_text("{not json")
+        store.publish(staging)
+    broken = _cli(["rerun", "broken", "--from", "sparse_reconstruction", "--until", "sparse_reconstruction"], home)
+    assert broken.returncode == 1
+    assert "Traceback" not in broken.stdout + broken.stderr
+    assert broken.stderr.strip().splitlines()[-1].startswith(
+        "error: sparse_reconstruction: stage sfm failed for dataset 'broken': JSONDecodeError: ")

@@ -1,0 +1,263 @@
+"""Faults with real processes: `spaceport run` killed, interrupted or hung stages, a dead run's pool slot.
+Processes are killed by PID (never by name); stages are the real ones on real photos."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, materialize
+
+from spaceport_dagster.definitions import PIPELINE_ASSETS
+from spaceport_dagster.resources.compute import LocalStageLauncher
+from spaceport_dagster.resources.storage import StorageResource
+from spaceport_dagster.runner import OWNER_TAG, reap_abandoned_runs
+
+from .conftest import dataset_images
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def six_photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "six"
+    folder.mkdir()
+    for name in ("01.jpg", "02.jpg", "03.jpg", "04.jpg", "05.jpg", "06.jpg"):
+        shutil.copy(dataset_images("lund") / name, folder / name)
+    return folder
+
+
+@pytest.fixture
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private TMPDIR, so the stage scratch folders of this test are the only ones looked at."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile re-reads TMPDIR
+    return folder
+
+
+def _stage_pid(scratch: Path, stage: str, timeout: float = 120) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for pid_file in scratch.glob(f"spaceport-stage-*-{stage}-*/control/stage.pid"):
+            text = pid_file.read_text().strip()
+            if text:
+                return int(text)
+        time.sleep(0.2)
+    raise AssertionError(f"stage {stage} never started")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pid: int, timeout: float = 20) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _spaceport(args: list[str], home: Path, scratch: Path) -> subprocess.Popen:
+    env = {**os.environ, "SPACEPORT_HOME": str(home), "DAGSTER_HOME": str(home), "TMPDIR": str(scratch),
+           "PYTHONPATH": str(REPO)}
+    env.pop("SPACEPORT_ARTIFACT_ROOT", None)
+    return subprocess.Popen([sys.executable, "-m", "spaceport_dagster.cli", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _runs(home: Path) -> list:
+    with DagsterInstance.from_config(str(home)) as instance:
+        return list(instance.get_runs())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_stops_its_stage_and_ends(sig: int, six_photos: Path, tmp_path: Path,
+                                                      scratch: Path) -> None:
+    home = tmp_path / "home"
+    proc = _spaceport(["run", str(six_photos), "--until", "sparse_reconstruction"], home, scratch)
+    stage = _stage_pid(scratch, "sfm")
+    os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in out + err
+    assert "error: run interrupted" in err
+    assert _wait_gone(stage)
+    assert [r.status for r in _runs(home)] == [DagsterRunStatus.FAILURE]
+    dataset = home / "artifacts" / "six"
+    assert sorted(p.name for p in dataset.iterdir() if not p.name.startswith(".image_set.")) == ["image_set"]
+    assert not list(scratch.glob("spaceport-stage-*"))  # TMPDIR of the stage removed
+
+
+def test_kill_9_of_spaceport_kills_its_stage_and_the_next_run_cleans_up(six_photos: Path, tmp_path: Path,
+                                                                        scratch: Path) -> None:
+    home = tmp_path / "home"
+    proc = _spaceport(["run", str(six_photos), "--until", "sparse_reconstruction"], home, scratch)
+    stage = _stage_pid(scratch, "sfm")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert _wait_gone(stage), "the stage outlived the run that started it"
+    assert [r.status for r in _runs(home)] == [DagsterRunStatus.STARTED]  # nobody was left to say otherwise
+    left = [p.name for p in (home / "artifacts" / "six").iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and list(scratch.glob("spaceport-stage-*"))
+    nxt = _spaceport(["run", str(six_photos), "--until", "image_set"], home, scratch)
+    out, err = nxt.communicate(timeout=120)
+    assert nxt.returncode == 0, err
+    assert "marked 1 run(s) of a killed spaceport process as failed" in out
+    statuses = sorted(r.status.value for r in _runs(home))
+    assert statuses == ["FAILURE", "SUCCESS"]
+    assert not [p for p in (home / "artifacts" / "six").iterdir() if p.name.endswith(".tmp")]
+    assert not list(scratch.glob("spaceport-stage-*"))
+
+
+def _materialize(home: Path, selection: list[str], config: dict, raise_on_error: bool = True):
+    instance = DagsterInstance.local_temp(str(home))
+    resources = {"storage": StorageResource(root=str(home / "artifacts")), "compute": LocalStageLauncher()}
+    ops = {name: {"config": config.get(name, {})} for name in selection}
+    result = materialize(PIPELINE_ASSETS, selection=[AssetKey(n) for n in selection], instance=instance,
+                         partition_key="six", run_config={"ops": ops}, resources=resources,
+                         raise_on_error=raise_on_error)
+    return result, instance
+
+
+def _failure_text(result) -> str:
+    event = next(e for e in result.all_events if e.is_step_failure)
+    error = event.step_failure_data.error
+    return error.message
+
+
+def test_a_stage_past_its_timeout_is_killed_and_reported(six_photos: Path, tmp_path: Path, scratch: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    instance = DagsterInstance.local_temp(str(home))
+    instance.add_dynamic_partitions("datasets", ["six"])
+    _materialize(home, ["image_set"], {"image_set": {"source": str(six_photos)}})
+    started = time.time()
+    result, _ = _materialize(home, ["sparse_reconstruction"], {"sparse_reconstruction": {"timeout_minutes": 0.05}},
+                             raise_on_error=False)
+    assert not result.success
+    assert "stage sfm timed out after 3 s and was killed" in _failure_text(result)
+    assert time.time() - started < 60
+    assert not (home / "artifacts" / "six" / "sparse_reconstruction").exists()
+
+
+def test_a_frozen_stage_is_killed_when_its_heartbeat_stops(six_photos: Path, tmp_path: Path, scratch: Path) -> None:
+    import threading
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    DagsterInstance.local_temp(str(home)).add_dynamic_partitions("datasets", ["six"])
+    _materialize(home, ["image_set"], {"image_set": {"source": str(six_photos)}})
+
+    def freeze() -> None:
+        os.kill(_stage_pid(scratch, "sfm"), signal.SIGSTOP)
+
+    threading.Thread(target=freeze, daemon=True).start()
+    result, _ = _materialize(home, ["sparse_reconstruction"], {"sparse_reconstruction": {"heartbeat_minutes": 0.1}},
+                             raise_on_error=False)
+    assert not result.success
+    assert "stage sfm stopped responding (no heartbeat for" in _failure_text(result)
+
+
+HOLDER = """
+import os, sys, time
+from dagster import AssetExecutionContext, DagsterInstance, asset, materialize
+
+@asset(pool="gpu")
+def training(context: AssetExecutionContext) -> None:
+    print("holding", flush=True)
+    time.sleep(120)
+
+instance = DagsterInstance.from_config(sys.argv[1])
+materialize([training], instance=instance, tags={sys.argv[2]: sys.argv[3]})
+"""
+
+
+def test_a_dead_runs_gpu_slot_is_freed_by_the_next_start(tmp_path: Path) -> None:
+    from spaceport_dagster.resources.owned_dirs import owner_tag
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "spaceport_dagster" / "dagster.yaml", home / "dagster.yaml")
+    tag = owner_tag().lstrip("@").rsplit("-", 1)[0]  # this host; the pid is the holder's own ($$ before exec)
+    holder = subprocess.Popen(["bash", "-c", f'exec "$0" -c "$1" "$2" "$3" "{tag}-$$"', sys.executable, HOLDER,
+                               str(home), OWNER_TAG], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "DAGSTER_HOME": str(home)})
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with DagsterInstance.from_config(str(home)) as instance:
+            assert len(instance.event_log_storage.get_concurrency_info("gpu").claimed_slots) == 1
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait()
+            [run] = instance.get_runs()
+            assert run.status == DagsterRunStatus.STARTED and run.tags[OWNER_TAG] == f"{tag}-{holder.pid}"
+            assert reap_abandoned_runs(instance) == [run.run_id]
+            assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
+            assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
+def test_failure_reasons_name_the_signal_or_the_silence(tmp_path: Path) -> None:
+    from dagster._core.errors import DagsterPipesExecutionError
+
+    from spaceport_dagster.resources.artifact_store import Staging
+    from spaceport_dagster.resources.compute import failure_reason
+
+    staging = Staging("site", "sparse_reconstruction", "v1", tmp_path)
+
+    def reason(code: int, watch: str | None = None) -> str:
+        return failure_reason(staging, DagsterPipesExecutionError(f"External execution process failed with code "
+                                                                  f"{code}"), watch)
+
+    assert reason(-9) == ("stage killed by signal 9 (SIGKILL) (the kernel's out-of-memory killer, or a kill -9)")
+    assert reason(-15) == "stage killed by signal 15 (SIGTERM)"
+    assert reason(1).startswith("stage exited with code 1 without reporting why")
+    assert reason(-9, "stage sfm timed out after 3 s and was killed") == "stage sfm timed out after 3 s and was killed"
+    (tmp_path / "_FAILURE").write_text("ValueError: the stage's own words\n")
+    assert reason(1) == "ValueError: the stage's own words"
+
+
+def test_a_stage_whose_launcher_died_while_it_imported_still_dies(tmp_path: Path) -> None:
+    """The launcher is killed before the stage's lifeline starts (slow imports): the stage must not take its
+    adoptive parent for the launcher."""
+    control = tmp_path / "control"
+    control.mkdir()
+    stage = ("import time; time.sleep(3)\n"  # still importing when the launcher dies
+             "from spaceport_dagster.stages.lifeline import start_lifeline\n"
+             "assert start_lifeline()\n"
+             "time.sleep(60)\n")
+    launcher = ("import subprocess, sys, time\n"
+                "subprocess.Popen([sys.executable, '-m', 'spaceport_dagster.stages.lifeline', sys.argv[1], "
+                "sys.executable, '-c', sys.argv[2]])\n"
+                "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", launcher, str(control), stage],
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 30
+    while not (control / "stage.pid").is_file() and time.time() < deadline:
+        time.sleep(0.1)
+    pid = int((control / "stage.pid").read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _wait_gone(pid, timeout=30), "the stage outlived its launcher"
