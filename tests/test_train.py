@@ -69,7 +69,8 @@ def test_fallback_trains_tiny_scene(trained):
     evals = metrics["evals"]
     assert [e["step"] for e in evals] == [0, 30, 60]
     initial, final = evals[0]["psnr"], evals[-1]["psnr"]
-    assert final >= initial + 6.0, (initial, final)
+    # the preview preset starts from opaque Gaussians at every SfM point (about 22 dB here at step 0, was 12)
+    assert final >= initial + 3.0, (initial, final)
     assert final >= evals[-1]["baseline_psnr"] + 3.0
     assert evals[-1]["ssim"] > evals[0]["ssim"]
     assert metrics["summary"]["backend"] == "torch" and metrics["summary"]["test_views"] == 2
