@@ -131,8 +131,7 @@ def report(outcome) -> int:
     for stage in outcome.stages:
         seconds = f"{stage.seconds:.1f}" if stage.seconds is not None else "-"
         print(f"{stage.asset:<22} {stage.status:<12} {seconds:>8}  {_figures(stage)}")
-    splat = next((s for s in outcome.stages if s.asset == "splat_model"), None)
-    quality = splat_quality_line(splat.metadata) if splat is not None else None
+    quality = splat_quality_line(outcome.stages)
     if quality:
         print(f"\n{quality}")
     for stage in outcome.stages:

@@ -6,11 +6,15 @@ the test views, against a flat image of the photos' mean colour.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
-def splat_quality_line(metadata: dict[str, Any]) -> str | None:
-    """None when the metadata lacks the plain figures (splat_model did not run or failed early)."""
+def splat_quality_line(stages: Iterable[Any]) -> str | None:
+    """The line for a run's stage outcomes (`runner.StageOutcome`); None when splat_model did not run or its
+    metadata lacks the plain figures (it failed early)."""
+    splat = next((s for s in stages if s.asset == "splat_model"), None)
+    metadata: dict[str, Any] = splat.metadata if splat is not None else {}
     try:
         psnr, baseline, alpha = (float(metadata[k]) for k in ("psnr", "baseline_psnr", "alpha_mean"))
     except (KeyError, TypeError, ValueError):

@@ -88,8 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                            on_stage=print_stage)
     print(f"\npipeline wall time {time.perf_counter() - start:.0f}s; run {outcome.run_id}")
     report_truth(DEMO_DATASET, out)
-    splat = next((s for s in outcome.stages if s.asset == "splat_model"), None)
-    line = splat_quality_line(splat.metadata) if splat is not None else None
+    line = splat_quality_line(outcome.stages)
     if line:
         print(line)
     message = outcome.failure_message()
