@@ -124,7 +124,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # cost 2.3 dB on brighton_beach (two passes, different shadows) and the black background 1.6-2 dB.
     "standard": {"steps": 7000, "eval_every": 3500, "checkpoint_every": 3500, "background": "random",
                  "cap_max": 1_000_000, "cap_per_train_mp": 50_000, **_MCMC},
-    # longer and larger (not yet measured against `standard` on the plain figures)
+    # longer and larger. Measured on the shared surveys (15-29 photos, H200): 2.1 dB (brighton_beach) and 1.2 dB
+    # (lund) below `standard`, failing the baseline gate on brighton_beach: few photos overfit by 30k steps. For
+    # surveys of hundreds of photos; not measured on one yet (benchmarks/RESULTS.md).
     "quality": {"steps": 30_000, "background": "random", "cap_max": 3_000_000, "cap_per_train_mp": 50_000, **_MCMC},
     # gsplat's simple_trainer defaults as they are (the peer configuration), for comparisons
     "reference": {"steps": 30_000},
