@@ -113,6 +113,7 @@ def run_matcher(matcher: str, database_path: Path, config: SfmConfig) -> None:
     elif matcher == "vocab_tree":
         pairing = pycolmap.VocabTreePairingOptions()
         pairing.vocab_tree_path = config.vocab_tree_path
+        pairing.num_images = config.vocab_tree_num_images
         pycolmap.match_vocabtree(database_path, pairing_options=pairing, **common)
     else:
         raise ValueError(f"unknown matcher {matcher!r}")
