@@ -40,7 +40,12 @@ class SfmConfig:
     spatial_max_neighbors: int = 10
     spatial_max_distance_m: float = 200.0
     sequential_overlap: int = 10
-    vocab_tree_path: str = ""  # auto uses the vocabulary tree only when this is set
+    # a COLMAP faiss vocabulary tree file (checked before any work); auto uses it for unordered surveys
+    # without GPS above exhaustive_max_images, and sequential matching for loop detection
+    vocab_tree_path: str = ""
+    # images retrieved per image, so pairs grow linearly with the survey. COLMAP's 100 is sized for internet
+    # collections; 30 is 3x the 10 GPS neighbours that register the synthetic surveys (not measured with a tree)
+    vocab_tree_num_images: int = 30
     max_ratio: float = 0.8
     max_distance: float = 0.7
     cross_check: bool = True
@@ -87,6 +92,8 @@ class SfmConfig:
             raise ValueError(f"matcher must be one of {', '.join(MATCHERS)}, not {self.matcher!r}")
         if self.mapper not in ("incremental", "global"):
             raise ValueError(f"mapper must be 'incremental' or 'global', not {self.mapper!r}")
+        if self.vocab_tree_num_images < 1:
+            raise ValueError(f"vocab_tree_num_images must be at least 1, not {self.vocab_tree_num_images}")
         if self.matcher == "vocab_tree" and not self.vocab_tree_path:
             raise ValueError("matcher 'vocab_tree' needs vocab_tree_path (a COLMAP vocabulary tree file)")
         if not 0.0 <= self.min_registered_fraction <= 1.0:

@@ -108,11 +108,12 @@ def run_matcher(matcher: str, database_path: Path, config: SfmConfig) -> None:
         pairing.overlap = config.sequential_overlap
         if config.vocab_tree_path:
             pairing.loop_detection = True
-            pairing.vocab_tree_path = config.vocab_tree_path
+            pairing.vocab_tree_path = str(Path(config.vocab_tree_path).expanduser())
         pycolmap.match_sequential(database_path, pairing_options=pairing, **common)
     elif matcher == "vocab_tree":
         pairing = pycolmap.VocabTreePairingOptions()
-        pairing.vocab_tree_path = config.vocab_tree_path
+        pairing.vocab_tree_path = str(Path(config.vocab_tree_path).expanduser())
+        pairing.num_images = config.vocab_tree_num_images
         pycolmap.match_vocabtree(database_path, pairing_options=pairing, **common)
     else:
         raise ValueError(f"unknown matcher {matcher!r}")

@@ -14,6 +14,7 @@ import pycolmap
 from .camera_groups import camera_params, group_cameras
 from .config import SfmConfig
 from .matching import run_matcher, select_matcher, write_position_priors
+from .vocab_tree import check_vocab_tree
 
 
 @dataclass
@@ -220,6 +221,8 @@ def map_models(database: Path, image_dir: Path, work_dir: Path, config: SfmConfi
 def reconstruct(image_dir: Path, work_dir: Path, manifest_images: list[dict[str, Any]], config: SfmConfig,
                 gps_enu: dict[str, np.ndarray], log: logging.Logger) -> EngineResult:
     """Run features, matching and mapping; `gps_enu` (image name -> ENU metres) feeds the spatial matcher."""
+    if config.vocab_tree_path:  # fail before the features, not when COLMAP aborts on it while matching
+        check_vocab_tree(config.vocab_tree_path)
     database = work_dir / "database.db"
     database.unlink(missing_ok=True)
     pycolmap.set_random_seed(config.random_seed)
