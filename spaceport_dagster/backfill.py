@@ -8,14 +8,13 @@ in the `gpu` pool, so however many datasets are selected, one trains at a time.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from dagster import AssetKey, DagsterInstance
-from dagster._core.execution.backfill import PartitionBackfill
-from dagster._core.utils import make_new_backfill_id
-from dagster._time import get_current_timestamp
 
+from spaceport_dagster.dagster_private import PartitionBackfill, make_new_backfill_id  # no public API: see there
 from spaceport_dagster.partitions import datasets_partitions
 from spaceport_dagster.sensors.markers import pipeline_run_config
 from spaceport_dagster.stages.dataset_id import validate_dataset_id
@@ -32,6 +31,8 @@ class BackfillLaunch:
     datasets: list[str]
     preset: str | None
     run_config: dict[str, Any] | None
+    title: str = ""
+    description: str = ""
 
 
 def pipeline_asset_names() -> list[str]:
@@ -77,19 +78,22 @@ def launch_backfill(instance: DagsterInstance, assets: list[str] | str, datasets
     run_config = pipeline_run_config("", preset, ordered) if preset else None
     tags = {TAG_BACKFILL: "cli", **({"spaceport/preset": preset} if preset else {})}
     backfill_id = make_new_backfill_id()
+    title = title or f"{'+'.join(ordered)} over {len(chosen)} dataset(s)" + (f", preset {preset}" if preset else "")
+    description = (f"spaceport backfill: {', '.join(ordered)} for {', '.join(chosen)}"
+                   + (f" with the {preset} preset" if preset else " with each stage's configured preset"))
     backfill = PartitionBackfill.from_asset_partitions(
         backfill_id=backfill_id,
         asset_graph=defs.resolve_asset_graph(),
         partition_names=chosen,
         asset_selection=[AssetKey(a) for a in ordered],
-        backfill_timestamp=get_current_timestamp(),
+        backfill_timestamp=time.time(),
         tags=tags,
         dynamic_partitions_store=instance,
         all_partitions=False,
-        title=title or f"{'+'.join(ordered)} over {len(chosen)} dataset(s)" + (f", preset {preset}" if preset else ""),
-        description="spaceport backfill",
+        title=title,  # the UI shows it on the backfill's page and in Runs > Backfills
+        description=description,
         run_config=run_config,
     )
     ensure_gpu_pool(instance)
     instance.add_backfill(backfill)
-    return BackfillLaunch(backfill_id, ordered, chosen, preset, run_config)
+    return BackfillLaunch(backfill_id, ordered, chosen, preset, run_config, title, description)

@@ -205,10 +205,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         except (ValueError, InvalidDatasetId) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    print(f"spaceport: backfill {launch.backfill_id}: {', '.join(launch.assets)} over {len(launch.datasets)} "
-          f"dataset(s) ({', '.join(launch.datasets)})" + (f", preset {launch.preset}" if launch.preset else ""))
-    print("  the Dagster daemon launches one run per dataset (`spaceport ui` runs it); follow it under Runs > "
-          "Backfills")
+    print(f"spaceport: backfill {launch.backfill_id} \"{launch.title}\": {', '.join(launch.assets)} over "
+          f"{len(launch.datasets)} dataset(s) ({', '.join(launch.datasets)})"
+          + (f", preset {launch.preset}" if launch.preset else ""))
+    print("  the Dagster daemon launches one run per dataset (`spaceport ui` runs it); follow it in the UI under "
+          f"Runs > Backfills, titled \"{launch.title}\" (its page: /runs/b/{launch.backfill_id})")
     return 0
 
 

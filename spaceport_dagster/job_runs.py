@@ -26,13 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, MetadataValue, RunsFilter
-from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
-from dagster._core.events import EngineEventData
-from dagster._core.execution.api import execute_run
-from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
-from dagster._core.storage.tags import PARTITION_NAME_TAG
-from dagster._core.workspace.load import location_origins_from_yaml_paths
+
+from spaceport_dagster.dagster_private import (  # no public API for these; the module says why
+    EngineEventData,
+    ReconstructableJob,
+    ReconstructableRepository,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+    execute_run,
+    location_origins_from_yaml_paths,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE_YAML = REPO_ROOT / "workspace.yaml"
@@ -40,7 +43,11 @@ DEFINITIONS_MODULE = "spaceport_dagster.definitions"
 LOCATION_NAME = "spaceport"  # workspace.yaml and pyproject's [tool.dagster] use the same name
 REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
 JOB_NAME = "spaceport_main"
-BUSY_STATUSES = set(IN_PROGRESS_RUN_STATUSES) | {DagsterRunStatus.CANCELING}
+PARTITION_NAME_TAG = "dagster/partition"  # the tag Dagster puts on a run of one partition
+# A run that holds the dataset: starting, running, suspended or being cancelled (Dagster's in-progress statuses;
+# a queued run waits for us, the tag concurrency limit holds it back).
+BUSY_STATUSES = {DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.SUSPENDED,
+                 DagsterRunStatus.CANCELING}
 
 
 @cache

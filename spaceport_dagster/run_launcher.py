@@ -14,7 +14,8 @@ import socket
 from pathlib import Path
 
 from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+
+from spaceport_dagster.dagster_private import CheckRunHealthResult, WorkerStatus  # not exported; the module says why
 
 
 def worker_of(instance, run_id: str) -> tuple[int, str | None] | None:

@@ -90,8 +90,9 @@ def test_a_killed_runs_staging_is_removed_by_the_next_run(tmp_path: Path) -> Non
     assert staging.is_dir() and owner_gone(staging.name)  # kill -9 ran no cleanup
     _publish(store, "site", "sparse_reconstruction", FILES)
     assert not staging.exists()
-    assert sorted(p.name.split(".")[1] for p in (tmp_path / "site").iterdir() if p.name.startswith(".")) == [
-        "sparse_reconstruction"]  # only the published version folder is left
+    kept = sorted(p.name.split(".")[1] for p in (tmp_path / "site").iterdir() if p.name.startswith("."))
+    assert kept == ["sparse_reconstruction"] * 2  # only the published version folders (the superseded one is
+    assert len(store.versions("site", "sparse_reconstruction")) == 2  # kept for the retention) are left
 
 
 def _outage_after(store: S3ArtifactStore, server, puts: int) -> None:
@@ -121,6 +122,7 @@ def test_an_s3_outage_during_publish_reports_the_first_error_and_the_next_publis
     store.client = boto3.client("s3", endpoint_url=endpoint, config=Config(retries={"max_attempts": 1},
                                                                            connect_timeout=2))
     _publish(store, "site", "colmap_export", {"a.bin": b"good"})
+    good = store.manifest("site", "colmap_export")["version"]
     many = {f"images/{i:03d}.jpg": os.urandom(512) for i in range(12)}
     _outage_after(store, server, 5)
     with pytest.raises(EndpointConnectionError):  # the upload's error, not the cleanup's
@@ -138,8 +140,12 @@ def test_an_s3_outage_during_publish_reports_the_first_error_and_the_next_publis
             Bucket="outage", Prefix="root/site/colmap_export/")["Contents"]]
         manifest = json.loads(boto3.client("s3", endpoint_url=endpoint).get_object(
             Bucket="outage", Key="root/site/colmap_export/_SUCCESS")["Body"].read())
+        # the half-uploaded version is gone; the superseded good one stays for the retention period
         assert sorted(keys) == sorted(["root/site/colmap_export/_SUCCESS",
-                                       f"root/site/colmap_export/{manifest['version']}/b.bin"])
+                                       f"root/site/colmap_export/{manifest['version']}/_SUCCESS",
+                                       f"root/site/colmap_export/{manifest['version']}/b.bin",
+                                       f"root/site/colmap_export/{good}/_SUCCESS",
+                                       f"root/site/colmap_export/{good}/a.bin"])
     finally:
         server.stop()
 

@@ -11,6 +11,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._daemon.backfill import execute_backfill_iteration
+from dagster_graphql.test.utils import execute_dagster_graphql
 
 from spaceport_dagster.backfill import launch_backfill
 from spaceport_dagster.cli import main as cli_main
@@ -56,14 +57,47 @@ def test_preset_rerun_over_all_datasets_queues_one_run_per_dataset(queued_instan
                                          "sogs_bundle": {"config": {"preset": "standard"}}}
 
 
+BACKFILL_QUERY = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { id title description } }
+  runsFeedOrError(limit: 10, view: BACKFILLS) {
+    ... on RunsFeedConnection { results { __typename id ... on PartitionBackfill { title } } }
+  }
+}"""
+
+
 def test_backfill_cli_over_named_datasets(queued_instance: DagsterInstance, capsys: pytest.CaptureFixture) -> None:
     assert cli_main(["backfill", "--assets", "image_set", "--datasets", "lund,banana"]) == 0
     out = capsys.readouterr().out
     [backfill] = queued_instance.get_backfills()
     assert backfill.backfill_id in out
+    assert backfill.title == "image_set over 2 dataset(s)"
+    assert f'backfill {backfill.backfill_id} "image_set over 2 dataset(s)": image_set over 2 dataset(s)' in out
+    assert (f'follow it in the UI under Runs > Backfills, titled "image_set over 2 dataset(s)" '
+            f"(its page: /runs/b/{backfill.backfill_id})") in out
     subset = backfill.asset_backfill_data.target_subset.get_partitions_subset(AssetKey("image_set"))
     assert set(subset.get_partition_keys()) == {"lund", "banana"}
     assert backfill.run_config is None or backfill.run_config == {}
+
+
+def test_the_backfill_title_reaches_the_ui(queued_instance: DagsterInstance, capsys: pytest.CaptureFixture) -> None:
+    """The UI reads backfills through its GraphQL API: the backfill's page and the Runs > Backfills list both get
+    the title and description given on the command line (asked here in process, as the webserver answers)."""
+    assert cli_main(["backfill", "--assets", "splat_model,sogs_bundle", "--preset", "quality",
+                     "--title", "retrain after the trainer fix"]) == 0
+    [backfill] = queued_instance.get_backfills()
+    assert 'titled "retrain after the trainer fix"' in capsys.readouterr().out
+    with spaceport_workspace(queued_instance) as context:
+        result = execute_dagster_graphql(context.create_request_context(), BACKFILL_QUERY,
+                                         {"id": backfill.backfill_id})
+    assert not result.errors, result.errors
+    page = result.data["partitionBackfillOrError"]
+    assert page == {"id": backfill.backfill_id, "title": "retrain after the trainer fix",
+                    "description": "spaceport backfill: splat_model, sogs_bundle for banana, brighton-beach, lund "
+                                   "with the quality preset"}
+    listed = result.data["runsFeedOrError"]["results"]
+    assert {"__typename": "PartitionBackfill", "id": backfill.backfill_id,
+            "title": "retrain after the trainer fix"} in listed
 
 
 BAD_INPUT = [

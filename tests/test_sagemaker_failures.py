@@ -49,7 +49,8 @@ def _assert_untouched(previous: dict[str, Any]) -> None:
     assert store.manifest(DATASET, "image_set") == previous["manifest"]
     version = previous["manifest"]["version"]
     # nothing but the old version and its manifest: no partial upload, no staging leftovers, no scratch
-    assert _keys(store, f"{DATASET}/") == [f"{DATASET}/image_set/{version}/images/old.jpg",
+    assert _keys(store, f"{DATASET}/") == [f"{DATASET}/image_set/{version}/_SUCCESS",
+                                          f"{DATASET}/image_set/{version}/images/old.jpg",
                                           f"{DATASET}/image_set/{version}/manifest.json",
                                           f"{DATASET}/image_set/_SUCCESS"]
     assert _keys(store, "_sagemaker/") == []  # the job's scratch (sources, Pipes files) is gone too
@@ -90,7 +91,9 @@ def test_sagemaker_failure_reason_reaches_the_run(sagemaker, sagemaker_env, prev
     store: S3ArtifactStore = previous["store"]
     manifest = store.manifest(DATASET, "image_set")
     assert manifest["version"] != previous["manifest"]["version"] and len(manifest["files"]) == 7
-    assert not [k for k in _keys(store, f"{DATASET}/image_set/") if previous["manifest"]["version"] in k]
+    old = previous["manifest"]["version"]  # superseded, kept readable for the retention period (24 h)
+    assert [k for k in _keys(store, f"{DATASET}/image_set/") if old in k] == [
+        f"{DATASET}/image_set/{old}/{name}" for name in ("_SUCCESS", "images/old.jpg", "manifest.json")]
 
 
 def test_stage_failure_message_reaches_the_run(sagemaker, sagemaker_env, previous, instance, upload) -> None:
@@ -181,7 +184,7 @@ def test_a_lost_message_chunk_fails_the_step_naming_the_stage(sagemaker, sagemak
 
 def test_blocking_gate_keeps_the_output_as_rejected(sagemaker, sagemaker_env, previous, instance, tmp_path) -> None:
     """Three photos: the job succeeds, the `enough_usable_images` gate blocks; the output is kept for inspection
-    at image_set.rejected/ and no unpublished version is left under image_set/."""
+    at image_set.rejected/<run id>/ and no unpublished version is left under image_set/."""
     upload = copy_photos("lund", tmp_path / "three", 3)
     result = _run(instance, upload)
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
@@ -191,10 +194,12 @@ def test_blocking_gate_keeps_the_output_as_rejected(sagemaker, sagemaker_env, pr
     store: S3ArtifactStore = previous["store"]
     assert store.manifest(DATASET, "image_set") == previous["manifest"]
     version = previous["manifest"]["version"]
+    rejected = f"{DATASET}/image_set.rejected/{result.run_id}"  # one folder per run
     assert _keys(store, f"{DATASET}/") == sorted([
-        f"{DATASET}/image_set.rejected/images/{p.name}" for p in upload.iterdir()] + [
-        f"{DATASET}/image_set.rejected/manifest.json", f"{DATASET}/image_set/{version}/images/old.jpg",
-        f"{DATASET}/image_set/{version}/manifest.json", f"{DATASET}/image_set/_SUCCESS"])
+        f"{rejected}/images/{p.name}" for p in upload.iterdir()] + [
+        f"{rejected}/manifest.json", f"{DATASET}/image_set/{version}/images/old.jpg",
+        f"{DATASET}/image_set/{version}/manifest.json", f"{DATASET}/image_set/{version}/_SUCCESS",
+        f"{DATASET}/image_set/_SUCCESS"])
     logged = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("image_set failed 1 quality gate(s); output kept at s3://" in m for m in logged)
 

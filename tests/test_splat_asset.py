@@ -91,4 +91,4 @@ def test_a_failing_gate_keeps_the_last_good_model(published_export, instance) ->
     failed = [c for c in result.get_asset_check_evaluations() if not c.passed and c.severity == AssetCheckSeverity.ERROR]
     assert [c.check_name for c in failed] == ["min_gaussians"]
     assert (store.fetch("tiny", "splat_model") / "point_cloud.ply").read_bytes() == good
-    assert (store.root / "tiny" / "splat_model.rejected" / "point_cloud.ply").is_file()
+    assert (store.root / "tiny" / "splat_model.rejected" / result.run_id / "point_cloud.ply").is_file()

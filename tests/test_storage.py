@@ -14,7 +14,14 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from spaceport_dagster.resources.artifact_store import ArtifactMissing, LocalArtifactStore, S3ArtifactStore, open_store
+from spaceport_dagster.resources.artifact_store import (
+    RETENTION_ENV,
+    ArtifactMissing,
+    LocalArtifactStore,
+    S3ArtifactStore,
+    open_store,
+)
+from spaceport_dagster.resources.storage import StorageResource
 from spaceport_dagster.stages.dataset_id import InvalidDatasetId, suggest_dataset_id, validate_dataset_id
 
 from .conftest import dataset_images
@@ -57,13 +64,50 @@ def test_local_uri_layout_and_publish(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "lund").iterdir()) == sorted(["image_set", folder.name])
 
 
-def test_republish_replaces_and_cleans_previous(tmp_path: Path) -> None:
-    store = LocalArtifactStore(tmp_path)
+def test_republish_replaces_and_keeps_the_previous_version_for_the_retention(tmp_path: Path) -> None:
+    """A reader that resolved version 1 still reads it after version 2 is published; a publish made after the
+    retention has passed removes it, and keeps the version superseded only now."""
+    store = LocalArtifactStore(tmp_path, retention_s=2.0)
+    _publish(store, "lund", "x", {"v": b"1"})
+    first = store.manifest("lund", "x")["version"]
+    old = store.fetch("lund", "x")
+    _publish(store, "lund", "x", {"v": b"2"})
+    second = store.manifest("lund", "x")["version"]
+    assert (store.fetch("lund", "x") / "v").read_bytes() == b"2"
+    assert (old / "v").read_bytes() == b"1"  # a reader's folder is still there
+    reader = LocalArtifactStore(tmp_path)
+    reader.pin("lund", "x", first)
+    assert reader.manifest("lund", "x")["version"] == first
+    assert (reader.fetch("lund", "x") / "v").read_bytes() == b"1"
+    assert reader.version_uri("lund", "x") == str(old) + "/"
+    time.sleep(2.1)
+    _publish(store, "lund", "x", {"v": b"3"})
+    assert not old.exists()  # superseded 2.1 s ago: past the retention
+    assert set(store.versions("lund", "x")) == {second, store.manifest("lund", "x")["version"]}
+    with pytest.raises(ArtifactMissing, match=f"version {first} of x for dataset 'lund' is no longer kept"):
+        reader.fetch("lund", "x")
+    with pytest.raises(ArtifactMissing, match="no longer kept"):
+        LocalArtifactStore(tmp_path).pin("lund", "x", first)
+
+
+def test_retention_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(RETENTION_ENV, raising=False)
+    assert LocalArtifactStore(tmp_path).retention_s == 24 * 3600
+    monkeypatch.setenv(RETENTION_ENV, "0.5")
+    assert LocalArtifactStore(tmp_path).retention_s == 1800
+    assert StorageResource(root=str(tmp_path), retention_hours=2).store().retention_s == 7200
+    monkeypatch.setenv(RETENTION_ENV, "a day")
+    with pytest.raises(ValueError, match=f"{RETENTION_ENV}='a day' is not a number of hours"):
+        LocalArtifactStore(tmp_path)
+
+
+def test_zero_retention_removes_the_superseded_version_at_once(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path, retention_s=0)
     _publish(store, "lund", "x", {"v": b"1"})
     old = store.fetch("lund", "x")
     _publish(store, "lund", "x", {"v": b"2"})
-    assert (store.fetch("lund", "x") / "v").read_bytes() == b"2"
     assert not old.exists()
+    assert list(store.versions("lund", "x")) == [store.manifest("lund", "x")["version"]]
 
 
 def test_failed_run_leaves_last_good_artifact(tmp_path: Path) -> None:
@@ -116,14 +160,30 @@ def test_killed_stage_publishes_nothing(tmp_path: Path) -> None:
     assert not list((tmp_path / "lund").glob("*.tmp"))
 
 
-def test_rejected_output_is_kept_aside(tmp_path: Path) -> None:
+def test_rejected_output_is_kept_aside_one_folder_per_run(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
     _publish(store, "lund", "x", {"v": b"good"})
-    with store.staging("lund", "x") as staging:
-        (staging.local_dir / "v").write_bytes(b"bad")
-        where = store.reject(staging)
-    assert Path(where, "v").read_bytes() == b"bad"
+    where = {}
+    for run_id, data in (("run-a", b"bad a"), ("run-b", b"bad b")):
+        with store.staging("lund", "x") as staging:
+            (staging.local_dir / "v").write_bytes(data)
+            where[run_id] = store.reject(staging, run_id=run_id)
+    assert where == {r: f"{tmp_path.resolve()}/lund/x.rejected/{r}/" for r in ("run-a", "run-b")}
+    assert Path(where["run-a"], "v").read_bytes() == b"bad a"  # not overwritten by the next rejected run
+    assert Path(where["run-b"], "v").read_bytes() == b"bad b"
     assert (store.fetch("lund", "x") / "v").read_bytes() == b"good"
+
+
+def test_s3_rejected_output_is_kept_one_folder_per_run(bucket: str) -> None:
+    store = open_store(f"s3://{bucket}/root")
+    for run_id in ("run-a", "run-b"):
+        with store.staging("lund", "x") as staging:
+            (staging.local_dir / "v").write_bytes(run_id.encode())
+            assert store.reject(staging, run_id=run_id) == f"s3://{bucket}/root/lund/x.rejected/{run_id}/"
+    s3 = boto3.client("s3")
+    for run_id in ("run-a", "run-b"):
+        assert s3.get_object(Bucket=bucket, Key=f"root/lund/x.rejected/{run_id}/v")["Body"].read() == run_id.encode()
+    assert not store.exists("lund", "x")
 
 
 def test_s3_publish_is_manifest_last(bucket: str, tmp_path: Path) -> None:
@@ -146,8 +206,36 @@ def test_s3_publish_is_manifest_last(bucket: str, tmp_path: Path) -> None:
     first_version = manifest["version"]
     _publish(store, "lund", "image_set", {"manifest.json": b'{"v": 2}'})
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="artifacts/lund/")["Contents"]]
-    assert not [k for k in keys if first_version in k]  # the superseded version was removed
+    # the superseded version stays for the retention (24 h by default), with its own manifest
+    assert sorted(k for k in keys if first_version in k) == [
+        f"artifacts/lund/image_set/{first_version}/{name}" for name in ("_SUCCESS", "images/a.jpg", "manifest.json")]
     assert json.loads((store.fetch("lund", "image_set") / "manifest.json").read_text()) == {"v": 2}
+
+
+def test_s3_superseded_version_stays_readable_for_the_retention(bucket: str, tmp_path: Path) -> None:
+    """A SageMaker channel or a concurrent rerun that resolved version 1 reads it after version 2 is published;
+    the publish after the retention removes version 1 (every object of it) and keeps version 2."""
+    store = S3ArtifactStore(f"s3://{bucket}/root", cache_dir=tmp_path / "cache", retention_s=2.0)
+    s3 = boto3.client("s3")
+    _publish(store, "lund", "x", {"v": b"1", "sub/w": b"w"})
+    first = store.manifest("lund", "x")["version"]
+    channel = store.version_uri("lund", "x")
+    _publish(store, "lund", "x", {"v": b"2"})
+    second = store.manifest("lund", "x")["version"]
+    assert second != first
+    reader = S3ArtifactStore(f"s3://{bucket}/root", cache_dir=tmp_path / "reader-cache")
+    reader.pin("lund", "x", first)
+    assert reader.version_uri("lund", "x") == channel == f"s3://{bucket}/root/lund/x/{first}/"
+    assert (reader.fetch("lund", "x") / "v").read_bytes() == b"1"
+    assert (store.fetch("lund", "x") / "v").read_bytes() == b"2"
+    time.sleep(2.1)
+    _publish(store, "lund", "x", {"v": b"3"})
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="root/lund/x/")["Contents"]]
+    assert not [k for k in keys if first in k]
+    assert f"root/lund/x/{second}/v" in keys and f"root/lund/x/{second}/_SUCCESS" in keys
+    fresh = S3ArtifactStore(f"s3://{bucket}/root", cache_dir=tmp_path / "fresh-cache")
+    with pytest.raises(ArtifactMissing, match=f"version {first} of x for dataset 'lund' is no longer kept"):
+        fresh.pin("lund", "x", first)
 
 
 def test_s3_failed_run_keeps_previous_manifest(bucket: str) -> None:
@@ -159,7 +247,7 @@ def test_s3_failed_run_keeps_previous_manifest(bucket: str) -> None:
         raise RuntimeError("upload interrupted")
     assert (store.fetch("lund", "x") / "v").read_bytes() == b"good"
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="root/lund/x/")["Contents"]]
-    assert len(keys) == 2  # the manifest and the good version's one file: the partial upload was discarded
+    assert len(keys) == 3  # the manifests and the good version's one file: the partial upload was discarded
 
 
 def test_s3_failed_fetch_leaves_no_partial_copy_in_the_cache(bucket: str, tmp_path: Path) -> None:

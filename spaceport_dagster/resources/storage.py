@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from .artifact_store import ArtifactStore, open_store
+from .artifact_store import ArtifactStore, open_store, retention_seconds
 
 
 def spaceport_home() -> Path:
@@ -19,10 +19,13 @@ def default_artifact_root() -> str:
 
 
 class StorageResource(ConfigurableResource):
-    """`root` is a folder or `s3://bucket/prefix`; `endpoint_url` points boto3 at an S3-compatible server."""
+    """`root` is a folder or `s3://bucket/prefix`; `endpoint_url` points boto3 at an S3-compatible server;
+    `retention_hours`: how long a superseded version stays readable (default $SPACEPORT_VERSION_RETENTION_HOURS,
+    else 24)."""
 
     root: str
     endpoint_url: str | None = None
+    retention_hours: float | None = None
 
     def store(self) -> ArtifactStore:
-        return open_store(self.root, self.endpoint_url)
+        return open_store(self.root, self.endpoint_url, retention_seconds(self.retention_hours))

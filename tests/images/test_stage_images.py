@@ -76,7 +76,7 @@ def image_sagemaker(images: BuildahImages, aws_env: str, bucket: str, spaceport_
 def test_a_refused_upload_is_kept_aside_by_the_ingest_image(image_sagemaker: SageMakerEmulator, bucket: str,
                                                             instance, tmp_path: Path) -> None:
     """An upload without a photo: the ingest image runs, refuses the file with its reason, and its blocking check
-    fails; the job's output comes home as image_set.rejected/ and nothing is published."""
+    fails; the job's output comes home as image_set.rejected/<run id>/ and nothing is published."""
     upload = tmp_path / "upload"
     upload.mkdir()
     (upload / "notes.txt").write_text("no photos here")
@@ -91,7 +91,7 @@ def test_a_refused_upload_is_kept_aside_by_the_ingest_image(image_sagemaker: Sag
     assert checks["enough_usable_images"] is False
     s3 = boto3.client("s3")
     assert not s3.list_objects_v2(Bucket=bucket, Prefix="spaceport/no-photos/image_set/").get("KeyCount")
-    rejected = s3.get_object(Bucket=bucket, Key="spaceport/no-photos/image_set.rejected/manifest.json")["Body"].read()
+    rejected = s3.get_object(Bucket=bucket, Key=f"spaceport/no-photos/image_set.rejected/{result.run_id}/manifest.json")["Body"].read()
     assert "not an image" in rejected.decode()
 
 

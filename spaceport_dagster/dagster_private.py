@@ -1,0 +1,46 @@
+"""The only place outside the tests where Spaceport imports Dagster's private modules (`dagster._…`).
+
+Each import below is used because Dagster 1.13 has no public API for what it does; checked against the names
+`dagster` exports at the top level and the API docs (docs.dagster.io/api). When a public equivalent appears,
+replace it here and nowhere else.
+
+- Running a run that already exists on the instance, as its run worker (`execute_run`): the public
+  `execute_job` always creates a new run, and it cannot carry the code location's origin, which the UI needs
+  to re-execute the run and the run monitor and retry daemon need to find its job. `dagster job execute` and
+  `dagster api execute_run` use the same private functions.
+- The job as a reconstructable pointer with its repository (`ReconstructableRepository`), the code location's
+  origin as `workspace.yaml` declares it (`location_origins_from_yaml_paths`, `RemoteJobOrigin`), and the
+  engine event a run worker logs with its pid (`EngineEventData`): what `instance.create_run_for_job` and the
+  run monitor take; none of them is exported.
+- The run-worker health check a run launcher reports to the run monitor (`CheckRunHealthResult`,
+  `WorkerStatus`): `RunLauncher.check_run_worker_health` is the documented extension point, but its result
+  types are not exported.
+- Storing an asset backfill (`PartitionBackfill`, `make_new_backfill_id`): Dagster's supported ways to start
+  one are the UI and its GraphQL mutation `launchPartitionBackfill`, which need a running webserver (the
+  `DagsterGraphQLClient` has no backfill call either); `RunRequest.for_asset_graph_subset` is documented as
+  private; `dagster job backfill` backfills whole jobs, without an asset selection, run config or title. So
+  `spaceport backfill` stores the same object the GraphQL mutation stores, and the daemon runs it.
+"""
+
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+from dagster._core.events import EngineEventData
+from dagster._core.execution.api import execute_run
+from dagster._core.execution.backfill import PartitionBackfill
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.utils import make_new_backfill_id
+from dagster._core.workspace.load import location_origins_from_yaml_paths
+
+__all__ = [
+    "CheckRunHealthResult",
+    "EngineEventData",
+    "PartitionBackfill",
+    "ReconstructableJob",
+    "ReconstructableRepository",
+    "RemoteJobOrigin",
+    "RemoteRepositoryOrigin",
+    "WorkerStatus",
+    "execute_run",
+    "location_origins_from_yaml_paths",
+    "make_new_backfill_id",
+]
