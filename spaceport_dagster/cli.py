@@ -8,7 +8,10 @@ import sys
 import warnings
 from pathlib import Path
 
+from spaceport_dagster.stage_order import ASSET_ORDER
 from spaceport_dagster.stages.dataset_id import InvalidDatasetId, suggest_dataset_id, validate_dataset_id
+
+STAGES_HELP = ", ".join(ASSET_ORDER)
 
 
 def prepare_home() -> Path:
@@ -218,15 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialise the pipeline for one dataset")
     run.add_argument("source", help="a folder of photos or an s3:// prefix of uploads")
     run.add_argument("--dataset", help="dataset id (default: derived from the folder name)")
-    run.add_argument("--until", help="stop after this asset (e.g. colmap_export)")
+    run.add_argument("--until", metavar="STAGE", help=f"stop after this asset: {STAGES_HELP}")
     run.add_argument("--preset", default="preview", help="preview (laptop), standard (GPU) or quality")
     run.set_defaults(func=cmd_run)
     rerun = sub.add_parser("rerun", help="materialise a dataset again from one stage on, reading the published "
                                          "artifacts before it (e.g. retrain with another preset)")
     rerun.add_argument("dataset", help="dataset id, as `spaceport run` printed it")
     rerun.add_argument("--from", dest="start", required=True, metavar="STAGE",
-                       help="first stage to run again, e.g. splat_model")
-    rerun.add_argument("--until", help="stop after this asset")
+                       help=f"first stage to run again: {STAGES_HELP}")
+    rerun.add_argument("--until", metavar="STAGE", help=f"stop after this asset: {STAGES_HELP}")
     rerun.add_argument("--preset", default="preview", help="preview (laptop), standard (GPU) or quality")
     rerun.set_defaults(func=cmd_rerun)
     ui = sub.add_parser("ui", help="start the Dagster UI on this home's instance")

@@ -15,8 +15,10 @@ from spaceport_dagster.resources.selection import resources_from_env
 from spaceport_dagster.sensors.inbox import inbox_sensor
 from spaceport_dagster.sensors.run_status import notify_on_failure, notify_on_success
 from spaceport_dagster.sensors.s3_uploads import s3_uploads_sensor
+from spaceport_dagster.stage_order import ASSET_ORDER
 
-PIPELINE_ASSETS = [image_set, sparse_reconstruction, colmap_export, splat_model, sogs_bundle]
+_BY_NAME = {a.key.to_user_string(): a for a in (image_set, sparse_reconstruction, colmap_export, splat_model, sogs_bundle)}
+PIPELINE_ASSETS = [_BY_NAME[name] for name in ASSET_ORDER]  # in pipeline order (stage_order.py)
 
 main_job = define_asset_job(
     "spaceport_main",

@@ -23,8 +23,8 @@ from spaceport_dagster.resources.artifact_store import ArtifactMissing, Artifact
 from spaceport_dagster.resources.owned_dirs import owner_gone, owner_tag
 from spaceport_dagster.resources.selection import resources_from_env
 from spaceport_dagster.resources.stage_watch import stop_all
+from spaceport_dagster.stage_order import ASSET_ORDER
 
-ASSET_ORDER = [a.key.to_user_string() for a in PIPELINE_ASSETS]
 # The figures the summary table shows per stage.
 KEY_FIGURES = {
     "image_set": ["usable_images", "refused_files", "gps_images"],
@@ -92,7 +92,7 @@ def select_stages(start: str | None = None, until: str | None = None) -> list[st
     last = ASSET_ORDER.index(until) + 1 if until else len(ASSET_ORDER)
     if first >= last:
         raise ValueError(f"{start} comes after {until} in the pipeline ({' -> '.join(ASSET_ORDER)})")
-    return ASSET_ORDER[first:last]
+    return list(ASSET_ORDER[first:last])
 
 
 def missing_inputs(dataset: str, selected: list[str], store: ArtifactStore) -> list[str]:

@@ -24,6 +24,7 @@ from spaceport_dagster.partitions import register_dataset
 from spaceport_dagster.resources.notifications import NotifierResource
 from spaceport_dagster.resources.selection import resources_from_env
 from spaceport_dagster.sensors.run_status import notify_on_failure, notify_on_success
+from spaceport_dagster.stage_order import ASSET_ORDER
 
 from .conftest import dataset_images
 
@@ -120,14 +121,13 @@ def test_success_email_through_ses_has_key_figures_and_uris(aws_env: str, instan
                  "sogs_bundle: s3://artifacts/harbour/sogs_bundle/", "splat_model: s3://artifacts/harbour/splat_model/",
                  f"Run {result.run_id} (preset standard)"):
         assert line in message.body
-    for stage in ("image_set", "sparse_reconstruction", "colmap_export", "splat_model", "sogs_bundle"):
+    for stage in ASSET_ORDER:
         assert f"  {stage:<22} ok" in message.body
 
     [record_path] = (spaceport_home / "notifications").glob("*.json")
     record = json.loads(record_path.read_text())
     assert record["delivered"] is True and record["ses_message_id"] == message.id
-    assert set(record["stage_seconds"]) == {"image_set", "sparse_reconstruction", "colmap_export", "splat_model",
-                                            "sogs_bundle"}
+    assert set(record["stage_seconds"]) == set(ASSET_ORDER)
     assert all(v >= 0 for v in record["stage_seconds"].values())
     # the notification is also a line in the run's own log
     engine_lines = [r.dagster_event.message for r in instance.all_logs(result.run_id)

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from spaceport_dagster.stage_order import ASSET_ORDER
+
 DEMO_DATASET = "demo"
 
 
@@ -104,7 +106,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="generate the built-in synthetic survey and run the whole pipeline on it")
     demo.add_argument("--preset", default="preview", help="pipeline preset (default preview: minutes on a laptop CPU)")
-    demo.add_argument("--until", help="stop after this asset (e.g. sparse_reconstruction)")
+    demo.add_argument("--until", metavar="STAGE", help=f"stop after this asset: {', '.join(ASSET_ORDER)}")
     demo.add_argument("--regenerate", action="store_true", help="render the survey again even if it is there")
     survey = demo.add_argument_group("survey", "a survey of another size or with camera-GPS errors (with ground truth)")
     survey.add_argument("--photos", type=int, help="number of photos (a grid with obliques, or one line)")
