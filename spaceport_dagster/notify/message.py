@@ -29,6 +29,7 @@ class StageSummary:
     seconds: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     failed_checks: list[CheckFailure] = field(default_factory=list)
+    error: str | None = None  # the failed step's own words (run_events.step_error)
 
 
 @dataclass

@@ -14,9 +14,9 @@ from dagster import (
 )
 
 from spaceport_dagster.notify.message import Notification, build_notification
-from spaceport_dagster.notify.summary import TAG_PARTITION, summarize_run
 from spaceport_dagster.resources.notifications import NotifierResource
 from spaceport_dagster.resources.uploads import uploads_root
+from spaceport_dagster.run_events import TAG_PARTITION, summarize_run
 from spaceport_dagster.stage_order import ASSET_ORDER
 from spaceport_dagster.stages.s3uri import is_s3_uri
 
