@@ -27,16 +27,6 @@ from spaceport_dagster.resources.stage_watch import stop_all
 from spaceport_dagster.run_events import read_run
 from spaceport_dagster.stage_order import ASSET_ORDER
 
-# The figures the summary table shows per stage.
-KEY_FIGURES = {
-    "image_set": ["usable_images", "refused_files", "gps_images"],
-    "sparse_reconstruction": ["registered", "points", "mean_reprojection_error_px", "matcher", "georegistration_residual_m"],
-    "colmap_export": ["images", "points", "image_size", "min_correspondences_per_image"],
-    "splat_model": ["steps", "gaussians", "psnr", "baseline_psnr", "alpha_mean", "device"],
-    "sogs_bundle": ["splats", "bundle_bytes", "ratio", "psnr_decoded_db", "psnr_drop_db"],
-}
-
-
 # The events _collect reads; filtering them in the event log's query skips the stages' log lines on each poll.
 WATCHED_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.ASSET_MATERIALIZATION,
                   DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.STEP_SUCCESS,

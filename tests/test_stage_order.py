@@ -9,9 +9,9 @@ from pathlib import Path
 from dagster import AssetKey
 
 from spaceport_dagster.assets.headline import HEADLINES
+from spaceport_dagster.console import KEY_FIGURES
 from spaceport_dagster.definitions import PIPELINE_ASSETS, defs
 from spaceport_dagster.presets import PIPELINE_PRESETS, STAGE_TIMEOUT_MINUTES
-from spaceport_dagster.runner import KEY_FIGURES
 from spaceport_dagster.stage_order import ASSET_ORDER
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from spaceport_dagster.console import print_stage
+from spaceport_dagster.home import prepare_home
 from spaceport_dagster.stage_order import ASSET_ORDER
 
 DEMO_DATASET = "demo"
@@ -72,8 +74,6 @@ def report_truth(dataset: str, out: Path) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from spaceport_dagster.cli import prepare_home, print_stage
-
     home = prepare_home()
     os.environ.setdefault("GLOG_minloglevel", "1")  # COLMAP's per-image INFO lines drown the demo's progress
     # Stage subprocesses inherit this: OpenMP threads that sleep instead of spinning while they wait. On a
@@ -120,8 +120,3 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     survey.add_argument("--corridor", action="store_true", help="one straight flight line")
     demo.set_defaults(func=cmd_demo)
 
-
-if __name__ == "__main__":
-    from spaceport_dagster.cli import main
-
-    sys.exit(main(["demo", *sys.argv[1:]]))
