@@ -26,6 +26,9 @@ from dagster import (
     MaterializeResult,
     PipesSubprocessClient,
 )
+
+# Not exported by `dagster` (1.13.27): the one private import here. PipesSubprocessClient raises it for a
+# stage that exits non-zero, and nothing public names that case.
 from dagster._core.errors import DagsterPipesExecutionError
 
 from spaceport_dagster.stages.entry import FAILURE_FILE, STAGE_LOG_ENV
