@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from spaceport_dagster.resources.artifact_store import ArtifactMissing, LocalArtifactStore, S3ArtifactStore, open_store
 from spaceport_dagster.stages.dataset_id import InvalidDatasetId, suggest_dataset_id, validate_dataset_id
 
-from .conftest import dataset_images
+from .conftest import dataset_images, publish_files
 
 
 @pytest.mark.parametrize("good", ["a", "lund", "brighton-beach-2026", "0abc", "a" * 63])
@@ -36,18 +36,9 @@ def test_suggested_ids_are_valid() -> None:
     assert suggest_dataset_id("___") == "dataset"
 
 
-def _publish(store, dataset: str, asset: str, files: dict[str, bytes]) -> str:
-    with store.staging(dataset, asset) as staging:
-        for name, data in files.items():
-            path = staging.local_dir / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        return store.publish(staging)
-
-
 def test_local_uri_layout_and_publish(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
-    uri = _publish(store, "lund", "image_set", {"manifest.json": b"{}", "images/a.jpg": b"1"})
+    uri = publish_files(store, "lund", "image_set", {"manifest.json": b"{}", "images/a.jpg": b"1"})
     assert uri == f"{tmp_path.resolve()}/lund/image_set/"
     folder = store.fetch("lund", "image_set")
     assert (folder / "images" / "a.jpg").read_bytes() == b"1"
@@ -59,16 +50,16 @@ def test_local_uri_layout_and_publish(tmp_path: Path) -> None:
 
 def test_republish_replaces_and_cleans_previous(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
-    _publish(store, "lund", "x", {"v": b"1"})
+    publish_files(store, "lund", "x", {"v": b"1"})
     old = store.fetch("lund", "x")
-    _publish(store, "lund", "x", {"v": b"2"})
+    publish_files(store, "lund", "x", {"v": b"2"})
     assert (store.fetch("lund", "x") / "v").read_bytes() == b"2"
     assert not old.exists()
 
 
 def test_failed_run_leaves_last_good_artifact(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
-    _publish(store, "lund", "x", {"v": b"good"})
+    publish_files(store, "lund", "x", {"v": b"good"})
     with pytest.raises(RuntimeError), store.staging("lund", "x") as staging:
         (staging.local_dir / "v").write_bytes(b"half")
         raise RuntimeError("stage crashed")
@@ -97,7 +88,7 @@ def test_missing_artifact_is_a_clear_error(tmp_path: Path) -> None:
 def test_killed_stage_publishes_nothing(tmp_path: Path) -> None:
     """SIGKILL a real stage process mid-write: the published artifact is the previous one, byte for byte."""
     store = LocalArtifactStore(tmp_path)
-    _publish(store, "lund", "image_set", {"manifest.json": b'{"good": true}'})
+    publish_files(store, "lund", "image_set", {"manifest.json": b'{"good": true}'})
     src = dataset_images("lund")
     with store.staging("lund", "image_set") as staging:
         proc = subprocess.Popen(
@@ -118,7 +109,7 @@ def test_killed_stage_publishes_nothing(tmp_path: Path) -> None:
 
 def test_rejected_output_is_kept_aside(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
-    _publish(store, "lund", "x", {"v": b"good"})
+    publish_files(store, "lund", "x", {"v": b"good"})
     with store.staging("lund", "x") as staging:
         (staging.local_dir / "v").write_bytes(b"bad")
         where = store.reject(staging)
@@ -144,7 +135,7 @@ def test_s3_publish_is_manifest_last(bucket: str, tmp_path: Path) -> None:
     fetched = store.fetch("lund", "image_set")
     assert (fetched / "images" / "a.jpg").read_bytes() == b"A"
     first_version = manifest["version"]
-    _publish(store, "lund", "image_set", {"manifest.json": b'{"v": 2}'})
+    publish_files(store, "lund", "image_set", {"manifest.json": b'{"v": 2}'})
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="artifacts/lund/")["Contents"]]
     assert not [k for k in keys if first_version in k]  # the superseded version was removed
     assert json.loads((store.fetch("lund", "image_set") / "manifest.json").read_text()) == {"v": 2}
@@ -152,7 +143,7 @@ def test_s3_publish_is_manifest_last(bucket: str, tmp_path: Path) -> None:
 
 def test_s3_failed_run_keeps_previous_manifest(bucket: str) -> None:
     store = open_store(f"s3://{bucket}/root")
-    _publish(store, "lund", "x", {"v": b"good"})
+    publish_files(store, "lund", "x", {"v": b"good"})
     with pytest.raises(RuntimeError), store.staging("lund", "x") as staging:
         (staging.local_dir / "v").write_bytes(b"partial")
         store._upload_folder(staging.local_dir, store._key("lund", "x", staging.version) + "/")
@@ -164,7 +155,7 @@ def test_s3_failed_run_keeps_previous_manifest(bucket: str) -> None:
 
 def test_s3_failed_fetch_leaves_no_partial_copy_in_the_cache(bucket: str, tmp_path: Path) -> None:
     store = S3ArtifactStore(f"s3://{bucket}/root", cache_dir=tmp_path / "cache")
-    _publish(store, "lund", "x", {"a": b"A", "b": b"B"})
+    publish_files(store, "lund", "x", {"a": b"A", "b": b"B"})
     version = store.manifest("lund", "x")["version"]
     boto3.client("s3").delete_object(Bucket=bucket, Key=f"root/lund/x/{version}/b")
     with pytest.raises(ClientError):
@@ -176,3 +167,4 @@ def test_s3_refuses_empty_publish(bucket: str) -> None:
     store = open_store(f"s3://{bucket}/root")
     with store.staging("lund", "x") as staging, pytest.raises(RuntimeError, match="empty"):
         store.publish(staging)
+
