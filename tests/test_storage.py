@@ -168,3 +168,20 @@ def test_s3_refuses_empty_publish(bucket: str) -> None:
     with store.staging("lund", "x") as staging, pytest.raises(RuntimeError, match="empty"):
         store.publish(staging)
 
+
+def test_storage_resource_reads_the_environment_when_used_not_when_defined(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from spaceport_dagster.resources.selection import resources_from_env
+    from spaceport_dagster.resources.storage import StorageResource
+
+    monkeypatch.setenv("SPACEPORT_ARTIFACT_ROOT", str(tmp_path / "first"))
+    storage = resources_from_env()["storage"]
+    monkeypatch.setenv("SPACEPORT_ARTIFACT_ROOT", str(tmp_path / "second"))
+    publish_files(storage.store(), "lund", "image_set", {"manifest.json": b"{}"})
+    assert (tmp_path / "second" / "lund" / "image_set" / "manifest.json").is_file()
+    assert not (tmp_path / "first").exists()
+    monkeypatch.delenv("SPACEPORT_ARTIFACT_ROOT")
+    monkeypatch.setenv("SPACEPORT_HOME", str(tmp_path / "home"))
+    assert storage.store().uri("lund", "image_set") == f"{tmp_path}/home/artifacts/lund/image_set/"
+    explicit = StorageResource(root=str(tmp_path / "fixed"))  # configured: the environment is not read
+    assert explicit.store().uri("lund", "image_set") == f"{tmp_path}/fixed/lund/image_set/"

@@ -33,4 +33,4 @@ def splat_model(
     the standard INRIA PLY, test-view previews, metrics and a training curve. The headline figures are the PLY
     rendered as a viewer shows it."""
     return run_stage_asset(context, storage, compute, stage="train", artifacts={"export": "colmap_export"},
-                           config=config.stage_config(), accelerator="gpu", resumable=True)
+                           config=config.stage_config(), resumable=True)

@@ -50,7 +50,6 @@ class StageRequest:
     artifacts: dict[str, str] = field(default_factory=dict)  # input name -> upstream asset name
     sources: dict[str, str] = field(default_factory=dict)  # input name -> raw URI (uploads)
     config: dict[str, Any] = field(default_factory=dict)
-    accelerator: str = "cpu"  # "cpu" or "gpu": which instance family a remote launcher picks
     resumable: bool = False  # the stage checkpoints: give it a folder that survives a failed attempt
     timeout_s: float = 0  # kill the stage after this long (0: never)
     heartbeat_s: float = 0  # kill the stage when its heartbeat is older than this (0: do not watch)

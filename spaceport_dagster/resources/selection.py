@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from .compute import LocalStageLauncher, StageLauncher
-from .storage import StorageResource, default_artifact_root
+from .storage import StorageResource
 
 
 def compute_from_env() -> StageLauncher:
@@ -22,6 +22,6 @@ def compute_from_env() -> StageLauncher:
 
 def resources_from_env() -> dict[str, Any]:
     return {
-        "storage": StorageResource(root=default_artifact_root(), endpoint_url=os.environ.get("AWS_ENDPOINT_URL")),
+        "storage": StorageResource(),  # root and endpoint are read when a run uses it
         "compute": compute_from_env(),
     }

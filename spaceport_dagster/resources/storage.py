@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from dagster import ConfigurableResource
+from pydantic import Field
 
 from .artifact_store import ArtifactStore, open_store
 
@@ -19,10 +20,14 @@ def default_artifact_root() -> str:
 
 
 class StorageResource(ConfigurableResource):
-    """`root` is a folder or `s3://bucket/prefix`; `endpoint_url` points boto3 at an S3-compatible server."""
+    """Where artifacts live. A field left empty is read from the environment when a run uses the resource, not
+    when the definitions load, so a run follows the environment it runs in (SPACEPORT_HOME set by the CLI)."""
 
-    root: str
-    endpoint_url: str | None = None
+    root: str = Field(default="", description="a folder or s3://bucket/prefix; empty: SPACEPORT_ARTIFACT_ROOT, "
+                                              "else SPACEPORT_HOME/artifacts")
+    endpoint_url: str | None = Field(default=None, description="an S3-compatible server (e.g. a moto server); "
+                                                               "empty: AWS_ENDPOINT_URL")
 
     def store(self) -> ArtifactStore:
-        return open_store(self.root, self.endpoint_url)
+        return open_store(self.root or default_artifact_root(),
+                          self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None)
