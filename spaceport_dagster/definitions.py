@@ -10,7 +10,7 @@ from spaceport_dagster.assets.sogs_bundle import sogs_bundle
 from spaceport_dagster.assets.sparse_reconstruction import sparse_reconstruction
 from spaceport_dagster.assets.splat_model import splat_model
 from spaceport_dagster.partitions import datasets_partitions
-from spaceport_dagster.resources.notifications import notifier_from_env
+from spaceport_dagster.resources.notifications import NotifierResource
 from spaceport_dagster.resources.selection import resources_from_env
 from spaceport_dagster.sensors.inbox import inbox_sensor
 from spaceport_dagster.sensors.run_status import notify_on_failure, notify_on_success
@@ -31,5 +31,5 @@ defs = Definitions(
     assets=PIPELINE_ASSETS,
     jobs=[main_job],
     sensors=[inbox_sensor, s3_uploads_sensor, notify_on_success, notify_on_failure],
-    resources={**resources_from_env(), "notifier": notifier_from_env()},
+    resources={**resources_from_env(), "notifier": NotifierResource()},  # settings read when used
 )

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import boto3
+import pytest
 from dagster import (
     DagsterEventType,
     DagsterInstance,
@@ -46,6 +47,21 @@ def test_builder_copes_with_nothing_and_with_odd_values() -> None:
     assert note.figures == {}
     assert note.artifacts == {"sogs_bundle": "/a/odd/sogs_bundle/"}
     assert note.stage_seconds == {"sogs_bundle": 1.0, "mystery": 2.0}
+
+
+def test_notifier_reads_its_channel_and_sender_when_it_sends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPACEPORT_NOTIFY_FROM", raising=False)
+    monkeypatch.setenv("SPACEPORT_NOTIFY", "local")
+    notifier = NotifierResource(folder=str(tmp_path))  # as definitions.py makes it, before the settings change
+    note = build_notification(RunSummary(run_id="r3", succeeded=True, dataset="cliff"), to=["x@example.org"])
+    monkeypatch.setenv("SPACEPORT_NOTIFY", "pigeon")
+    with pytest.raises(ValueError, match="notifier channel 'pigeon' is unknown"):
+        notifier.send(note)
+    monkeypatch.setenv("SPACEPORT_NOTIFY", "ses")  # no sender set: recorded, not sent
+    record = notifier.send(note)
+    assert record["channel"] == "ses" and record["delivered"] is False
+    assert record["error"].startswith("SES sender not configured (SPACEPORT_NOTIFY_FROM)")
+    assert NotifierResource(folder=str(tmp_path), channel="local").send(note)["channel"] == "local"  # set wins
 
 
 def test_builder_names_the_blocking_check_not_the_generic_error() -> None:
