@@ -185,3 +185,23 @@ def test_storage_resource_reads_the_environment_when_used_not_when_defined(tmp_p
     assert storage.store().uri("lund", "image_set") == f"{tmp_path}/home/artifacts/lund/image_set/"
     explicit = StorageResource(root=str(tmp_path / "fixed"))  # configured: the environment is not read
     assert explicit.store().uri("lund", "image_set") == f"{tmp_path}/fixed/lund/image_set/"
+
+
+def test_compute_resource_picks_its_launcher_when_a_stage_launches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spaceport_dagster.resources.compute import LocalStageLauncher
+    from spaceport_dagster.resources.sagemaker.launcher import SageMakerStageLauncher
+    from spaceport_dagster.resources.selection import EnvironmentStageLauncher, resources_from_env
+
+    monkeypatch.delenv("SPACEPORT_COMPUTE", raising=False)
+    compute = resources_from_env()["compute"]
+    assert isinstance(compute.launcher(), LocalStageLauncher)
+    monkeypatch.setenv("SPACEPORT_COMPUTE", "sagemaker")
+    monkeypatch.setenv("SPACEPORT_SAGEMAKER_ROLE_ARN", "arn:aws:iam::123456789012:role/spaceport")
+    monkeypatch.setenv("SPACEPORT_SAGEMAKER_IMAGE_REPO", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/spaceport")
+    sagemaker = compute.launcher()
+    assert isinstance(sagemaker, SageMakerStageLauncher)
+    assert sagemaker.role_arn == "arn:aws:iam::123456789012:role/spaceport"
+    monkeypatch.setenv("SPACEPORT_COMPUTE", "lambda")
+    with pytest.raises(ValueError, match="SPACEPORT_COMPUTE='lambda' is not a known launcher"):
+        compute.launcher()
+    assert isinstance(EnvironmentStageLauncher(kind="local").launcher(), LocalStageLauncher)  # set wins
