@@ -33,12 +33,7 @@ done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-if [[ -z "$TAG" ]]; then
-  TAG="$(git rev-parse --short=12 HEAD 2>/dev/null || date -u +%Y%m%d%H%M%S)"
-  if [[ -n "$(git status --porcelain -- spaceport_dagster containers pyproject.toml 2>/dev/null)" ]]; then
-    TAG="${TAG}-dirty"
-  fi
-fi
+[[ -n "$TAG" ]] || TAG="$(bash scripts/build-images.sh --print-tag)"
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then ENGINE=docker; else ENGINE=buildah; fi
 
 bash scripts/build-images.sh --engine "$ENGINE" --images "$IMAGES" --tag "$TAG" "${BUILD_ARGS[@]}"

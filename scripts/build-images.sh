@@ -3,6 +3,7 @@
 #
 #   scripts/build-images.sh [--images "ingest sfm sog train"] [--tag TAG] [--engine docker|buildah]
 #                           [--base IMAGE] [--debian-base] [--sizes FILE.json] [--build-arg K=V ...]
+#   scripts/build-images.sh --print-tag    (the default tag, then exit; containers/build_and_push.sh uses it)
 #
 # Images: spaceport-ingest (image_set), spaceport-sfm (sparse_reconstruction and colmap_export), spaceport-train
 # (splat_model: CUDA torch, gsplat compiled for sm_86 and sm_90), spaceport-sog (sogs_bundle); "opensfm" is built
@@ -29,6 +30,7 @@ DEBIAN_BASE=0
 SIZES=""
 EXTRA_ARGS=()
 CA_BUNDLE="${SPACEPORT_BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
+PRINT_TAG=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --images) IMAGES="$2"; shift 2 ;;
@@ -38,6 +40,7 @@ while [[ $# -gt 0 ]]; do
     --debian-base) DEBIAN_BASE=1; shift ;;
     --sizes) SIZES="$2"; shift 2 ;;
     --build-arg) EXTRA_ARGS+=("$2"); shift 2 ;;
+    --print-tag) PRINT_TAG=1; shift ;;
     -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "build-images: unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -46,16 +49,18 @@ for image in $IMAGES; do
   [[ -f "containers/$image/Dockerfile" ]] || { echo "build-images: no containers/$image/Dockerfile" >&2; exit 2; }
 done
 
-if [[ -z "$ENGINE" ]]; then
-  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then ENGINE=docker
-  elif command -v buildah >/dev/null 2>&1; then ENGINE=buildah
-  else echo "build-images: neither a Docker daemon nor buildah found (apt-get install buildah)" >&2; exit 2
-  fi
-fi
 if [[ -z "$TAG" ]]; then
   TAG="$(git rev-parse --short=12 HEAD 2>/dev/null || date -u +%Y%m%d%H%M%S)"
   if [[ -n "$(git status --porcelain -- spaceport_dagster containers pyproject.toml 2>/dev/null)" ]]; then
     TAG="${TAG}-dirty"
+  fi
+fi
+[[ "$PRINT_TAG" == 0 ]] || { echo "$TAG"; exit 0; }
+
+if [[ -z "$ENGINE" ]]; then
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then ENGINE=docker
+  elif command -v buildah >/dev/null 2>&1; then ENGINE=buildah
+  else echo "build-images: neither a Docker daemon nor buildah found (apt-get install buildah)" >&2; exit 2
   fi
 fi
 

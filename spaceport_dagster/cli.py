@@ -8,41 +8,12 @@ import sys
 import warnings
 from pathlib import Path
 
+from spaceport_dagster.console import print_stage, stage_figures
+from spaceport_dagster.home import prepare_home
+from spaceport_dagster.stage_order import ASSET_ORDER
 from spaceport_dagster.stages.dataset_id import InvalidDatasetId, suggest_dataset_id, validate_dataset_id
 
-
-def prepare_home() -> Path:
-    """SPACEPORT_HOME holds artifacts and the Dagster instance (DAGSTER_HOME), so `dagster dev` sees our runs."""
-    home = Path(os.environ.get("SPACEPORT_HOME", "./.spaceport")).expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["SPACEPORT_HOME"] = str(home)
-    os.environ.setdefault("DAGSTER_HOME", str(home))
-    instance_yaml = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
-    shipped = Path(__file__).with_name("dagster.yaml")
-    if not instance_yaml.exists() and shipped.exists():
-        instance_yaml.write_text(shipped.read_text())
-    return home
-
-
-def _format(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _figures(stage) -> str:
-    from spaceport_dagster.runner import KEY_FIGURES
-
-    parts = [f"{k}={_format(stage.metadata[k])}" for k in KEY_FIGURES.get(stage.asset, []) if k in stage.metadata]
-    return ", ".join(parts)
-
-
-def print_stage(stage) -> None:
-    """One progress line per stage event, for `spaceport run` and `spaceport demo`."""
-    seconds = f"{stage.seconds:6.1f}s" if stage.seconds is not None else "      "
-    print(f"  [{stage.status:^11}] {stage.asset:<22} {seconds}  {_figures(stage)}", flush=True)
+STAGES_HELP = ", ".join(ASSET_ORDER)
 
 
 def _check_run_arguments(preset: str, start: str | None, until: str | None) -> None:
@@ -130,7 +101,7 @@ def report(outcome) -> int:
     print(f"{'stage':<22} {'status':<12} {'seconds':>8}  key figures")
     for stage in outcome.stages:
         seconds = f"{stage.seconds:.1f}" if stage.seconds is not None else "-"
-        print(f"{stage.asset:<22} {stage.status:<12} {seconds:>8}  {_figures(stage)}")
+        print(f"{stage.asset:<22} {stage.status:<12} {seconds:>8}  {stage_figures(stage)}")
     quality = splat_quality_line(outcome.stages)
     if quality:
         print(f"\n{quality}")
@@ -219,15 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialise the pipeline for one dataset")
     run.add_argument("source", help="a folder of photos or an s3:// prefix of uploads")
     run.add_argument("--dataset", help="dataset id (default: derived from the folder name)")
-    run.add_argument("--until", help="stop after this asset (e.g. colmap_export)")
+    run.add_argument("--until", metavar="STAGE", help=f"stop after this asset: {STAGES_HELP}")
     run.add_argument("--preset", default="preview", help="preview (laptop), standard (GPU) or quality")
     run.set_defaults(func=cmd_run)
     rerun = sub.add_parser("rerun", help="materialise a dataset again from one stage on, reading the published "
                                          "artifacts before it (e.g. retrain with another preset)")
     rerun.add_argument("dataset", help="dataset id, as `spaceport run` printed it")
     rerun.add_argument("--from", dest="start", required=True, metavar="STAGE",
-                       help="first stage to run again, e.g. splat_model")
-    rerun.add_argument("--until", help="stop after this asset")
+                       help=f"first stage to run again: {STAGES_HELP}")
+    rerun.add_argument("--until", metavar="STAGE", help=f"stop after this asset: {STAGES_HELP}")
     rerun.add_argument("--preset", default="preview", help="preview (laptop), standard (GPU) or quality")
     rerun.set_defaults(func=cmd_rerun)
     ui = sub.add_parser("ui", help="start the Dagster UI on this home's instance")

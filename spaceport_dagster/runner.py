@@ -17,23 +17,15 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRun, Dag
 
 from spaceport_dagster.definitions import PIPELINE_ASSETS
 from spaceport_dagster.job_runs import create_pipeline_run, execute_pipeline_run, wait_for_dataset
+from spaceport_dagster.notify.message import RunSummary
 from spaceport_dagster.partitions import register_dataset
 from spaceport_dagster.presets import PRESET_TAG, stage_presets
 from spaceport_dagster.resources.artifact_store import ArtifactMissing, ArtifactStore
 from spaceport_dagster.resources.owned_dirs import owner_gone, owner_tag
 from spaceport_dagster.resources.selection import resources_from_env
 from spaceport_dagster.resources.stage_watch import stop_all
-
-ASSET_ORDER = [a.key.to_user_string() for a in PIPELINE_ASSETS]
-# The figures the summary table shows per stage.
-KEY_FIGURES = {
-    "image_set": ["usable_images", "refused_files", "gps_images"],
-    "sparse_reconstruction": ["registered", "points", "mean_reprojection_error_px", "matcher", "georegistration_residual_m"],
-    "colmap_export": ["images", "points", "image_size", "min_correspondences_per_image"],
-    "splat_model": ["steps", "gaussians", "psnr", "baseline_psnr", "alpha_mean", "device"],
-    "sogs_bundle": ["splats", "bundle_bytes", "ratio", "psnr_decoded_db", "psnr_drop_db"],
-}
-
+from spaceport_dagster.run_events import read_run
+from spaceport_dagster.stage_order import ASSET_ORDER
 
 # The events _collect reads; filtering them in the event log's query skips the stages' log lines on each poll.
 WATCHED_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.ASSET_MATERIALIZATION,
@@ -92,7 +84,7 @@ def select_stages(start: str | None = None, until: str | None = None) -> list[st
     last = ASSET_ORDER.index(until) + 1 if until else len(ASSET_ORDER)
     if first >= last:
         raise ValueError(f"{start} comes after {until} in the pipeline ({' -> '.join(ASSET_ORDER)})")
-    return ASSET_ORDER[first:last]
+    return list(ASSET_ORDER[first:last])
 
 
 def missing_inputs(dataset: str, selected: list[str], store: ArtifactStore) -> list[str]:
@@ -119,63 +111,27 @@ def run_config_for(assets: list[str], source: str | None, preset: str) -> dict[s
             "execution": {"config": {"in_process": {}}}}
 
 
-def _plain(value: Any) -> Any:
-    return getattr(value, "value", getattr(value, "text", value))
-
-
-def _step_error(error: Any) -> str:
-    """The stage's own words rather than Dagster's wrappers: the launcher's Failure, else the innermost cause."""
-    if error is None:
-        return "step failed"
-    chain = [error]
-    while getattr(chain[-1], "cause", None) is not None:
-        chain.append(chain[-1].cause)
-    error = next((e for e in chain if e.cls_name == "Failure"), chain[-1])
-    lines = [line for line in error.message.strip().splitlines() if line.strip()]
-    text = lines[-1] if lines else "step failed"
-    prefix = f"{error.cls_name}: "
-    return text.split(prefix, 1)[1] if prefix in text else text
-
-
 def _collect(instance: DagsterInstance, run_id: str, outcomes: dict[str, StageOutcome],
              on_event: Callable[[StageOutcome], None] | None, seen: set[tuple[str, str]]) -> None:
-    starts: dict[str, float] = {}
-    for record in instance.all_logs(run_id, of_type=WATCHED_EVENTS):
-        event = record.dagster_event
-        if event is None:
+    """Bring `outcomes` up to date with the run's event log (run_events.read_run); `on_event` hears of each
+    stage that ended, once."""
+    summary = read_run(instance.all_logs(run_id, of_type=WATCHED_EVENTS), RunSummary(run_id, succeeded=False))
+    for stage in summary.stages:
+        outcome = outcomes.get(stage.asset)
+        if outcome is None or stage.status not in ("running", "ok", "failed"):
             continue
-        name = event.step_key if event.step_key in outcomes else None
-        if event.event_type == DagsterEventType.STEP_START and name:
-            starts[name] = record.timestamp
-            outcomes[name].status = "running"
-        elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
-            mat = event.event_specific_data.materialization
-            key = mat.asset_key.to_user_string()
-            if key in outcomes:
-                outcomes[key].metadata = {k: _plain(v) for k, v in mat.metadata.items()}
-        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
-            evaluation = event.event_specific_data
-            key = evaluation.asset_key.to_user_string()
-            if key in outcomes and not evaluation.passed:
-                text = _plain(evaluation.metadata.get("description", evaluation.check_name))
-                message = f"{evaluation.check_name}: {text}"
-                found = outcomes[key].failed_checks if evaluation.severity.value == "ERROR" else outcomes[key].warnings
-                if message not in found:
-                    found.append(message)
-        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE) and name:
-            outcome = outcomes[name]
-            if name in starts:
-                outcome.seconds = record.timestamp - starts[name]
-            if outcome.failed_checks:
-                outcome.status = "gate failed"
-            elif event.event_type == DagsterEventType.STEP_FAILURE:
-                outcome.status = "failed"
-                outcome.error = _step_error(event.event_specific_data.error)
-            else:
-                outcome.status = "ok"
-            if on_event and (name, outcome.status) not in seen:
-                seen.add((name, outcome.status))
-                on_event(outcome)
+        outcome.metadata = stage.metadata
+        outcome.seconds = stage.seconds
+        outcome.failed_checks = [f"{c.check}: {c.text or c.check}" for c in stage.failed_checks if c.blocking]
+        outcome.warnings = [f"{c.check}: {c.text or c.check}" for c in stage.failed_checks if not c.blocking]
+        if stage.status == "running":
+            outcome.status = "running"
+            continue
+        outcome.status = "gate failed" if outcome.failed_checks else stage.status
+        outcome.error = stage.error if outcome.status == "failed" else None
+        if on_event and (stage.asset, outcome.status) not in seen:
+            seen.add((stage.asset, outcome.status))
+            on_event(outcome)
 
 
 def _tell_waiting(dataset: str) -> Callable[[list[DagsterRun]], None]:

@@ -88,3 +88,13 @@ def instance(spaceport_home: Path) -> Iterator[object]:
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 # Spinning OpenMP workers made in-process torch work 5-8x slower on a loaded 2-core machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def publish_files(store, dataset: str, asset: str, files: dict[str, bytes]) -> str:
+    """Publish an artifact of `files` (relative path -> bytes) through `store`'s staging; its URI."""
+    with store.staging(dataset, asset) as staging:
+        for name, data in files.items():
+            path = staging.local_dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        return store.publish(staging)

@@ -24,21 +24,14 @@ from spaceport_dagster.resources.artifact_store import (
 )
 from spaceport_dagster.resources.owned_dirs import owner_gone
 
+from .conftest import publish_files
+
 FILES = {"sparse/points3D.bin": os.urandom(4096), "report.json": b'{"ok": true}'}
-
-
-def _publish(store, dataset: str, asset: str, files: dict[str, bytes]) -> str:
-    with store.staging(dataset, asset) as staging:
-        for name, data in files.items():
-            path = staging.local_dir / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        return store.publish(staging)
 
 
 def test_manifest_lists_checksums_and_a_cut_file_is_refused(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
-    _publish(store, "site", "sparse_reconstruction", FILES)
+    publish_files(store, "site", "sparse_reconstruction", FILES)
     entry = next(f for f in store.manifest("site", "sparse_reconstruction")["files"] if f["path"].endswith(".bin"))
     assert len(entry["sha256"]) == 64 and entry["bytes"] == 4096
     points = store.fetch("site", "sparse_reconstruction") / "sparse" / "points3D.bin"
@@ -51,7 +44,7 @@ def test_manifest_lists_checksums_and_a_cut_file_is_refused(tmp_path: Path) -> N
 
 def test_bytes_overwritten_in_place_fail_the_checksum(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
-    folder = Path(_publish(store, "site", "sparse_reconstruction", FILES))
+    folder = Path(publish_files(store, "site", "sparse_reconstruction", FILES))
     path = folder / "sparse" / "points3D.bin"
     data = bytearray(path.read_bytes())
     data[100:108] = b"\xff" * 8
@@ -62,7 +55,7 @@ def test_bytes_overwritten_in_place_fail_the_checksum(tmp_path: Path) -> None:
 
 def test_a_cut_manifest_is_a_damaged_artifact_not_a_json_error(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
-    folder = Path(_publish(store, "site", "image_set", FILES))
+    folder = Path(publish_files(store, "site", "image_set", FILES))
     manifest = folder / "_SUCCESS"
     manifest.write_bytes(manifest.read_bytes()[:40])
     with pytest.raises(ArtifactDamaged, match="_SUCCESS manifest is not valid JSON.*rerun from image_set"):
@@ -83,12 +76,12 @@ def test_a_killed_runs_staging_is_removed_by_the_next_run(tmp_path: Path) -> Non
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     staging = Path(proc.stdout.readline().strip())
     assert staging.is_dir() and not owner_gone(staging.name)
-    _publish(store, "site", "sparse_reconstruction", FILES)  # a live run's staging is left alone
+    publish_files(store, "site", "sparse_reconstruction", FILES)  # a live run's staging is left alone
     assert staging.is_dir()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     assert staging.is_dir() and owner_gone(staging.name)  # kill -9 ran no cleanup
-    _publish(store, "site", "sparse_reconstruction", FILES)
+    publish_files(store, "site", "sparse_reconstruction", FILES)
     assert not staging.exists()
     kept = sorted(p.name.split(".")[1] for p in (tmp_path / "site").iterdir() if p.name.startswith("."))
     assert kept == ["sparse_reconstruction"] * 2  # only the published version folders (the superseded one is
@@ -121,12 +114,12 @@ def test_an_s3_outage_during_publish_reports_the_first_error_and_the_next_publis
     store = S3ArtifactStore("s3://outage/root", endpoint_url=endpoint)
     store.client = boto3.client("s3", endpoint_url=endpoint, config=Config(retries={"max_attempts": 1},
                                                                            connect_timeout=2))
-    _publish(store, "site", "colmap_export", {"a.bin": b"good"})
+    publish_files(store, "site", "colmap_export", {"a.bin": b"good"})
     good = store.manifest("site", "colmap_export")["version"]
     many = {f"images/{i:03d}.jpg": os.urandom(512) for i in range(12)}
     _outage_after(store, server, 5)
     with pytest.raises(EndpointConnectionError):  # the upload's error, not the cleanup's
-        _publish(store, "site", "colmap_export", many)
+        publish_files(store, "site", "colmap_export", many)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # S3 is back
     server.start()
     try:
@@ -135,7 +128,7 @@ def test_an_s3_outage_during_publish_reports_the_first_error_and_the_next_publis
         versions = {k.split("/")[3] for k in keys} - {"_SUCCESS"}
         assert len(versions) == 2  # the published one and the half-uploaded one
         assert store.fetch("site", "colmap_export").joinpath("a.bin").read_bytes() == b"good"  # still the good one
-        _publish(store, "site", "colmap_export", {"b.bin": b"newer"})
+        publish_files(store, "site", "colmap_export", {"b.bin": b"newer"})
         keys = [o["Key"] for o in boto3.client("s3", endpoint_url=endpoint).list_objects_v2(
             Bucket="outage", Prefix="root/site/colmap_export/")["Contents"]]
         manifest = json.loads(boto3.client("s3", endpoint_url=endpoint).get_object(
@@ -152,7 +145,7 @@ def test_an_s3_outage_during_publish_reports_the_first_error_and_the_next_publis
 
 def test_a_lost_bucket_is_one_clear_error(bucket: str) -> None:
     store = S3ArtifactStore(f"s3://{bucket}/root")
-    _publish(store, "site", "image_set", FILES)
+    publish_files(store, "site", "image_set", FILES)
     client = boto3.client("s3")
     for obj in client.list_objects_v2(Bucket=bucket)["Contents"]:
         client.delete_object(Bucket=bucket, Key=obj["Key"])
@@ -163,7 +156,7 @@ def test_a_lost_bucket_is_one_clear_error(bucket: str) -> None:
 
 def test_s3_fetch_verifies_the_download(bucket: str, tmp_path: Path) -> None:
     store = S3ArtifactStore(f"s3://{bucket}/root", cache_dir=tmp_path / "cache")
-    _publish(store, "site", "sparse_reconstruction", FILES)
+    publish_files(store, "site", "sparse_reconstruction", FILES)
     version = store.manifest("site", "sparse_reconstruction")["version"]
     boto3.client("s3").put_object(Bucket=bucket, Key=f"root/site/sparse_reconstruction/{version}/report.json",
                                   Body=b'{"ok": null}')  # same size, other bytes

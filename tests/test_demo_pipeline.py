@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from spaceport_dagster.demo.truth_check import compare_artifact
+from spaceport_dagster.stage_order import ASSET_ORDER
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproces
 def test_demo_runs_every_asset_within_budget(demo_home) -> None:
     home, done, seconds = demo_home
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for asset in ("image_set", "sparse_reconstruction", "colmap_export", "splat_model", "sogs_bundle"):
+    for asset in ASSET_ORDER:
         assert re.search(rf"\[\s+ok\s+\] {asset}\b", done.stdout), f"{asset} not ok:\n{done.stdout}"
         assert (home / "artifacts" / "demo" / asset / "_SUCCESS").is_file()
     assert (home / "artifacts" / "demo" / "sogs_bundle" / "demo.sog").is_file()

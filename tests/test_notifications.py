@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import boto3
+import pytest
 from dagster import (
     DagsterEventType,
     DagsterInstance,
@@ -24,6 +25,7 @@ from spaceport_dagster.partitions import register_dataset
 from spaceport_dagster.resources.notifications import NotifierResource
 from spaceport_dagster.resources.selection import resources_from_env
 from spaceport_dagster.sensors.run_status import notify_on_failure, notify_on_success
+from spaceport_dagster.stage_order import ASSET_ORDER
 
 from .conftest import dataset_images
 
@@ -45,6 +47,21 @@ def test_builder_copes_with_nothing_and_with_odd_values() -> None:
     assert note.figures == {}
     assert note.artifacts == {"sogs_bundle": "/a/odd/sogs_bundle/"}
     assert note.stage_seconds == {"sogs_bundle": 1.0, "mystery": 2.0}
+
+
+def test_notifier_reads_its_channel_and_sender_when_it_sends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPACEPORT_NOTIFY_FROM", raising=False)
+    monkeypatch.setenv("SPACEPORT_NOTIFY", "local")
+    notifier = NotifierResource(folder=str(tmp_path))  # as definitions.py makes it, before the settings change
+    note = build_notification(RunSummary(run_id="r3", succeeded=True, dataset="cliff"), to=["x@example.org"])
+    monkeypatch.setenv("SPACEPORT_NOTIFY", "pigeon")
+    with pytest.raises(ValueError, match="notifier channel 'pigeon' is unknown"):
+        notifier.send(note)
+    monkeypatch.setenv("SPACEPORT_NOTIFY", "ses")  # no sender set: recorded, not sent
+    record = notifier.send(note)
+    assert record["channel"] == "ses" and record["delivered"] is False
+    assert record["error"].startswith("SES sender not configured (SPACEPORT_NOTIFY_FROM)")
+    assert NotifierResource(folder=str(tmp_path), channel="local").send(note)["channel"] == "local"  # set wins
 
 
 def test_builder_names_the_blocking_check_not_the_generic_error() -> None:
@@ -120,14 +137,13 @@ def test_success_email_through_ses_has_key_figures_and_uris(aws_env: str, instan
                  "sogs_bundle: s3://artifacts/harbour/sogs_bundle/", "splat_model: s3://artifacts/harbour/splat_model/",
                  f"Run {result.run_id} (preset standard)"):
         assert line in message.body
-    for stage in ("image_set", "sparse_reconstruction", "colmap_export", "splat_model", "sogs_bundle"):
+    for stage in ASSET_ORDER:
         assert f"  {stage:<22} ok" in message.body
 
     [record_path] = (spaceport_home / "notifications").glob("*.json")
     record = json.loads(record_path.read_text())
     assert record["delivered"] is True and record["ses_message_id"] == message.id
-    assert set(record["stage_seconds"]) == {"image_set", "sparse_reconstruction", "colmap_export", "splat_model",
-                                            "sogs_bundle"}
+    assert set(record["stage_seconds"]) == set(ASSET_ORDER)
     assert all(v >= 0 for v in record["stage_seconds"].values())
     # the notification is also a line in the run's own log
     engine_lines = [r.dagster_event.message for r in instance.all_logs(result.run_id)

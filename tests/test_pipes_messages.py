@@ -89,6 +89,14 @@ def test_a_message_visible_in_parts_is_read_once_whole() -> None:
     assert got["tables"] == [metadata["table"]["raw_value"]]
 
 
+def _home_and_resources(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """A private Dagster home (telemetry off) and the resources of a run whose artifacts go under it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return home, {"storage": StorageResource(root=str(home / "artifacts")), "compute": _launcher()}
+
+
 def _launcher(**kwargs: Any) -> LocalStageLauncher:
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return LocalStageLauncher(stages_package="tests.stages", env={"PYTHONPATH": pythonpath}, **kwargs)
@@ -125,10 +133,7 @@ STRESS_RUNS = 5
 
 
 def test_many_large_messages_from_many_threads_under_load_all_arrive(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    resources = {"storage": StorageResource(root=str(home / "artifacts")), "compute": _launcher()}
+    home, resources = _home_and_resources(tmp_path)
     talk = _asset("chatty", STRESS, checks=CHECKS)
     preview = chatty.preview_markdown(STRESS["image_px"], seed=0)
     expected_lines = {chatty.log_line(t, i, STRESS["wide_every"], STRESS["wide_rows"])
@@ -161,10 +166,7 @@ def _step_failure(result: Any) -> str:
 
 
 def test_a_message_that_cannot_be_read_fails_the_step_naming_the_stage_and_a_retry_publishes(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    resources = {"storage": StorageResource(root=str(home / "artifacts")), "compute": _launcher()}
+    home, resources = _home_and_resources(tmp_path)
     store = LocalArtifactStore(home / "artifacts")
     with DagsterInstance.local_temp(str(home)) as instance:
         broken = materialize([_asset("garbled", {"garble": True}, checks=1)], resources=resources,
@@ -185,10 +187,7 @@ def test_a_message_that_cannot_be_read_fails_the_step_naming_the_stage_and_a_ret
 
 
 def test_a_stage_that_ends_without_its_closing_message_fails_the_step(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    resources = {"storage": StorageResource(root=str(home / "artifacts")), "compute": _launcher()}
+    home, resources = _home_and_resources(tmp_path)
     with DagsterInstance.local_temp(str(home)) as instance:
         result = materialize([_asset("garbled", {"vanish": True}, checks=1)], resources=resources,
                              instance=instance, partition_key=DATASET, raise_on_error=False)

@@ -8,15 +8,16 @@ import pytest
 
 from spaceport_dagster.cli import main
 from spaceport_dagster.resources.artifact_store import LocalArtifactStore
-from spaceport_dagster.runner import ASSET_ORDER, select_stages
+from spaceport_dagster.runner import select_stages
+from spaceport_dagster.stage_order import ASSET_ORDER
 from spaceport_dagster.stages.train.synthetic import write_synthetic_export
 
 
 def test_stage_selection_runs_in_pipeline_order():
-    assert select_stages() == ASSET_ORDER
+    assert select_stages() == list(ASSET_ORDER)
     assert select_stages("splat_model") == ["splat_model", "sogs_bundle"]
     assert select_stages("splat_model", "splat_model") == ["splat_model"]
-    assert select_stages(until="colmap_export") == ASSET_ORDER[:3]
+    assert select_stages(until="colmap_export") == list(ASSET_ORDER[:3])
     with pytest.raises(ValueError, match="sogs_bundle comes after splat_model"):
         select_stages("sogs_bundle", "splat_model")
     with pytest.raises(ValueError, match="unknown asset 'splats'"):

@@ -37,20 +37,22 @@ def _checks(report: StageReport) -> dict[str, bool]:
     return {c.name: c.passed for c in report.checks}
 
 
-@pytest.fixture(scope="module")
-def lund(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, StageReport]:
-    root = tmp_path_factory.mktemp("lund")
-    image_set = _image_set(dataset_images("lund"), root / "image_set")
+def _reconstruct(tmp_path_factory: pytest.TempPathFactory, dataset: str) -> tuple[Path, Path, StageReport]:
+    """(image_set, sparse_reconstruction, report) of the SfM stage on a shared dataset, default options."""
+    root = tmp_path_factory.mktemp(dataset)
+    image_set = _image_set(dataset_images(dataset), root / "image_set")
     report = run_sfm({"image_set": str(image_set)}, root / "sparse_reconstruction", {}, LOG)
     return image_set, root / "sparse_reconstruction", report
+
+
+@pytest.fixture(scope="module")
+def lund(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, StageReport]:
+    return _reconstruct(tmp_path_factory, "lund")
 
 
 @pytest.fixture(scope="module")
 def brighton(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, StageReport]:
-    root = tmp_path_factory.mktemp("brighton")
-    image_set = _image_set(dataset_images("brighton_beach"), root / "image_set")
-    report = run_sfm({"image_set": str(image_set)}, root / "sparse_reconstruction", {}, LOG)
-    return image_set, root / "sparse_reconstruction", report
+    return _reconstruct(tmp_path_factory, "brighton_beach")
 
 
 def test_lund_registers_all_29_with_enough_points(lund: tuple[Path, Path, StageReport]) -> None:

@@ -65,7 +65,7 @@ def test_checkpoints_are_keyed_by_the_upstream_version(published_export, instanc
     from spaceport_dagster.resources.compute import StageRequest, checkpoint_folder
 
     store, resources = published_export
-    request = StageRequest("train", "tiny", "splat_model", {"export": "colmap_export"}, {}, {}, "gpu", True)
+    request = StageRequest("train", "tiny", "splat_model", {"export": "colmap_export"}, {}, {}, resumable=True)
     root = tmp_path / "checkpoints"
     first = checkpoint_folder(root, store, request)
     assert first.name == f"export-{store.manifest('tiny', 'colmap_export')['version']}"

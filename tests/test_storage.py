@@ -24,7 +24,7 @@ from spaceport_dagster.resources.artifact_store import (
 from spaceport_dagster.resources.storage import StorageResource
 from spaceport_dagster.stages.dataset_id import InvalidDatasetId, suggest_dataset_id, validate_dataset_id
 
-from .conftest import dataset_images
+from .conftest import dataset_images, publish_files
 
 
 @pytest.mark.parametrize("good", ["a", "lund", "brighton-beach-2026", "0abc", "a" * 63])
@@ -43,18 +43,9 @@ def test_suggested_ids_are_valid() -> None:
     assert suggest_dataset_id("___") == "dataset"
 
 
-def _publish(store, dataset: str, asset: str, files: dict[str, bytes]) -> str:
-    with store.staging(dataset, asset) as staging:
-        for name, data in files.items():
-            path = staging.local_dir / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        return store.publish(staging)
-
-
-def test_local_uri_layout_and_publish(tmp_path: Path) -> None:
+def test_local_uri_layout_andpublish_files(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
-    uri = _publish(store, "lund", "image_set", {"manifest.json": b"{}", "images/a.jpg": b"1"})
+    uri = publish_files(store, "lund", "image_set", {"manifest.json": b"{}", "images/a.jpg": b"1"})
     assert uri == f"{tmp_path.resolve()}/lund/image_set/"
     folder = store.fetch("lund", "image_set")
     assert (folder / "images" / "a.jpg").read_bytes() == b"1"
@@ -68,10 +59,10 @@ def test_republish_replaces_and_keeps_the_previous_version_for_the_retention(tmp
     """A reader that resolved version 1 still reads it after version 2 is published; a publish made after the
     retention has passed removes it, and keeps the version superseded only now."""
     store = LocalArtifactStore(tmp_path, retention_s=2.0)
-    _publish(store, "lund", "x", {"v": b"1"})
+    publish_files(store, "lund", "x", {"v": b"1"})
     first = store.manifest("lund", "x")["version"]
     old = store.fetch("lund", "x")
-    _publish(store, "lund", "x", {"v": b"2"})
+    publish_files(store, "lund", "x", {"v": b"2"})
     second = store.manifest("lund", "x")["version"]
     assert (store.fetch("lund", "x") / "v").read_bytes() == b"2"
     assert (old / "v").read_bytes() == b"1"  # a reader's folder is still there
@@ -81,7 +72,7 @@ def test_republish_replaces_and_keeps_the_previous_version_for_the_retention(tmp
     assert (reader.fetch("lund", "x") / "v").read_bytes() == b"1"
     assert reader.version_uri("lund", "x") == str(old) + "/"
     time.sleep(2.1)
-    _publish(store, "lund", "x", {"v": b"3"})
+    publish_files(store, "lund", "x", {"v": b"3"})
     assert not old.exists()  # superseded 2.1 s ago: past the retention
     assert set(store.versions("lund", "x")) == {second, store.manifest("lund", "x")["version"]}
     with pytest.raises(ArtifactMissing, match=f"version {first} of x for dataset 'lund' is no longer kept"):
@@ -103,16 +94,16 @@ def test_retention_comes_from_the_environment(tmp_path: Path, monkeypatch: pytes
 
 def test_zero_retention_removes_the_superseded_version_at_once(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path, retention_s=0)
-    _publish(store, "lund", "x", {"v": b"1"})
+    publish_files(store, "lund", "x", {"v": b"1"})
     old = store.fetch("lund", "x")
-    _publish(store, "lund", "x", {"v": b"2"})
+    publish_files(store, "lund", "x", {"v": b"2"})
     assert not old.exists()
     assert list(store.versions("lund", "x")) == [store.manifest("lund", "x")["version"]]
 
 
 def test_failed_run_leaves_last_good_artifact(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
-    _publish(store, "lund", "x", {"v": b"good"})
+    publish_files(store, "lund", "x", {"v": b"good"})
     with pytest.raises(RuntimeError), store.staging("lund", "x") as staging:
         (staging.local_dir / "v").write_bytes(b"half")
         raise RuntimeError("stage crashed")
@@ -141,7 +132,7 @@ def test_missing_artifact_is_a_clear_error(tmp_path: Path) -> None:
 def test_killed_stage_publishes_nothing(tmp_path: Path) -> None:
     """SIGKILL a real stage process mid-write: the published artifact is the previous one, byte for byte."""
     store = LocalArtifactStore(tmp_path)
-    _publish(store, "lund", "image_set", {"manifest.json": b'{"good": true}'})
+    publish_files(store, "lund", "image_set", {"manifest.json": b'{"good": true}'})
     src = dataset_images("lund")
     with store.staging("lund", "image_set") as staging:
         proc = subprocess.Popen(
@@ -162,7 +153,7 @@ def test_killed_stage_publishes_nothing(tmp_path: Path) -> None:
 
 def test_rejected_output_is_kept_aside_one_folder_per_run(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
-    _publish(store, "lund", "x", {"v": b"good"})
+    publish_files(store, "lund", "x", {"v": b"good"})
     where = {}
     for run_id, data in (("run-a", b"bad a"), ("run-b", b"bad b")):
         with store.staging("lund", "x") as staging:
@@ -204,7 +195,7 @@ def test_s3_publish_is_manifest_last(bucket: str, tmp_path: Path) -> None:
     fetched = store.fetch("lund", "image_set")
     assert (fetched / "images" / "a.jpg").read_bytes() == b"A"
     first_version = manifest["version"]
-    _publish(store, "lund", "image_set", {"manifest.json": b'{"v": 2}'})
+    publish_files(store, "lund", "image_set", {"manifest.json": b'{"v": 2}'})
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="artifacts/lund/")["Contents"]]
     # the superseded version stays for the retention (24 h by default), with its own manifest
     assert sorted(k for k in keys if first_version in k) == [
@@ -217,10 +208,10 @@ def test_s3_superseded_version_stays_readable_for_the_retention(bucket: str, tmp
     the publish after the retention removes version 1 (every object of it) and keeps version 2."""
     store = S3ArtifactStore(f"s3://{bucket}/root", cache_dir=tmp_path / "cache", retention_s=2.0)
     s3 = boto3.client("s3")
-    _publish(store, "lund", "x", {"v": b"1", "sub/w": b"w"})
+    publish_files(store, "lund", "x", {"v": b"1", "sub/w": b"w"})
     first = store.manifest("lund", "x")["version"]
     channel = store.version_uri("lund", "x")
-    _publish(store, "lund", "x", {"v": b"2"})
+    publish_files(store, "lund", "x", {"v": b"2"})
     second = store.manifest("lund", "x")["version"]
     assert second != first
     reader = S3ArtifactStore(f"s3://{bucket}/root", cache_dir=tmp_path / "reader-cache")
@@ -229,7 +220,7 @@ def test_s3_superseded_version_stays_readable_for_the_retention(bucket: str, tmp
     assert (reader.fetch("lund", "x") / "v").read_bytes() == b"1"
     assert (store.fetch("lund", "x") / "v").read_bytes() == b"2"
     time.sleep(2.1)
-    _publish(store, "lund", "x", {"v": b"3"})
+    publish_files(store, "lund", "x", {"v": b"3"})
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="root/lund/x/")["Contents"]]
     assert not [k for k in keys if first in k]
     assert f"root/lund/x/{second}/v" in keys and f"root/lund/x/{second}/_SUCCESS" in keys
@@ -240,7 +231,7 @@ def test_s3_superseded_version_stays_readable_for_the_retention(bucket: str, tmp
 
 def test_s3_failed_run_keeps_previous_manifest(bucket: str) -> None:
     store = open_store(f"s3://{bucket}/root")
-    _publish(store, "lund", "x", {"v": b"good"})
+    publish_files(store, "lund", "x", {"v": b"good"})
     with pytest.raises(RuntimeError), store.staging("lund", "x") as staging:
         (staging.local_dir / "v").write_bytes(b"partial")
         store._upload_folder(staging.local_dir, store._key("lund", "x", staging.version) + "/")
@@ -252,7 +243,7 @@ def test_s3_failed_run_keeps_previous_manifest(bucket: str) -> None:
 
 def test_s3_failed_fetch_leaves_no_partial_copy_in_the_cache(bucket: str, tmp_path: Path) -> None:
     store = S3ArtifactStore(f"s3://{bucket}/root", cache_dir=tmp_path / "cache")
-    _publish(store, "lund", "x", {"a": b"A", "b": b"B"})
+    publish_files(store, "lund", "x", {"a": b"A", "b": b"B"})
     version = store.manifest("lund", "x")["version"]
     boto3.client("s3").delete_object(Bucket=bucket, Key=f"root/lund/x/{version}/b")
     with pytest.raises(ClientError):
@@ -260,7 +251,45 @@ def test_s3_failed_fetch_leaves_no_partial_copy_in_the_cache(bucket: str, tmp_pa
     assert not list((tmp_path / "cache" / "lund" / "x").iterdir())
 
 
-def test_s3_refuses_empty_publish(bucket: str) -> None:
+def test_s3_refuses_emptypublish_files(bucket: str) -> None:
     store = open_store(f"s3://{bucket}/root")
     with store.staging("lund", "x") as staging, pytest.raises(RuntimeError, match="empty"):
         store.publish(staging)
+
+
+def test_storage_resource_reads_the_environment_when_used_not_when_defined(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from spaceport_dagster.resources.selection import resources_from_env
+    from spaceport_dagster.resources.storage import StorageResource
+
+    monkeypatch.setenv("SPACEPORT_ARTIFACT_ROOT", str(tmp_path / "first"))
+    storage = resources_from_env()["storage"]
+    monkeypatch.setenv("SPACEPORT_ARTIFACT_ROOT", str(tmp_path / "second"))
+    publish_files(storage.store(), "lund", "image_set", {"manifest.json": b"{}"})
+    assert (tmp_path / "second" / "lund" / "image_set" / "manifest.json").is_file()
+    assert not (tmp_path / "first").exists()
+    monkeypatch.delenv("SPACEPORT_ARTIFACT_ROOT")
+    monkeypatch.setenv("SPACEPORT_HOME", str(tmp_path / "home"))
+    assert storage.store().uri("lund", "image_set") == f"{tmp_path}/home/artifacts/lund/image_set/"
+    explicit = StorageResource(root=str(tmp_path / "fixed"))  # configured: the environment is not read
+    assert explicit.store().uri("lund", "image_set") == f"{tmp_path}/fixed/lund/image_set/"
+
+
+def test_compute_resource_picks_its_launcher_when_a_stage_launches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spaceport_dagster.resources.compute import LocalStageLauncher
+    from spaceport_dagster.resources.sagemaker.launcher import SageMakerStageLauncher
+    from spaceport_dagster.resources.selection import EnvironmentStageLauncher, resources_from_env
+
+    monkeypatch.delenv("SPACEPORT_COMPUTE", raising=False)
+    compute = resources_from_env()["compute"]
+    assert isinstance(compute.launcher(), LocalStageLauncher)
+    monkeypatch.setenv("SPACEPORT_COMPUTE", "sagemaker")
+    monkeypatch.setenv("SPACEPORT_SAGEMAKER_ROLE_ARN", "arn:aws:iam::123456789012:role/spaceport")
+    monkeypatch.setenv("SPACEPORT_SAGEMAKER_IMAGE_REPO", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/spaceport")
+    sagemaker = compute.launcher()
+    assert isinstance(sagemaker, SageMakerStageLauncher)
+    assert sagemaker.role_arn == "arn:aws:iam::123456789012:role/spaceport"
+    monkeypatch.setenv("SPACEPORT_COMPUTE", "lambda")
+    with pytest.raises(ValueError, match="SPACEPORT_COMPUTE='lambda' is not a known launcher"):
+        compute.launcher()
+    assert isinstance(EnvironmentStageLauncher(kind="local").launcher(), LocalStageLauncher)  # set wins

@@ -223,6 +223,10 @@ def test_checks_fail_on_broken_models(tmp_path):
     write_ply(good, _cloud(1500))
     assert check_ply(good, 1500).passed
     assert not check_ply(good, 1499).passed
+    # the cloud the stage already read back serves the check: its count and values are the ones checked
+    assert check_ply(good, 1500, from_disk=read_ply(good)).passed
+    short = check_ply(good, 1500, from_disk=_cloud(1499))
+    assert not short.passed and "1499 vertices, expected 1500" in short.description
     garbage = tmp_path / "garbage.ply"
     garbage.write_bytes(b"ply\nformat ascii 1.0\nend_header\n")
     assert not check_ply(garbage, 1500).passed

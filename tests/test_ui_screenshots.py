@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from spaceport_dagster.stage_order import ASSET_ORDER
+
 from .headless_chromium import Browser, BrowserUnavailable, find_chromium
 
 pytestmark = pytest.mark.slow
@@ -32,8 +34,7 @@ DISMISS_MODAL = ("(() => { const b = [...document.querySelectorAll('button')].fi
 
 # (screenshot name, path, texts the page must show)
 PAGES = [
-    ("catalog", "/assets", ["image_set", "sparse_reconstruction", "colmap_export", "splat_model", "sogs_bundle",
-                            "reconstruction", "splat"]),
+    ("catalog", "/assets", [*ASSET_ORDER, "reconstruction", "splat"]),
     ("lineage", "/assets/colmap_export?view=lineage&lineageScope=neighbors&lineageDepth=4",
      ["image_set", "sparse_r", "colmap_export", "splat_model", "sogs_bundle"]),
     ("image_set", "/assets/image_set?view=events&partition=demo",

@@ -1,28 +1,23 @@
 """colmap_export: undistorted PINHOLE images and the COLMAP model every 3DGS trainer reads."""
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from dagster import AssetExecutionContext, MaterializeResult
 
-from spaceport_dagster.partitions import datasets_partitions
 from spaceport_dagster.resources.compute import StageLauncher
 from spaceport_dagster.resources.storage import StorageResource
 
 from .stage_asset import run_stage_asset
-from .stage_config import StageConfig, check_specs
+from .stage_config import StageConfig, pipeline_asset
 
 
-@asset(
-    partitions_def=datasets_partitions,
+@pipeline_asset(
     deps=["image_set", "sparse_reconstruction"],
     group_name="reconstruction",
     kinds={"python", "colmap"},
-    check_specs=check_specs(
-        "colmap_export",
-        gates={
-            "every_image_has_correspondences": "every exported image has 2D-3D correspondences (the old "
-            "pipeline exported none and training died with n_samples=1)",
-            "export_reads_back": "the export loads back in pycolmap",
-        },
-    ),
+    gates={
+        "every_image_has_correspondences": "every exported image has 2D-3D correspondences (the old "
+        "pipeline exported none and training died with n_samples=1)",
+        "export_reads_back": "the export loads back in pycolmap",
+    },
 )
 def colmap_export(
     context: AssetExecutionContext, config: StageConfig, storage: StorageResource, compute: StageLauncher

@@ -15,15 +15,12 @@ from typing import Any
 
 from dagster import JsonMetadataValue, MarkdownMetadataValue, MetadataValue, PathMetadataValue, UrlMetadataValue
 
+from spaceport_dagster.run_events import plain
 from spaceport_dagster.stages.ui_metadata import INLINE_MARKDOWN_LIMIT
 
 # Keys that are timings, folded into the one `timings` entry (a stage's own markdown timings table stays).
 TIMING_KEYS = {"seconds", "seconds_total", "wall_seconds", "train_seconds", "cpu_seconds", "timings"}
 Figures = dict[str, Any]
-
-
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, MetadataValue) else value
 
 
 def rounded(value: float, digits: int = 4) -> float:
@@ -155,9 +152,9 @@ def _shown_inline(value: Any) -> bool:
 
 def arrange(asset: str, metadata: dict[str, Any]) -> dict[str, Any]:
     """The stage's metadata in reading order, with the headline figures first (see the module's docstring)."""
-    plain = {k: _plain(v) for k, v in metadata.items()}
-    head: dict[str, Any] = {k: MetadataValue.text(v) for k, v in HEADLINES.get(asset, lambda m: {})(plain).items()}
-    ran = where_it_ran(plain)
+    values = {k: plain(v) for k, v in metadata.items()}
+    head: dict[str, Any] = {k: MetadataValue.text(v) for k, v in HEADLINES.get(asset, lambda m: {})(values).items()}
+    ran = where_it_ran(values)
     if ran:
         head["ran on"] = MetadataValue.text(ran)
     pictures: dict[str, Any] = {}
@@ -165,7 +162,7 @@ def arrange(asset: str, metadata: dict[str, Any]) -> dict[str, Any]:
     timings: dict[str, Any] = {}
     details: dict[str, Any] = {}
     for key, value in metadata.items():
-        raw = _plain(value)
+        raw = plain(value)
         if isinstance(value, MarkdownMetadataValue | PathMetadataValue | UrlMetadataValue):
             pictures[key] = value  # previews, plots, tables and links (a stage's markdown timings table too)
         elif key in TIMING_KEYS:

@@ -2,14 +2,13 @@
 
 from typing import Any
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
 
-from spaceport_dagster.partitions import datasets_partitions
 from spaceport_dagster.resources.compute import StageLauncher
 from spaceport_dagster.resources.storage import StorageResource
 
 from .stage_asset import run_stage_asset
-from .stage_config import SogConfig, check_specs
+from .stage_config import SogConfig, pipeline_asset
 
 VIEWER_URL = "http://127.0.0.1:8080/"  # where `spaceport view` serves by default (viewer/server.py)
 
@@ -21,22 +20,18 @@ def with_viewer_link(dataset: str, metadata: dict[str, Any]) -> dict[str, Any]:
     return {"view": MetadataValue.md(f"`spaceport view {dataset}`, then open <{VIEWER_URL}>"), **metadata}
 
 
-@asset(
-    partitions_def=datasets_partitions,
+@pipeline_asset(
     deps=["splat_model", "colmap_export"],
     group_name="splat",
     kinds={"pytorch", "webp"},
-    check_specs=check_specs(
-        "sogs_bundle",
-        gates={
-            "bundle_decodes": "the .sog decodes with our reader",
-            "count_matches": "decoded splat count equals the PLY's",
-            "roundtrip_within_bounds": "per-attribute round-trip error within the format's quantisation bounds",
-            "size_ratio": "bundle at least 10x smaller than the PLY",
-            "psnr_drop": "test-view PSNR of the decoded splat within 1 dB of the uncompressed one (plain renders "
-                         "against the photos; fails when it cannot be measured)",
-        },
-    ),
+    gates={
+        "bundle_decodes": "the .sog decodes with our reader",
+        "count_matches": "decoded splat count equals the PLY's",
+        "roundtrip_within_bounds": "per-attribute round-trip error within the format's quantisation bounds",
+        "size_ratio": "bundle at least 10x smaller than the PLY",
+        "psnr_drop": "test-view PSNR of the decoded splat within 1 dB of the uncompressed one (plain renders "
+                     "against the photos; fails when it cannot be measured)",
+    },
 )
 def sogs_bundle(
     context: AssetExecutionContext, config: SogConfig, storage: StorageResource, compute: StageLauncher

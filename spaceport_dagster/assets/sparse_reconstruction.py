@@ -1,31 +1,26 @@
 """sparse_reconstruction: cameras and a sparse point cloud from the image set (pycolmap, or OpenSfM)."""
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from dagster import AssetExecutionContext, MaterializeResult
 
-from spaceport_dagster.partitions import datasets_partitions
 from spaceport_dagster.resources.compute import StageLauncher
 from spaceport_dagster.resources.storage import StorageResource
 
 from .stage_asset import run_stage_asset
-from .stage_config import SfmConfig, check_specs
+from .stage_config import SfmConfig, pipeline_asset
 
 
-@asset(
-    partitions_def=datasets_partitions,
+@pipeline_asset(
     deps=["image_set"],
     group_name="reconstruction",
     kinds={"python", "colmap"},
-    check_specs=check_specs(
-        "sparse_reconstruction",
-        gates={
-            "min_points": "at least 1000 3D points: fewer give the splat too little to start from",
-            "registered_fraction": "at least half of the images registered",
-            "upright": "the published frame's up agrees with the survey's (nadir: views and camera plane within 5 deg)",
-        },
-        warnings={"reprojection_error": "mean reprojection error at most 1.5 px",
-                  "all_images_registered": "every image in the model (names the ones left out)",
-                  "gps_consistent": "every GPS fix agrees with the others (outliers named, not used)"},
-    ),
+    gates={
+        "min_points": "at least 1000 3D points: fewer give the splat too little to start from",
+        "registered_fraction": "at least half of the images registered",
+        "upright": "the published frame's up agrees with the survey's (nadir: views and camera plane within 5 deg)",
+    },
+    warnings={"reprojection_error": "mean reprojection error at most 1.5 px",
+              "all_images_registered": "every image in the model (names the ones left out)",
+              "gps_consistent": "every GPS fix agrees with the others (outliers named, not used)"},
 )
 def sparse_reconstruction(
     context: AssetExecutionContext, config: SfmConfig, storage: StorageResource, compute: StageLauncher

@@ -87,7 +87,6 @@ def run_stage_asset(
     artifacts: dict[str, str] | None = None,
     sources: dict[str, str] | None = None,
     config: dict[str, Any] | None = None,
-    accelerator: str = "cpu",
     resumable: bool = False,
 ) -> MaterializeResult:
     dataset = validate_dataset_id(context.partition_key)
@@ -96,7 +95,7 @@ def run_stage_asset(
     inputs = pin_input_versions(context, store, dataset, artifacts or {})
     timeout_s, heartbeat_s = stage_limits(context, asset)
     request = StageRequest(stage, dataset, asset, dict(artifacts or {}), dict(sources or {}), dict(config or {}),
-                           accelerator, resumable, timeout_s, heartbeat_s)
+                           resumable, timeout_s, heartbeat_s)
     with store.staging(dataset, asset) as staging:
         results = compute.launch(context, store, request, staging)
         reported = [r for r in results if isinstance(r, MaterializeResult)]

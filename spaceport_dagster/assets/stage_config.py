@@ -3,10 +3,11 @@ of the stage's options."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from dagster import AssetCheckSpec, Config
+from dagster import AssetCheckSpec, AssetsDefinition, Config, asset
 from pydantic import Field
 
 from spaceport_dagster.partitions import datasets_partitions
@@ -68,3 +69,13 @@ def check_specs(asset: str, gates: dict[str, str], warnings: dict[str, str] | No
     specs += [AssetCheckSpec(name, asset=asset, description=text, partitions_def=datasets_partitions)
               for name, text in (warnings or {}).items()]
     return specs
+
+
+def pipeline_asset(*, gates: dict[str, str], warnings: dict[str, str] | None = None,
+                   **asset_args: Any) -> Callable[[Callable[..., Any]], AssetsDefinition]:
+    """`@asset` for a stage of the pipeline: named after the function, partitioned by dataset, with blocking
+    checks for `gates` and non-blocking ones for `warnings` (check_specs); `asset_args` go to `@asset`."""
+    def decorate(fn: Callable[..., Any]) -> AssetsDefinition:
+        return asset(name=fn.__name__, partitions_def=datasets_partitions,
+                     check_specs=check_specs(fn.__name__, gates, warnings), **asset_args)(fn)
+    return decorate

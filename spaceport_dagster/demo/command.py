@@ -9,6 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+from spaceport_dagster.console import print_stage
+from spaceport_dagster.home import prepare_home
+from spaceport_dagster.stage_order import ASSET_ORDER
+
 DEMO_DATASET = "demo"
 
 
@@ -70,8 +74,6 @@ def report_truth(dataset: str, out: Path) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from spaceport_dagster.cli import prepare_home, print_stage
-
     home = prepare_home()
     os.environ.setdefault("GLOG_minloglevel", "1")  # COLMAP's per-image INFO lines drown the demo's progress
     # Stage subprocesses inherit this: OpenMP threads that sleep instead of spinning while they wait. On a
@@ -104,7 +106,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="generate the built-in synthetic survey and run the whole pipeline on it")
     demo.add_argument("--preset", default="preview", help="pipeline preset (default preview: minutes on a laptop CPU)")
-    demo.add_argument("--until", help="stop after this asset (e.g. sparse_reconstruction)")
+    demo.add_argument("--until", metavar="STAGE", help=f"stop after this asset: {', '.join(ASSET_ORDER)}")
     demo.add_argument("--regenerate", action="store_true", help="render the survey again even if it is there")
     survey = demo.add_argument_group("survey", "a survey of another size or with camera-GPS errors (with ground truth)")
     survey.add_argument("--photos", type=int, help="number of photos (a grid with obliques, or one line)")
@@ -118,8 +120,3 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     survey.add_argument("--corridor", action="store_true", help="one straight flight line")
     demo.set_defaults(func=cmd_demo)
 
-
-if __name__ == "__main__":
-    from spaceport_dagster.cli import main
-
-    sys.exit(main(["demo", *sys.argv[1:]]))

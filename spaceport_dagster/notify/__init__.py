@@ -1,1 +1,1 @@
-"""Run notifications: a summary of a finished run (summary.py) turned into a message (message.py)."""
+"""Run notifications: a finished run read back by `run_events.summarize_run`, turned into a message (message.py)."""

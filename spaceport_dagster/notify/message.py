@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-STAGE_ORDER = ["image_set", "sparse_reconstruction", "colmap_export", "splat_model", "sogs_bundle"]
+from spaceport_dagster.stage_order import ASSET_ORDER
 
 
 @dataclass
@@ -29,6 +29,7 @@ class StageSummary:
     seconds: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     failed_checks: list[CheckFailure] = field(default_factory=list)
+    error: str | None = None  # the failed step's own words (run_events.step_error)
 
 
 @dataclass
@@ -134,7 +135,7 @@ def artifact_uris(summary: RunSummary) -> dict[str, str]:
 
 
 def _ordered(stages: list[StageSummary]) -> list[StageSummary]:
-    rank = {name: i for i, name in enumerate(STAGE_ORDER)}
+    rank = {name: i for i, name in enumerate(ASSET_ORDER)}
     return sorted(stages, key=lambda s: rank.get(s.asset, len(rank)))
 
 

@@ -26,6 +26,9 @@ from dagster import (
     MaterializeResult,
     PipesSubprocessClient,
 )
+
+# Not exported by `dagster` (1.13.27): the one private import here. PipesSubprocessClient raises it for a
+# stage that exits non-zero, and nothing public names that case.
 from dagster._core.errors import DagsterPipesExecutionError
 
 from spaceport_dagster.stages.entry import FAILURE_FILE, STAGE_LOG_ENV
@@ -47,7 +50,6 @@ class StageRequest:
     artifacts: dict[str, str] = field(default_factory=dict)  # input name -> upstream asset name
     sources: dict[str, str] = field(default_factory=dict)  # input name -> raw URI (uploads)
     config: dict[str, Any] = field(default_factory=dict)
-    accelerator: str = "cpu"  # "cpu" or "gpu": which instance family a remote launcher picks
     resumable: bool = False  # the stage checkpoints: give it a folder that survives a failed attempt
     timeout_s: float = 0  # kill the stage after this long (0: never)
     heartbeat_s: float = 0  # kill the stage when its heartbeat is older than this (0: do not watch)

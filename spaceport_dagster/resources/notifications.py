@@ -24,22 +24,34 @@ CHANNELS = ("local", "ses")
 
 
 class NotifierResource(ConfigurableResource):
-    channel: str = Field(default="local", description="'local' (log line + JSON file) or 'ses' (email, + JSON file)")
+    """How a finished run is announced. A field left empty is read from the environment when a notification is
+    sent, not when the definitions load."""
+
+    channel: str = Field(default="", description="'local' (log line + JSON file) or 'ses' (email, + JSON file); "
+                                                 "empty: SPACEPORT_NOTIFY, else local")
     folder: str = Field(default="", description="folder of the JSON records; default SPACEPORT_HOME/notifications")
-    sender: str = Field(default="", description="SES From address (a verified identity)")
+    sender: str = Field(default="", description="SES From address (a verified identity); empty: "
+                                                "SPACEPORT_NOTIFY_FROM")
     region: str | None = Field(default=None, description="SES region; default from the AWS environment")
     endpoint_url: str | None = Field(default=None, description="SES endpoint (e.g. a moto server); default AWS_ENDPOINT_URL")
+
+    def channel_now(self) -> str:
+        return self.channel or os.environ.get("SPACEPORT_NOTIFY", "local")
+
+    def sender_now(self) -> str:
+        return self.sender or os.environ.get("SPACEPORT_NOTIFY_FROM", "")
 
     def records_folder(self) -> Path:
         return Path(self.folder).expanduser() if self.folder else spaceport_home() / "notifications"
 
     def send(self, note: Notification, log_line: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Deliver `note`; never raises for a delivery problem (it is logged and recorded instead)."""
-        if self.channel not in CHANNELS:
-            raise ValueError(f"notifier channel {self.channel!r} is unknown; use one of {', '.join(CHANNELS)}")
-        record: dict[str, Any] = {"channel": self.channel, "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        channel = self.channel_now()
+        if channel not in CHANNELS:
+            raise ValueError(f"notifier channel {channel!r} is unknown; use one of {', '.join(CHANNELS)}")
+        record: dict[str, Any] = {"channel": channel, "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                   "delivered": False, **note.to_json()}
-        if self.channel == "ses":
+        if channel == "ses":
             record.update(self._send_ses(note))
         path = self._write(record)
         delivery = (f"emailed to {', '.join(note.to)}" if record["delivered"]
@@ -52,15 +64,16 @@ class NotifierResource(ConfigurableResource):
     def _send_ses(self, note: Notification) -> dict[str, Any]:
         if not note.to:
             return {"error": "no notification address for this dataset (dataset.json 'email'); recorded locally"}
-        if not self.sender:
+        sender = self.sender_now()
+        if not sender:
             return {"error": "SES sender not configured (SPACEPORT_NOTIFY_FROM); recorded locally"}
         import boto3
         from botocore.exceptions import BotoCoreError, ClientError
 
-        client = boto3.client("ses", region_name=self.region or None, endpoint_url=self.endpoint_url or None)
+        client = boto3.client("ses", region_name=self.region or None, endpoint_url=self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None)
         try:
             response = client.send_email(
-                Source=self.sender,
+                Source=sender,
                 Destination={"ToAddresses": list(note.to)},
                 Message={"Subject": {"Data": note.subject, "Charset": "UTF-8"},
                          "Body": {"Text": {"Data": note.text, "Charset": "UTF-8"}}},
@@ -79,10 +92,3 @@ class NotifierResource(ConfigurableResource):
         tmp.write_text(json.dumps(record, indent=2, default=str))
         tmp.replace(path)
         return path
-
-
-def notifier_from_env() -> NotifierResource:
-    """SPACEPORT_NOTIFY=local|ses, SPACEPORT_NOTIFY_FROM=<verified sender>, AWS_* for region and endpoint."""
-    return NotifierResource(channel=os.environ.get("SPACEPORT_NOTIFY", "local"),
-                            sender=os.environ.get("SPACEPORT_NOTIFY_FROM", ""),
-                            endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)

@@ -1,16 +1,26 @@
-"""Resources chosen by environment: local folder and local subprocesses unless configured otherwise."""
+"""The resources of the definitions: local folder and local subprocesses unless the environment says otherwise.
+
+Nothing is read from the environment when the definitions load: each resource reads its settings when a run
+uses it, so a run follows the environment it runs in (the CLI sets SPACEPORT_HOME before it runs).
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from .compute import LocalStageLauncher, StageLauncher
-from .storage import StorageResource, default_artifact_root
+from dagster import AssetExecutionContext
+from pydantic import Field
+
+from .artifact_store import ArtifactStore, Staging
+from .compute import LocalStageLauncher, PipesResult, StageLauncher, StageRequest
+from .storage import StorageResource
 
 
-def compute_from_env() -> StageLauncher:
-    kind = os.environ.get("SPACEPORT_COMPUTE", "local")
+def compute_from_env(kind: str | None = None) -> StageLauncher:
+    """The launcher `kind` names, else SPACEPORT_COMPUTE: 'local' (the default) or 'sagemaker'
+    (configured from SPACEPORT_SAGEMAKER_*, see sagemaker/env.py)."""
+    kind = kind or os.environ.get("SPACEPORT_COMPUTE", "local")
     if kind == "local":
         return LocalStageLauncher()
     if kind == "sagemaker":
@@ -20,8 +30,20 @@ def compute_from_env() -> StageLauncher:
     raise ValueError(f"SPACEPORT_COMPUTE={kind!r} is not a known launcher; use 'local' or 'sagemaker'")
 
 
+class EnvironmentStageLauncher(StageLauncher):
+    """The compute resource of the definitions: the launcher that `kind` (else SPACEPORT_COMPUTE) names, chosen
+    when a stage launches."""
+
+    kind: str = Field(default="", description="'local' or 'sagemaker'; empty: SPACEPORT_COMPUTE, else local")
+
+    def launcher(self) -> StageLauncher:
+        return compute_from_env(self.kind or None)
+
+    def launch(self, context: AssetExecutionContext, store: ArtifactStore, request: StageRequest,
+               staging: Staging) -> list[PipesResult]:
+        return self.launcher().launch(context, store, request, staging)
+
+
 def resources_from_env() -> dict[str, Any]:
-    return {
-        "storage": StorageResource(root=default_artifact_root(), endpoint_url=os.environ.get("AWS_ENDPOINT_URL")),
-        "compute": compute_from_env(),
-    }
+    """`storage` and `compute`, each reading the environment when a run uses it."""
+    return {"storage": StorageResource(), "compute": EnvironmentStageLauncher()}

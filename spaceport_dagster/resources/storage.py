@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from dagster import ConfigurableResource
+from pydantic import Field
 
 from .artifact_store import ArtifactStore, open_store, retention_seconds
 
@@ -19,13 +20,17 @@ def default_artifact_root() -> str:
 
 
 class StorageResource(ConfigurableResource):
-    """`root` is a folder or `s3://bucket/prefix`; `endpoint_url` points boto3 at an S3-compatible server;
-    `retention_hours`: how long a superseded version stays readable (default $SPACEPORT_VERSION_RETENTION_HOURS,
-    else 24)."""
+    """Where artifacts live. A field left empty is read from the environment when a run uses the resource, not
+    when the definitions load, so a run follows the environment it runs in (SPACEPORT_HOME set by the CLI)."""
 
-    root: str
-    endpoint_url: str | None = None
-    retention_hours: float | None = None
+    root: str = Field(default="", description="a folder or s3://bucket/prefix; empty: SPACEPORT_ARTIFACT_ROOT, "
+                                              "else SPACEPORT_HOME/artifacts")
+    endpoint_url: str | None = Field(default=None, description="an S3-compatible server (e.g. a moto server); "
+                                                               "empty: AWS_ENDPOINT_URL")
+    retention_hours: float | None = Field(default=None, description="how long a superseded version stays readable; "
+                                          "empty: SPACEPORT_VERSION_RETENTION_HOURS, else 24")
 
     def store(self) -> ArtifactStore:
-        return open_store(self.root, self.endpoint_url, retention_seconds(self.retention_hours))
+        return open_store(self.root or default_artifact_root(),
+                          self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+                          retention_seconds(self.retention_hours))

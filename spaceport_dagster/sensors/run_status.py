@@ -13,10 +13,11 @@ from dagster import (
     run_status_sensor,
 )
 
-from spaceport_dagster.notify.message import STAGE_ORDER, Notification, build_notification
-from spaceport_dagster.notify.summary import TAG_PARTITION, summarize_run
+from spaceport_dagster.notify.message import Notification, build_notification
 from spaceport_dagster.resources.notifications import NotifierResource
 from spaceport_dagster.resources.uploads import uploads_root
+from spaceport_dagster.run_events import TAG_PARTITION, summarize_run
+from spaceport_dagster.stage_order import ASSET_ORDER
 from spaceport_dagster.stages.s3uri import is_s3_uri
 
 from .markers import InvalidOptions, parse_options
@@ -48,7 +49,7 @@ def notify_run(context: RunStatusSensorContext, notifier: NotifierResource) -> N
     if not dataset:
         return None
     summary = summarize_run(context.instance, context.dagster_run)
-    if not {s.asset for s in summary.stages} & set(STAGE_ORDER):
+    if not {s.asset for s in summary.stages} & set(ASSET_ORDER):
         return None
     note = build_notification(summary, to=_addresses(context, dataset), ui_url=os.environ.get("SPACEPORT_UI_URL"))
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .image_metrics import psnr, ssim
-from .render import View, rasterize_params
+from .render import View, render_view
 
 TEST_EVERY = 8
 
@@ -101,16 +101,6 @@ def _mean(values: Sequence[float]) -> float:
 
 
 @torch.no_grad()
-def render_plain(params: dict[str, Tensor], sh_degree: int, view: View) -> tuple[Tensor, Tensor]:
-    """(image (H, W, 3) in [0, 1], alpha (H, W, 1)) of pre-activation `params` at `view`, black background."""
-    device = params["means"].device
-    viewmat = torch.as_tensor(view.viewmat, dtype=torch.float32, device=device)
-    K = torch.as_tensor(view.K, dtype=torch.float32, device=device)
-    image, alpha, _ = rasterize_params(params, viewmat, K, view.width, view.height, sh_degree)
-    return image.clamp(0, 1), alpha
-
-
-@torch.no_grad()
 def score_plain(params: dict[str, Tensor], sh_degree: int, views: Sequence[View], photos: Sequence[Tensor],
                 baseline_colour: Tensor | None = None) -> PlainScores:
     """Plain figures of `params` on `views` against `photos` ((H, W, 3), uint8 or float, at the views' size).
@@ -123,7 +113,7 @@ def score_plain(params: dict[str, Tensor], sh_degree: int, views: Sequence[View]
         gt = photo_float(photo).to(device)
         if gt.shape[:2] != (view.height, view.width):
             raise ValueError(f"photo {view.name} is {gt.shape[1]}x{gt.shape[0]}, the view {view.width}x{view.height}")
-        image, alpha = render_plain(params, sh_degree, view)
+        image, alpha = render_view(params, sh_degree, view)
         base = None if baseline_colour is None else psnr(baseline_colour.to(device).expand_as(gt), gt)
         scores.append(ViewScore(view.name, psnr(image, gt), ssim(image, gt), float(alpha.mean()),
                                 psnr(colour_corrected(image, gt), gt), base))

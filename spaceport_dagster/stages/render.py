@@ -146,6 +146,14 @@ def _view_tensors(view: View, device: torch.device | str) -> tuple[Tensor, Tenso
 
 
 @torch.no_grad()
+def render_view(params: dict[str, Tensor], sh_degree: int, view: View) -> tuple[Tensor, Tensor]:
+    """(image (H, W, 3) in [0, 1], alpha (H, W, 1)) of pre-activation `params` at `view`, black background."""
+    viewmat, K = _view_tensors(view, params["means"].device)
+    image, alpha, _ = rasterize_params(params, viewmat, K, view.width, view.height, sh_degree)
+    return image.clamp(0.0, 1.0), alpha
+
+
+@torch.no_grad()
 def render(cloud: GaussianCloud | dict[str, Tensor], camera: View, width: int | None = None,
            height: int | None = None, device: torch.device | str = "auto", sh_degree: int | None = None) -> Tensor:
     """Render `cloud` from `camera` -> (H, W, 3) float tensor in [0, 1] (black background).
@@ -162,10 +170,7 @@ def render(cloud: GaussianCloud | dict[str, Tensor], camera: View, width: int | 
     K = camera.K.copy()
     K[0] *= width / camera.width
     K[1] *= height / camera.height
-    view = View(camera.name, camera.viewmat, K, width, height)
-    viewmat, Kt = _view_tensors(view, device)
-    image, _, _ = rasterize_params(params, viewmat, Kt, width, height, degree)
-    return image.clamp(0.0, 1.0)
+    return render_view(params, degree, View(camera.name, camera.viewmat, K, width, height))[0]
 
 
 def load_photo(path: str | Path, width: int, height: int) -> Tensor:
@@ -179,5 +184,5 @@ def load_photo(path: str | Path, width: int, height: int) -> Tensor:
         return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)
 
 
-__all__ = ["View", "load_views", "render", "load_photo", "rasterize_params", "cloud_to_params", "gsplat_available",
+__all__ = ["View", "load_views", "render", "render_view", "load_photo", "rasterize_params", "cloud_to_params", "gsplat_available",
            "pick_device"]

@@ -197,7 +197,7 @@ def start_server(target: str, host: str = "127.0.0.1", port: int = 8080) -> tupl
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from spaceport_dagster.cli import prepare_home
+    from spaceport_dagster.home import prepare_home
 
     prepare_home()
     try:

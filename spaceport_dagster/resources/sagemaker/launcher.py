@@ -24,12 +24,12 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    DagsterExecutionInterruptedError,
     Failure,
     MetadataValue,
     PipesClientCompletedInvocation,
+    open_pipes_session,
 )
-from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.pipes.utils import open_pipes_session
 
 from spaceport_dagster.resources.artifact_store import ArtifactStore, S3ArtifactStore, Staging
 from spaceport_dagster.resources.compute import PipesResult, StageLauncher, StageRequest

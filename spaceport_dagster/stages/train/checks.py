@@ -26,12 +26,14 @@ def check_finite(cloud: GaussianCloud) -> CheckOutcome:
                         "all Gaussian parameters are finite" if ok else "the model has NaN or infinite parameters")
 
 
-def check_ply(path: Path, expected: int) -> CheckOutcome:
-    """Re-read the written PLY: standard property layout (45 f_rest) and the expected count."""
-    try:
-        from_disk = read_ply(path)
-    except (PlyFormatError, OSError) as exc:
-        return CheckOutcome("ply_readable", False, f"{path.name} is not readable: {exc}")
+def check_ply(path: Path, expected: int, from_disk: GaussianCloud | None = None) -> CheckOutcome:
+    """The written PLY read back: standard property layout (45 f_rest) and the expected count. `from_disk`: the
+    file as the caller already read it back (the stage scores that read), so the splat is not read twice."""
+    if from_disk is None:
+        try:
+            from_disk = read_ply(path)
+        except (PlyFormatError, OSError) as exc:
+            return CheckOutcome("ply_readable", False, f"{path.name} is not readable: {exc}")
     with open(path, "rb") as fh:  # the header only; the splat itself can be hundreds of MB
         head = fh.read(8192)
     header = head.split(b"end_header")[0].decode("ascii", "replace")
@@ -88,6 +90,6 @@ def check_floor(psnr: float, cfg: TrainConfig) -> CheckOutcome:
 
 
 def quality_checks(cloud: GaussianCloud, ply_path: Path, plain: PlainScores, coverage: SfmCoverage,
-                   cfg: TrainConfig) -> list[CheckOutcome]:
-    return [check_min_gaussians(cloud, cfg), check_finite(cloud), check_ply(ply_path, len(cloud)),
+                   cfg: TrainConfig, from_disk: GaussianCloud | None = None) -> list[CheckOutcome]:
+    return [check_min_gaussians(cloud, cfg), check_finite(cloud), check_ply(ply_path, len(cloud), from_disk),
             check_baseline(plain, cfg), check_coverage(plain, coverage, cfg), check_floor(plain.psnr, cfg)]

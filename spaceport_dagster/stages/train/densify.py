@@ -34,15 +34,17 @@ def _edit(params: Params, optimizers: Optimizers, param_fn: Callable[[Tensor], T
 
 @dataclass
 class TorchDefaultStrategy:
-    prune_opa: float = 0.005
-    grow_grad2d: float = 0.0002
-    grow_scale3d: float = 0.01
-    prune_scale3d: float = 0.1
-    refine_start_iter: int = 500
-    refine_stop_iter: int = 15_000
-    reset_every: int = 3000
-    refine_every: int = 100
-    absgrad: bool = False
+    """gsplat's DefaultStrategy in PyTorch. Built from a TrainConfig (model.make_strategy): no defaults here,
+    the config's are the only ones."""
+
+    prune_opa: float
+    grow_grad2d: float
+    grow_scale3d: float
+    prune_scale3d: float
+    refine_start_iter: int
+    refine_stop_iter: int
+    reset_every: int
+    refine_every: int
 
     def initialize_state(self, scene_scale: float = 1.0) -> dict[str, Any]:
         return {"grad2d": None, "count": None, "scene_scale": scene_scale}

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from spaceport_dagster.stages.evaluation import PlainScores, render_plain, score_plain
+from spaceport_dagster.stages.evaluation import PlainScores, score_plain
 from spaceport_dagster.stages.ply import GaussianCloud, read_ply, write_ply
-from spaceport_dagster.stages.render import cloud_to_params, gsplat_available, pick_device
+from spaceport_dagster.stages.render import cloud_to_params, gsplat_available, pick_device, render_view
 from spaceport_dagster.stages.report import StageReport, md
 from spaceport_dagster.stages.ui_metadata import curve_svg_markdown, inline_picture_markdown
 
@@ -105,7 +105,8 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
     ply_path = output / "point_cloud.ply"
     ply_bytes = write_ply(ply_path, cloud)
     t_written = time.perf_counter()
-    plain = score_published(read_ply(ply_path), scene, trainer.baseline, device)
+    published = read_ply(ply_path)  # read back once: scored here, checked by check_ply
+    plain = score_published(published, scene, trainer.baseline, device)
     coverage = sfm_coverage([scene.views[i] for i in scene.train], scene.points)
     t_scored = time.perf_counter()
     write_cameras(output / "cameras.json", scene.export_views, scene.scene_scale)
@@ -126,7 +127,7 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
     }
     write_metrics(output / "metrics.json", result.evals, dataclasses.asdict(cfg), summary, plain.as_dict())
     write_curve(output / "training_curve.png", result.evals, log)
-    checks = quality_checks(cloud, ply_path, plain, coverage, cfg)
+    checks = quality_checks(cloud, ply_path, plain, coverage, cfg, from_disk=published)
     metadata: dict[str, Any] = {k: v for k, v in summary.items() if v is not None and k != "seconds"}
     metadata["wall_seconds"] = round(time.perf_counter() - t_start, 2)
     curve = _curve_markdown(result.evals)
@@ -165,7 +166,7 @@ def _write_previews(folder: Path, trainer: Trainer, cfg: TrainConfig) -> str:
     params = trainer.published_params()
     lines = []
     for i in (scene.test or scene.train)[: cfg.previews]:
-        image, _ = render_plain(params, cfg.sh_degree, scene.views[i])
+        image, _ = render_view(params, cfg.sh_degree, scene.views[i])
         pair = side_by_side(image, scene.photos[i])
         name = Path(scene.views[i].name).stem + ".png"
         pair.save(folder / name)
