@@ -14,7 +14,6 @@ left behind is removed by the next publish of that asset.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,12 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spaceport_dagster.stages.artifact_check import (  # noqa: F401 - re-exported: readers use them from here
+    MANIFEST,
+    ArtifactDamaged,
+    parse_manifest,
+    sha256_file,
+    verify_files,
+)
 from spaceport_dagster.stages.dataset_id import validate_dataset_id
 from spaceport_dagster.stages.s3uri import is_s3_uri, list_keys, s3_client, split_s3_uri
 
 from .owned_dirs import owner_tag, sweep
 
-MANIFEST = "_SUCCESS"
 LOG = logging.getLogger(__name__)
 
 
@@ -41,49 +46,8 @@ class ArtifactMissing(FileNotFoundError):
     pass
 
 
-class ArtifactDamaged(RuntimeError):
-    """A published artifact whose files do not match its manifest (cut, overwritten, missing)."""
-
-    def __init__(self, dataset: str, asset: str, what: str):
-        super().__init__(f"artifact {asset} of dataset {dataset!r} is damaged ({what}); rerun from {asset}: "
-                         f"spaceport rerun {dataset} --from {asset}")
-        self.dataset, self.asset = dataset, asset
-
-
 class StorageUnavailable(RuntimeError):
     """The artifact root cannot be used (S3 bucket gone, endpoint down)."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def parse_manifest(text: str | bytes, dataset: str, asset: str) -> dict[str, Any]:
-    try:
-        manifest = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArtifactDamaged(dataset, asset, f"its {MANIFEST} manifest is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) or "version" not in manifest:
-        raise ArtifactDamaged(dataset, asset, f"its {MANIFEST} manifest lacks a version or file list")
-    return manifest
-
-
-def verify_files(folder: Path, manifest: dict[str, Any], dataset: str, asset: str, *, hashes: bool = True) -> None:
-    """Every file the manifest lists is in `folder` with its size (and SHA-256, when listed and `hashes`)."""
-    for entry in manifest["files"]:
-        path = folder / entry["path"]
-        if not path.is_file():
-            raise ArtifactDamaged(dataset, asset, f"{entry['path']} is missing")
-        size = path.stat().st_size
-        if size != entry.get("bytes", size):
-            raise ArtifactDamaged(dataset, asset, f"{entry['path']} has {size:,} bytes, the manifest says "
-                                                  f"{entry['bytes']:,}")
-        if hashes and entry.get("sha256") and sha256_file(path) != entry["sha256"]:
-            raise ArtifactDamaged(dataset, asset, f"{entry['path']} does not match its SHA-256 checksum")
 
 
 def _new_version() -> str:
@@ -215,9 +179,10 @@ class S3ArtifactStore:
         except ArtifactMissing:
             return False
 
-    def version_uri(self, dataset: str, asset: str) -> str:
+    def version_uri(self, dataset: str, asset: str, manifest: dict[str, Any] | None = None) -> str:
         """The S3 prefix holding the published version's files (what a SageMaker input channel reads)."""
-        return f"s3://{self.bucket}/{self._key(dataset, asset, self.manifest(dataset, asset)['version'])}/"
+        version = (manifest or self.manifest(dataset, asset))["version"]
+        return f"s3://{self.bucket}/{self._key(dataset, asset, version)}/"
 
     def fetch(self, dataset: str, asset: str) -> Path:
         manifest = self.manifest(dataset, asset)
