@@ -123,8 +123,11 @@ def test_an_s3_outage_during_publish_reports_the_first_error_and_the_next_publis
     _publish(store, "site", "colmap_export", {"a.bin": b"good"})
     many = {f"images/{i:03d}.jpg": os.urandom(512) for i in range(12)}
     _outage_after(store, server, 5)
-    with pytest.raises(EndpointConnectionError):  # the upload's error, not the cleanup's
+    with pytest.raises(StorageUnavailable, match=r"S3 failed while publishing colmap_export of 'site' to s3://outage/"
+                       r"root/site/colmap_export/.*Could not connect .*nothing was published") as failed:
         _publish(store, "site", "colmap_export", many)
+    assert isinstance(failed.value.__cause__, EndpointConnectionError)  # the upload's error, not the cleanup's
+    assert "images/" in str(failed.value)  # an upload failed, not the listing of the cleanup
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # S3 is back
     server.start()
     try:

@@ -235,6 +235,27 @@ class S3ArtifactStore:
                 self.client.upload_file(str(path), self.bucket, key_prefix + path.relative_to(folder).as_posix())
 
     def publish(self, staging: Staging, info: dict[str, Any] | None = None) -> str:
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        uri = f"s3://{self.bucket}/{self._key(staging.dataset, staging.asset, staging.version)}/"
+        try:
+            previous = self._publish(staging, info)
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:  # the first error, the one that counts
+            raise StorageUnavailable(f"S3 failed while publishing {staging.asset} of {staging.dataset!r} to {uri}: "
+                                     f"{exc}; nothing was published (the last published version is unchanged); run "
+                                     "the command again when S3 answers") from exc
+        try:  # published: older versions are only clutter now, and the next publish removes them as well
+            if previous and previous != staging.version:
+                self.delete_prefix(self._key(staging.dataset, staging.asset, previous) + "/")
+            self._remove_abandoned_versions(staging)
+        except (BotoCoreError, ClientError) as exc:
+            LOG.warning(f"published {uri}, but could not remove older versions of {staging.asset}: {exc}; the next "
+                        "publish removes them")
+        return self.uri(staging.dataset, staging.asset)
+
+    def _publish(self, staging: Staging, info: dict[str, Any] | None) -> str | None:
+        """Upload the files, then the manifest naming them; the version this replaced (None if first)."""
         base = self._key(staging.dataset, staging.asset, staging.version) + "/"
         self._upload_folder(staging.local_dir, base)
         local = {p.relative_to(staging.local_dir).as_posix(): p for p in staging.local_dir.rglob("*") if p.is_file()}
@@ -256,10 +277,7 @@ class S3ArtifactStore:
         self.client.put_object(Bucket=self.bucket, Key=self._key(staging.dataset, staging.asset, MANIFEST),
                                Body=json.dumps(manifest, indent=2).encode(), ContentType="application/json")
         staging.extra["published"] = True
-        if previous and previous != staging.version:
-            self.delete_prefix(self._key(staging.dataset, staging.asset, previous) + "/")
-        self._remove_abandoned_versions(staging)
-        return self.uri(staging.dataset, staging.asset)
+        return previous
 
     def _remove_abandoned_versions(self, staging: Staging) -> None:
         """Version prefixes of this asset older than the one just published and not named by its manifest:
