@@ -169,3 +169,13 @@ def test_s3_fetch_verifies_the_download(bucket: str, tmp_path: Path) -> None:
         store.fetch("site", "sparse_reconstruction")
     assert time.time() - started < 30
     assert not list((tmp_path / "cache").rglob("report.json"))  # no damaged copy cached
+
+
+def test_a_bucket_lost_before_the_publish_is_one_clear_error(bucket: str) -> None:
+    store = S3ArtifactStore(f"s3://{bucket}/root")
+    with store.staging("site", "image_set") as staging:
+        (staging.local_dir / "a.bin").write_bytes(b"photo")
+        boto3.client("s3").delete_bucket(Bucket=bucket)  # empty: nothing was published yet
+        with pytest.raises(StorageUnavailable, match=f"the artifact root's bucket '{bucket}' does not exist "
+                                                     r"\(publishing image_set of 'site'\)"):
+            store.publish(staging)

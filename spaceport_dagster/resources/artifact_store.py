@@ -242,6 +242,9 @@ class S3ArtifactStore:
         try:
             previous = self._publish(staging, info)
         except (BotoCoreError, ClientError, S3UploadFailedError) as exc:  # the first error, the one that counts
+            if "NoSuchBucket" in str(exc):
+                raise StorageUnavailable(f"the artifact root's bucket {self.bucket!r} does not exist (publishing "
+                                         f"{staging.asset} of {staging.dataset!r}); check SPACEPORT_ARTIFACT_ROOT") from exc
             raise StorageUnavailable(f"S3 failed while publishing {staging.asset} of {staging.dataset!r} to {uri}: "
                                      f"{exc}; nothing was published (the last published version is unchanged); run "
                                      "the command again when S3 answers") from exc
