@@ -297,18 +297,20 @@ def hostile_cases(cat: Catalogue) -> Path:
         outliers = report.get("gps_consensus", {}).get("outliers", [])
         moved_names = sorted(stored[m]["name"] for m in info["moved"])
         geo = report.get("georegistration", {})
-        residual = geo.get("residual_m", geo.get("horizontal_residual_m"))
+        residual = geo.get("residual_horizontal_rms_m")
         warned = "gps_consistent" in done.stdout + done.stderr
-        ok = sorted(outliers) == moved_names and warned and geo.get("images_with_gps") == 13
+        ok = (sorted(outliers) == moved_names and warned and geo.get("images_with_gps") == 13
+              and geo.get("georegistered") is True and residual is not None and residual < 50.0)
         return Outcome(ok, f"outliers {len(outliers)} (expected the {len(moved_names)} moved), warned: {warned}, "
-                           f"fit on {geo.get('images_with_gps')} fixes, residual {residual}")
+                           f"georegistered on {geo.get('images_with_gps')} fixes, horizontal RMS residual "
+                           f"{residual if residual is None else round(residual, 1)} m")
 
     cat.case("upload", "GPS on another continent for 12 of 25 fixes: left out, warned", gps_outliers)
 
     def exported() -> Outcome:
         images = sorted((artifacts / "colmap_export" / "images").iterdir())
         report = json.loads(sfm_report.read_text())
-        registered_count = report.get("registered_images")
+        registered_count = report.get("metadata", {}).get("registered_images")
         ok = len(images) == registered_count and registered_count is not None and registered_count >= 27
         return Outcome(ok, f"{len(images)} undistorted images exported, {registered_count} of 29 registered")
 

@@ -179,6 +179,30 @@ def test_a_frozen_stage_is_killed_when_its_heartbeat_stops(six_photos: Path, tmp
     assert "stage sfm stopped responding (no heartbeat for" in _failure_text(result)
 
 
+def test_a_stage_killed_by_a_signal_is_reported_so(six_photos: Path, tmp_path: Path, scratch: Path) -> None:
+    """kill -9 of the stage itself (the OOM killer's way): its supervisor exits the same way, and the run says
+    "stage killed by signal 9", not Dagster's "did not yield expected outputs"."""
+    import threading
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    DagsterInstance.local_temp(str(home)).add_dynamic_partitions("datasets", ["six"])
+    _materialize(home, ["image_set"], {"image_set": {"source": str(six_photos)}})
+
+    def kill() -> None:
+        pid = _stage_pid(scratch, "sfm")
+        time.sleep(1.0)
+        os.kill(pid, signal.SIGKILL)
+
+    threading.Thread(target=kill, daemon=True).start()
+    result, _ = _materialize(home, ["sparse_reconstruction"], {}, raise_on_error=False)
+    assert not result.success
+    assert _failure_text(result).strip().endswith("stage killed by signal 9 (SIGKILL) (the kernel's out-of-memory killer, "
+                                                  "or a kill -9)")
+    assert not (home / "artifacts" / "six" / "sparse_reconstruction").exists()
+
+
 HOLDER = """
 import os, sys, time
 from dagster import AssetExecutionContext, DagsterInstance, asset, materialize
