@@ -505,7 +505,8 @@ def s3_cases(cat: Catalogue, photos: Path) -> None:
                 return Outcome(False, f"the publish ended before the outage could be injected (exit {proc.returncode})")
             outcome = one_line_error((proc.returncode, out, err), 1, "")
             last = err.strip().splitlines()[-1] if err.strip() else ""
-            first_error = "Could not connect" in last or "cannot reach" in last or "Connection" in last
+            first_error = ("S3 failed while publishing image_set of 'six'" in last and "Could not connect" in last
+                           and "/images/" in last and "nothing was published" in last)  # the upload's, not a cleanup's
             manifest = json.loads(client.get_object(Bucket="outage", Key="art/six/image_set/_SUCCESS")["Body"].read())
             half = {k.split("/")[3] for k in keys("art/six/image_set/")} - {"_SUCCESS", manifest["version"]}
             nxt = cli(["run", str(photos), "--dataset", "six", "--until", "image_set"], home, **root)
@@ -513,9 +514,10 @@ def s3_cases(cat: Catalogue, photos: Path) -> None:
             after = {k.split("/")[3] for k in keys("art/six/image_set/")} - {"_SUCCESS"}
             ok = (outcome.passed and first_error and manifest["version"] == published["version"]
                   and nxt.returncode == 0 and after == {manifest2["version"]})
-            return Outcome(ok, f"{outcome.seen}; names the connection error: {first_error}; previous version still "
+            return Outcome(ok, f"names the upload's connection error: {first_error}; previous version still "
                                f"published: {manifest['version'] == published['version']}; half-uploaded prefixes "
-                               f"after the failure: {len(half)}, after the next publish: {len(after - {manifest2['version']})}")
+                               f"after the failure: {len(half)}, after the next publish: {len(after - {manifest2['version']})}; "
+                               f"{outcome.seen}")
 
         cat.case("fault", "S3 outage during publish (moto server stopped)", outage)
 
