@@ -61,7 +61,8 @@ class Catalogue:
             outcome = Outcome(False, f"catalogue error: {type(exc).__name__}: {exc} "
                                      f"{traceback.format_exc(limit=-2)!r}")
         self.results.append((group, name, outcome))
-        print(f"{'PASS' if outcome.passed else 'FAIL'}  {group:<8} {name:<58} {time.time() - started:6.1f} s  "
+        verdict = "SKIP" if outcome.seen.startswith("skipped") else "PASS" if outcome.passed else "FAIL"
+        print(f"{verdict}  {group:<8} {name:<58} {time.time() - started:6.1f} s  "
               f"{outcome.seen[:600]}", flush=True)
         return outcome
 
@@ -603,13 +604,15 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    ran = [r for r in cat.results if r[2].seen != "skipped"]
+    ran = [r for r in cat.results if not r[2].seen.startswith("skipped")]
+    skipped = [f"{g}/{n}: {o.seen}" for g, n, o in cat.results if o.seen.startswith("skipped") and o.seen != "skipped"]
     passed = sum(r[2].passed for r in ran)
-    print(f"\n{passed} of {len(ran)} passed in {time.time() - started:.0f} s")
+    print(f"\n{passed} of {len(ran)} passed in {time.time() - started:.0f} s" +
+          "".join(f"\nnot run: {line}" for line in skipped))
     if args.json:
         args.json.write_text(json.dumps({
             "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": f"{os.cpu_count()} cores",
-            "passed": passed, "cases": len(ran),
+            "passed": passed, "cases": len(ran), "not_run": skipped,
             "results": [{"group": g, "case": n, "passed": o.passed, "seen": o.seen} for g, n, o in ran]}, indent=2))
     return 0 if passed == len(ran) else 1
 
