@@ -27,6 +27,11 @@ def _first_lines(text: str | None, limit: int = 3) -> str | None:
     return "\n".join(line for line in text.strip().splitlines()[:limit])
 
 
+# Errors whose messages are written for the user: shown as they are, not the low-level cause they wrap (an S3
+# outage's StorageUnavailable names the asset and what was kept; its botocore cause names one URL).
+OWN_ERRORS = ("Failure", "StorageUnavailable", "ArtifactDamaged", "ArtifactMissing")
+
+
 def step_error(error: Any) -> str:
     """The stage's own words rather than Dagster's wrappers: the launcher's Failure, else the innermost cause."""
     if error is None:
@@ -34,7 +39,7 @@ def step_error(error: Any) -> str:
     chain = [error]
     while getattr(chain[-1], "cause", None) is not None:
         chain.append(chain[-1].cause)
-    error = next((e for e in chain if e.cls_name == "Failure"), chain[-1])
+    error = next((e for e in chain if e.cls_name in OWN_ERRORS), chain[-1])
     lines = [line for line in error.message.strip().splitlines() if line.strip()]
     text = lines[-1] if lines else "step failed"
     prefix = f"{error.cls_name}: "

@@ -118,8 +118,11 @@ def test_an_s3_outage_during_publish_reports_the_first_error_and_the_next_publis
     good = store.manifest("site", "colmap_export")["version"]
     many = {f"images/{i:03d}.jpg": os.urandom(512) for i in range(12)}
     _outage_after(store, server, 5)
-    with pytest.raises(EndpointConnectionError):  # the upload's error, not the cleanup's
+    with pytest.raises(StorageUnavailable, match=r"S3 failed while publishing colmap_export of 'site' to s3://outage/"
+                       r"root/site/colmap_export/.*Could not connect .*nothing was published") as failed:
         publish_files(store, "site", "colmap_export", many)
+    assert isinstance(failed.value.__cause__, EndpointConnectionError)  # the upload's error, not the cleanup's
+    assert "images/" in str(failed.value)  # an upload failed, not the listing of the cleanup
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # S3 is back
     server.start()
     try:
@@ -165,3 +168,13 @@ def test_s3_fetch_verifies_the_download(bucket: str, tmp_path: Path) -> None:
         store.fetch("site", "sparse_reconstruction")
     assert time.time() - started < 30
     assert not list((tmp_path / "cache").rglob("report.json"))  # no damaged copy cached
+
+
+def test_a_bucket_lost_before_the_publish_is_one_clear_error(bucket: str) -> None:
+    store = S3ArtifactStore(f"s3://{bucket}/root")
+    with store.staging("site", "image_set") as staging:
+        (staging.local_dir / "a.bin").write_bytes(b"photo")
+        boto3.client("s3").delete_bucket(Bucket=bucket)  # empty: nothing was published yet
+        with pytest.raises(StorageUnavailable, match=f"the artifact root's bucket '{bucket}' does not exist "
+                                                     r"\(publishing image_set of 'site'\)"):
+            store.publish(staging)

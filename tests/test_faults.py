@@ -179,6 +179,30 @@ def test_a_frozen_stage_is_killed_when_its_heartbeat_stops(six_photos: Path, tmp
     assert "stage sfm stopped responding (no heartbeat for" in _failure_text(result)
 
 
+def test_a_stage_killed_by_a_signal_is_reported_so(six_photos: Path, tmp_path: Path, scratch: Path) -> None:
+    """kill -9 of the stage itself (the OOM killer's way): its supervisor exits the same way, and the run says
+    "stage killed by signal 9", not Dagster's "did not yield expected outputs"."""
+    import threading
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    DagsterInstance.local_temp(str(home)).add_dynamic_partitions("datasets", ["six"])
+    _materialize(home, ["image_set"], {"image_set": {"source": str(six_photos)}})
+
+    def kill() -> None:
+        pid = _stage_pid(scratch, "sfm")
+        time.sleep(1.0)
+        os.kill(pid, signal.SIGKILL)
+
+    threading.Thread(target=kill, daemon=True).start()
+    result, _ = _materialize(home, ["sparse_reconstruction"], {}, raise_on_error=False)
+    assert not result.success
+    assert _failure_text(result).strip().endswith("stage killed by signal 9 (SIGKILL) (the kernel's out-of-memory killer, "
+                                                  "or a kill -9)")
+    assert not (home / "artifacts" / "six" / "sparse_reconstruction").exists()
+
+
 HOLDER = """
 import os, sys, time
 from dagster import AssetExecutionContext, DagsterInstance, asset, materialize
@@ -261,3 +285,67 @@ def test_a_stage_whose_launcher_died_while_it_imported_still_dies(tmp_path: Path
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert _wait_gone(pid, timeout=30), "the stage outlived its launcher"
+
+
+STAGE_WITH_A_CHILD = """
+import subprocess, sys, time
+child = subprocess.Popen(["sleep", "300"])  # a grandchild of the supervisor, as OpenSfM's Python is
+open(sys.argv[1], "w").write(str(child.pid))
+time.sleep(300)
+"""
+
+LAUNCHER = """
+import subprocess, sys, threading, time
+command = [sys.executable, "-m", "spaceport_dagster.stages.lifeline", sys.argv[1], sys.executable, "-c",
+           sys.argv[2], sys.argv[3]]
+def launch():  # as PipesSubprocessClient does: Popen, then wait in the same thread
+    subprocess.Popen(command).wait()
+if sys.argv[4] == "thread":
+    threading.Thread(target=launch).start()
+    time.sleep(300)
+else:
+    launch()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_kill_9_of_the_launcher_kills_the_stage_and_its_children_by_signal(where: str, tmp_path: Path) -> None:
+    """The stage never starts a lifeline thread here: on Linux nothing polls, the kernel's parent-death signal
+    reaches the supervisor, which kills the group (stage and grandchild)."""
+    control = tmp_path / "control"
+    control.mkdir()
+    child_file = tmp_path / "child.pid"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("SPACEPORT_STAGE_PARENT", None)
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(control), STAGE_WITH_A_CHILD, str(child_file),
+                                 where], env=env)
+    try:
+        deadline = time.time() + 30
+        while (not child_file.is_file() or not child_file.read_text()) and time.time() < deadline:
+            time.sleep(0.05)
+        group, stage, child = (int(p.read_text()) for p in (control / "group.pid", control / "stage.pid", child_file))
+        assert os.getpgid(stage) == os.getpgid(child) == group
+        time.sleep(1.0)
+        assert _alive(group) and _alive(stage) and _alive(child)  # the launcher lives: so do they
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+        killed = time.time()
+        for pid in (group, stage, child):
+            assert _wait_gone(pid, timeout=3), f"process {pid} outlived the launcher"
+        assert time.time() - killed < 3
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+
+
+def test_the_supervisor_exits_as_its_stage_did(tmp_path: Path) -> None:
+    """Pipes sees the stage's own exit: its code, or the signal that killed it ("stage killed by signal 9")."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for code, expected in (("import sys; sys.exit(3)", 3), ("import os, signal; os.kill(os.getpid(), 9)", -9),
+                           ("pass", 0)):
+        control = tmp_path / f"control{expected}"
+        control.mkdir()
+        done = subprocess.run([sys.executable, "-m", "spaceport_dagster.stages.lifeline", str(control),
+                               sys.executable, "-c", code], env=env, timeout=60)
+        assert done.returncode == expected

@@ -218,3 +218,55 @@ def test_stage_options_are_checked_before_any_job(sagemaker, sagemaker_env, inst
     assert "no SageMaker job started for image_set of 'typo'" in message
     assert "IngestConfig has no option(s) min_image" in message
     assert sagemaker.created() == []
+
+
+def _tamper(store: S3ArtifactStore, asset: str, path: str, body: bytes) -> None:
+    version = store.manifest(DATASET, asset)["version"]
+    boto3.client("s3").put_object(Bucket=store.bucket, Key=f"{store.prefix}{DATASET}/{asset}/{version}/{path}",
+                                  Body=body)
+
+
+@pytest.mark.parametrize("kind", ["processing", "training"])
+def test_a_damaged_input_is_refused_inside_the_job(kind: str, sagemaker, sagemaker_env, previous, instance) -> None:
+    """The job's channel copies the version prefix; the stage checks it against the manifest before use.
+    Processing: sfm reads image_set at /opt/ml/processing/input/image_set (bytes overwritten, same size).
+    Training: train reads colmap_export at /opt/ml/input/data/export (a file cut to half its length)."""
+    from spaceport_dagster.assets.sparse_reconstruction import sparse_reconstruction
+    from spaceport_dagster.assets.splat_model import splat_model
+
+    store: S3ArtifactStore = previous["store"]
+    register_dataset(instance, DATASET)
+    if kind == "processing":
+        asset, target, what = "image_set", sparse_reconstruction, "images/old.jpg does not match its SHA-256 checksum"
+        _tamper(store, "image_set", "images/old.jpg", b"EARLIER PHOTO")  # 13 bytes, as before
+    else:
+        points = bytes(range(256)) * 16
+        with store.staging(DATASET, "colmap_export") as staging:
+            (staging.local_dir / "sparse" / "0").mkdir(parents=True)
+            (staging.local_dir / "sparse" / "0" / "points3D.bin").write_bytes(points)
+            store.publish(staging)
+        asset, target, what = "colmap_export", splat_model, "sparse/0/points3D.bin has 2,048 bytes, the manifest says 4,096"
+        _tamper(store, "colmap_export", "sparse/0/points3D.bin", points[:2048])
+    result = materialize([target], partition_key=DATASET, instance=instance, resources=resources_from_env(),
+                         raise_on_error=False)
+    assert not result.success
+    message = _failure(result)
+    assert (f"artifact {asset} of dataset '{DATASET}' is damaged ({what}); rerun from {asset}: "
+            f"spaceport rerun {DATASET} --from {asset}") in message
+    [job] = sagemaker.jobs.values()
+    assert job.kind == kind and job.status == "Failed"
+    if kind == "processing":  # the container's own message (training jobs carry it in FailureReason)
+        assert job.exit_message.startswith(f"artifact {asset} of dataset '{DATASET}' is damaged")
+
+
+def test_an_intact_input_passes_the_jobs_check(sagemaker, sagemaker_env, previous, instance) -> None:
+    """The control: the same job on the untouched artifact gets past the check (and fails later, on a 13-byte
+    'photo' that is no image, for its own reason)."""
+    from spaceport_dagster.assets.sparse_reconstruction import sparse_reconstruction
+
+    register_dataset(instance, DATASET)
+    result = materialize([sparse_reconstruction], partition_key=DATASET, instance=instance,
+                         resources=resources_from_env(), raise_on_error=False)
+    assert not result.success
+    message = _failure(result)
+    assert "damaged" not in message and "stage sfm failed for dataset 'survey-7'" in message

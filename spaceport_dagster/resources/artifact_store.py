@@ -20,7 +20,6 @@ left behind is removed by the next publish of that asset.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,12 +33,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spaceport_dagster.stages.artifact_check import (  # noqa: F401 - re-exported: readers use them from here
+    MANIFEST,
+    ArtifactDamaged,
+    parse_manifest,
+    sha256_file,
+    verify_files,
+)
 from spaceport_dagster.stages.dataset_id import validate_dataset_id
 from spaceport_dagster.stages.s3uri import is_s3_uri, list_keys, s3_client, split_s3_uri
 
 from .owned_dirs import owner_tag, sweep
 
-MANIFEST = "_SUCCESS"
 RETENTION_ENV = "SPACEPORT_VERSION_RETENTION_HOURS"
 DEFAULT_RETENTION_HOURS = 24.0
 LOG = logging.getLogger(__name__)
@@ -73,49 +78,8 @@ class ArtifactMissing(FileNotFoundError):
     pass
 
 
-class ArtifactDamaged(RuntimeError):
-    """A published artifact whose files do not match its manifest (cut, overwritten, missing)."""
-
-    def __init__(self, dataset: str, asset: str, what: str):
-        super().__init__(f"artifact {asset} of dataset {dataset!r} is damaged ({what}); rerun from {asset}: "
-                         f"spaceport rerun {dataset} --from {asset}")
-        self.dataset, self.asset = dataset, asset
-
-
 class StorageUnavailable(RuntimeError):
     """The artifact root cannot be used (S3 bucket gone, endpoint down)."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def parse_manifest(text: str | bytes, dataset: str, asset: str) -> dict[str, Any]:
-    try:
-        manifest = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArtifactDamaged(dataset, asset, f"its {MANIFEST} manifest is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) or "version" not in manifest:
-        raise ArtifactDamaged(dataset, asset, f"its {MANIFEST} manifest lacks a version or file list")
-    return manifest
-
-
-def verify_files(folder: Path, manifest: dict[str, Any], dataset: str, asset: str, *, hashes: bool = True) -> None:
-    """Every file the manifest lists is in `folder` with its size (and SHA-256, when listed and `hashes`)."""
-    for entry in manifest["files"]:
-        path = folder / entry["path"]
-        if not path.is_file():
-            raise ArtifactDamaged(dataset, asset, f"{entry['path']} is missing")
-        size = path.stat().st_size
-        if size != entry.get("bytes", size):
-            raise ArtifactDamaged(dataset, asset, f"{entry['path']} has {size:,} bytes, the manifest says "
-                                                  f"{entry['bytes']:,}")
-        if hashes and entry.get("sha256") and sha256_file(path) != entry["sha256"]:
-            raise ArtifactDamaged(dataset, asset, f"{entry['path']} does not match its SHA-256 checksum")
 
 
 def _rejected_name(run_id: str | None) -> str:
@@ -338,10 +302,11 @@ class S3ArtifactStore(VersionPins):
         except ArtifactMissing:
             return False
 
-    def version_uri(self, dataset: str, asset: str) -> str:
-        """The S3 prefix holding the version's files (pinned, else current): what a SageMaker input channel
-        reads; kept for the retention period after a later publish supersedes it."""
-        return f"s3://{self.bucket}/{self._key(dataset, asset, self.manifest(dataset, asset)['version'])}/"
+    def version_uri(self, dataset: str, asset: str, manifest: dict[str, Any] | None = None) -> str:
+        """The S3 prefix holding the version's files (of `manifest`, else pinned, else current): what a SageMaker
+        input channel reads; kept for the retention period after a later publish supersedes it."""
+        version = (manifest or self.manifest(dataset, asset))["version"]
+        return f"s3://{self.bucket}/{self._key(dataset, asset, version)}/"
 
     def fetch(self, dataset: str, asset: str) -> Path:
         manifest = self.manifest(dataset, asset)
@@ -394,6 +359,29 @@ class S3ArtifactStore(VersionPins):
                 self.client.upload_file(str(path), self.bucket, key_prefix + path.relative_to(folder).as_posix())
 
     def publish(self, staging: Staging, info: dict[str, Any] | None = None) -> str:
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        uri = f"s3://{self.bucket}/{self._key(staging.dataset, staging.asset, staging.version)}/"
+        try:
+            published_at = self._publish(staging, info)
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:  # the first error, the one that counts
+            if "NoSuchBucket" in str(exc):
+                raise StorageUnavailable(f"the artifact root's bucket {self.bucket!r} does not exist (publishing "
+                                         f"{staging.asset} of {staging.dataset!r}); check SPACEPORT_ARTIFACT_ROOT") from exc
+            raise StorageUnavailable(f"S3 failed while publishing {staging.asset} of {staging.dataset!r} to {uri}: "
+                                     f"{exc}; nothing was published (the last published version is unchanged); run "
+                                     "the command again when S3 answers") from exc
+        try:  # published: versions superseded longer ago than the retention, and abandoned ones, go now
+            self._remove_old_versions(staging, published_at)
+        except (BotoCoreError, ClientError) as exc:
+            LOG.warning(f"published {uri}, but could not remove older versions of {staging.asset}: {exc}; the next "
+                        "publish removes them")
+        return self.uri(staging.dataset, staging.asset)
+
+    def _publish(self, staging: Staging, info: dict[str, Any] | None) -> float:
+        """Upload the files, then the version's manifest, then the asset's manifest naming it; when it was
+        published."""
         base = self._key(staging.dataset, staging.asset, staging.version) + "/"
         self._upload_folder(staging.local_dir, base)
         local = {p.relative_to(staging.local_dir).as_posix(): p for p in staging.local_dir.rglob("*") if p.is_file()}
@@ -414,8 +402,7 @@ class S3ArtifactStore(VersionPins):
         self.client.put_object(Bucket=self.bucket, Key=self._key(staging.dataset, staging.asset, MANIFEST),
                                Body=body, ContentType="application/json")
         staging.extra["published"] = True
-        self._remove_old_versions(staging, manifest["published_at"])
-        return self.uri(staging.dataset, staging.asset)
+        return float(manifest["published_at"])
 
     def _remove_old_versions(self, staging: Staging, published_at: float, now: float | None = None) -> list[str]:
         """Remove the version prefixes of this asset that are older than the one just published and either

@@ -32,6 +32,7 @@ from dagster import (
 from dagster._core.errors import DagsterPipesExecutionError
 
 from spaceport_dagster.stages.entry import FAILURE_FILE, STAGE_LOG_ENV
+from spaceport_dagster.stages.lifeline import PARENT_ENV
 
 from .artifact_store import ArtifactStore, Staging
 from .owned_dirs import owner_tag, sweep
@@ -96,6 +97,7 @@ class LocalStageLauncher(StageLauncher):
         env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **self.env, "TMPDIR": str(scratch / "tmp")}
         console_log = spaceport_home() / "logs" / request.dataset / request.asset / f"{context.run_id}.log"
         env[STAGE_LOG_ENV] = str(console_log)
+        env[PARENT_ENV] = str(os.getpid())  # the stage dies with this process (stages/lifeline.py)
         reader = WholeLineFileMessageReader()
         client = PipesSubprocessClient(env=env, message_reader=reader)
         python = self.python or sys.executable

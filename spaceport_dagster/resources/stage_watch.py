@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from spaceport_dagster.stages.lifeline import HEARTBEAT_FILE, PID_FILE
+from spaceport_dagster.stages.lifeline import GROUP_FILE, HEARTBEAT_FILE
 
 _ACTIVE: set[StageWatch] = set()
 _LOCK = threading.Lock()
@@ -51,7 +51,7 @@ class StageWatch:
 
     def pid(self) -> int | None:
         try:
-            return int((self.control / PID_FILE).read_text())
+            return int((self.control / GROUP_FILE).read_text())
         except (OSError, ValueError):
             return None
 

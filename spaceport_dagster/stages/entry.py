@@ -25,6 +25,7 @@ from dagster_pipes import (
     open_dagster_pipes,
 )
 
+from .artifact_check import ArtifactDamaged, verify_inputs
 from .lifeline import start_lifeline
 from .report import StageReport
 
@@ -62,7 +63,7 @@ def pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_failure(output: Path, exc: BaseException, extra_path: str | None = None) -> None:
-    message = f"{type(exc).__name__}: {exc}"
+    message = str(exc) if isinstance(exc, ArtifactDamaged) else f"{type(exc).__name__}: {exc}"  # says it all
     for target in filter(None, [output / FAILURE_FILE, Path(extra_path) if extra_path else None]):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +134,7 @@ def main(stage: str, fn: StageFn, argv: list[str] | None = None) -> int:
         failure_file = extras.get("failure_file")
         start_lifeline()
         try:
+            verify_inputs(dict(extras.get("input_artifacts") or {}), inputs)  # before any use (SageMaker's copies)
             report = fn(inputs, output, dict(extras.get("config", {})), pipes.log)
         except Exception as exc:
             # The traceback goes to the run's log (debug level); the console shows the one-line cause.

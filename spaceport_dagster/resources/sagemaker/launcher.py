@@ -152,9 +152,13 @@ class SageMakerStageLauncher(StageLauncher):
         scratch_key = self.scratch_key(store, name)
         scratch_uri = f"s3://{store.bucket}/{scratch_key}"
         training = settings.job_kind == "training"
+        # One manifest read per upstream artifact: the channel reads its version, the stage checks its files.
+        manifests = {name: store.manifest(request.dataset, asset) for name, asset in request.artifacts.items()}
         return JobPlan(
             name=name, settings=settings, image_uri=self.image_for(request.stage, settings, request.config),
-            role_arn=self.role_arn, channels=self._channels(store, request, scratch_key),
+            role_arn=self.role_arn, channels=self._channels(store, request, manifests, scratch_key),
+            input_artifacts={name: {"dataset": request.dataset, "asset": request.artifacts[name], "manifest": manifest}
+                             for name, manifest in manifests.items()},
             output_uri=scratch_uri + "output/" if training else str(staging.remote_prefix),
             checkpoint_uri=self.checkpoint_uri(store, request) if training and request.resumable else "",
             tags={"spaceport:dataset": request.dataset, "spaceport:stage": request.stage,
@@ -169,8 +173,10 @@ class SageMakerStageLauncher(StageLauncher):
         return f"s3://{store.bucket}/{store.prefix}{request.dataset}/{request.asset}.checkpoints/"
 
     # -- inputs
-    def _channels(self, store: S3ArtifactStore, request: StageRequest, scratch_key: str) -> dict[str, str]:
-        channels = {name: store.version_uri(request.dataset, asset) for name, asset in request.artifacts.items()}
+    def _channels(self, store: S3ArtifactStore, request: StageRequest, manifests: dict[str, dict[str, Any]],
+                  scratch_key: str) -> dict[str, str]:
+        channels = {name: store.version_uri(request.dataset, asset, manifests[name])
+                    for name, asset in request.artifacts.items()}
         for name, source in request.sources.items():
             if is_s3_uri(source):
                 channels[name] = source.rstrip("/") + "/"
@@ -199,7 +205,9 @@ class SageMakerStageLauncher(StageLauncher):
         if plan.checkpoint_uri:
             inputs["checkpoints"] = CHECKPOINT_DIR
         extras = {"inputs": inputs, "output": plan.container_output, "config": request.config,
-                  "dataset": request.dataset, "failure_file": FAILURE_PATH, "job_name": plan.name}
+                  "dataset": request.dataset, "failure_file": FAILURE_PATH, "job_name": plan.name,
+                  # SageMaker copies the version prefix without a look at the manifest: the stage checks it (entry.py)
+                  "input_artifacts": plan.input_artifacts}
         with open_pipes_session(context=context, context_injector=injector, message_reader=reader,
                                 extras=extras) as session:
             # Idle OpenMP workers spin by default, as under the local launcher: the sog stage's held-out renders

@@ -8,7 +8,7 @@ uploads it as `model.tar.gz` under the job's scratch prefix), checkpoints synced
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .settings import StageSettings
@@ -34,6 +34,8 @@ class JobPlan:
     output_uri: str  # Processing: the staging version prefix; Training: where model.tar.gz goes
     checkpoint_uri: str = ""
     tags: dict[str, str] | None = None
+    # input name -> {"dataset", "asset", "manifest"}: the published artifacts a channel copies, for the stage to check
+    input_artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def is_training(self) -> bool:
