@@ -29,7 +29,7 @@ from spaceport_dagster.stages.train.checks import (
 )
 from spaceport_dagster.stages.train.coverage import SfmCoverage
 from spaceport_dagster.stages.train.data import ExportError, load_scene
-from spaceport_dagster.stages.train.model import make_optimizers, make_schedulers, to_cloud
+from spaceport_dagster.stages.train.model import to_cloud
 from spaceport_dagster.stages.train.synthetic import write_synthetic_export
 
 LOG = logging.getLogger("test_train")
@@ -342,30 +342,3 @@ def test_selection_never_reads_the_test_views(export, tmp_path, monkeypatch, one
     assert clean.metadata["steps"] == noisy.metadata["steps"] and clean.metadata["stopped_early"]
     assert (tmp_path / "clean" / "point_cloud.ply").read_bytes() == (tmp_path / "noisy" / "point_cloud.ply").read_bytes()
     assert noisy.metadata["psnr"] < clean.metadata["psnr"] - 5  # the test views did change
-
-
-def test_anneal_lr_decays_every_group_but_the_means_to_its_fraction():
-    cfg = load_config({"preset": "preview", "steps": 50, "anneal_lr": 0.1})
-    params = {name: torch.nn.Parameter(torch.zeros(4, 3)) for name in
-              ("means", "scales", "quats", "opacities", "sh0", "shN")}
-    optimizers = make_optimizers(params, cfg, scene_scale=2.0)
-    start = {name: opt.param_groups[0]["lr"] for name, opt in optimizers.items()}
-    schedulers = make_schedulers(optimizers, cfg)
-    for _ in range(cfg.steps):
-        for sc in schedulers:
-            sc.step()
-    for name, opt in optimizers.items():
-        expected = start[name] * (0.01 if name == "means" else 0.1)
-        assert opt.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-6), name
-    with pytest.raises(ConfigError, match="anneal_lr"):
-        load_config({"anneal_lr": 0})
-
-
-def test_an_annealed_run_resumes_to_the_same_model(export, tmp_path, one_thread):
-    """The decayed learning rates travel in the checkpoint: resuming at step 30 writes the uninterrupted PLY."""
-    cfg = {**TINY, "anneal_lr": 0.1}
-    run({"export": str(export)}, tmp_path / "whole", cfg, LOG)
-    ckpt = tmp_path / "whole" / "checkpoints" / "ckpt_0000030.pt"
-    run({"export": str(export), "resume": str(ckpt)}, tmp_path / "resumed", cfg, LOG)
-    whole_ply = (tmp_path / "whole" / "point_cloud.ply").read_bytes()
-    assert (tmp_path / "resumed" / "point_cloud.ply").read_bytes() == whole_ply

@@ -51,9 +51,6 @@ class TrainConfig:
     opacities_lr: float = 5e-2
     sh0_lr: float = 2.5e-3
     shN_lr: float = 2.5e-3 / 20
-    # every other learning rate (scales, quats, opacities, colours) decays exponentially to this fraction of
-    # its start over the run; 1 = constant (simple_trainer). Short runs end less tied to their last few views.
-    anneal_lr: float = 1.0
     # drone-survey options
     # "none" or "affine": a per-image colour affine on the Gaussians' colours (exposure between passes), its
     # mean over the training images folded into the published PLY; never applied after compositing
@@ -87,7 +84,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.steps >= 1, "steps must be >= 1"),
-            (0 < self.anneal_lr <= 1, "anneal_lr must be in (0, 1]"),
             (self.strategy in ("default", "mcmc"), f"strategy must be 'default' or 'mcmc', not {self.strategy!r}"),
             (self.appearance in ("none", "affine"), f"appearance must be 'none' or 'affine', not {self.appearance!r}"),
             (self.background in ("black", "random", "mean"),

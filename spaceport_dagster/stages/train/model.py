@@ -139,14 +139,3 @@ def to_cloud(params: dict[str, Tensor], sh_coeffs: int = 15) -> GaussianCloud:
 def means_lr_gamma(steps: int) -> float:
     """Exponential decay so the means' learning rate falls 100x over the run (simple_trainer)."""
     return math.pow(0.01, 1.0 / max(1, steps))
-
-
-def make_schedulers(optimizers: dict[str, torch.optim.Optimizer], cfg: TrainConfig,
-                    ) -> list[torch.optim.lr_scheduler.ExponentialLR]:
-    """The means' decay first (its rate feeds MCMC's noise), then `anneal_lr`'s decay of every other group."""
-    schedulers = [torch.optim.lr_scheduler.ExponentialLR(optimizers["means"], means_lr_gamma(cfg.steps))]
-    if cfg.anneal_lr < 1:
-        gamma = math.pow(cfg.anneal_lr, 1.0 / max(1, cfg.steps))
-        schedulers += [torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
-                       for name, opt in optimizers.items() if name != "means"]
-    return schedulers

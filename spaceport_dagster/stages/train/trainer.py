@@ -21,7 +21,7 @@ from spaceport_dagster.stages.render import rasterize_params
 from .config import TrainConfig
 from .data import Scene
 from .early_stop import EarlyStop
-from .model import Appearance, init_params, make_optimizers, make_schedulers, make_strategy
+from .model import Appearance, init_params, make_optimizers, make_strategy, means_lr_gamma
 
 
 @dataclass
@@ -68,7 +68,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.params = init_params(scene.points, scene.colors, cfg, device, self.generator)
         self.optimizers = make_optimizers(self.params, cfg, scene.scene_scale)
-        self.schedulers = make_schedulers(self.optimizers, cfg)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizers["means"], means_lr_gamma(cfg.steps))
         train_mp = sum(scene.views[i].width * scene.views[i].height for i in scene.train) / 1e6
         self.strategy, self.mcmc = make_strategy(cfg, device, log, train_mp)
         self.strategy_state = (self.strategy.initialize_state() if self.mcmc
@@ -98,7 +98,7 @@ class Trainer:
             "step": step, "elapsed": elapsed, "evals": self.evals,
             "params": {k: v.detach() for k, v in self.params.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "schedulers": [sc.state_dict() for sc in self.schedulers], "strategy_state": self.strategy_state,
+            "scheduler": self.scheduler.state_dict(), "strategy_state": self.strategy_state,
             "appearance": None if self.appearance is None else self.appearance.state_dict(),
             "app_opt": None if self.app_opt is None else self.app_opt.state_dict(),
             "generator": self.generator.get_state(), "config_steps": self.cfg.steps,
@@ -120,9 +120,8 @@ class Trainer:
         self.optimizers = make_optimizers(self.params, self.cfg, self.scene.scene_scale)
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
-        self.schedulers = make_schedulers(self.optimizers, self.cfg)
-        for sc, sc_state in zip(self.schedulers, state["schedulers"], strict=True):
-            sc.load_state_dict(sc_state)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizers["means"], means_lr_gamma(self.cfg.steps))
+        self.scheduler.load_state_dict(state["scheduler"])
         self.strategy_state = state["strategy_state"]
         if self.appearance is not None and state["appearance"] is not None:
             self.appearance.load_state_dict(state["appearance"])
@@ -229,11 +228,10 @@ class Trainer:
             if self.app_opt is not None:
                 self.app_opt.step()
                 self.app_opt.zero_grad(set_to_none=True)
-            for sc in self.schedulers:
-                sc.step()
+            self.scheduler.step()
             if self.mcmc:
                 self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step, info,
-                                                 lr=self.schedulers[0].get_last_lr()[0])
+                                                 lr=self.scheduler.get_last_lr()[0])
             else:
                 self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step, info,
                                                  packed=False)
