@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRun
 
+from spaceport_dagster.run_events import plain
+
 VERSION_KEY = "artifact version"  # the version this materialisation published
 INPUT_VERSIONS_KEY = "input versions"
 MAX_LINEAGE = 50  # retries of retries: far beyond run_retries.max_retries
@@ -41,10 +43,6 @@ def run_lineage(instance: DagsterInstance, run: DagsterRun) -> list[str]:
     return ids
 
 
-def _plain(value: object) -> object:
-    return getattr(value, "value", value)
-
-
 def version_published_by_run(instance: DagsterInstance, run: DagsterRun, asset: str, dataset: str,
                              search_limit: int = 200) -> InputVersion | None:
     """The version of `asset` (partition `dataset`) that this run or its nearest ancestor published, if any."""
@@ -58,7 +56,7 @@ def version_published_by_run(instance: DagsterInstance, run: DagsterRun, asset: 
         if record.run_id not in rank or materialization is None:
             continue
         metadata = materialization.metadata
-        version = _plain(metadata.get(VERSION_KEY))
-        if _plain(metadata.get("published")) is True and isinstance(version, str):
+        version = plain(metadata.get(VERSION_KEY))
+        if plain(metadata.get("published")) is True and isinstance(version, str):
             found.append((rank[record.run_id], InputVersion(asset, version, record.run_id)))
     return min(found, key=lambda item: item[0])[1] if found else None  # records come newest first
