@@ -7,7 +7,9 @@
 #
 # Images: spaceport-ingest (image_set), spaceport-sfm (sparse_reconstruction and colmap_export), spaceport-train
 # (splat_model: CUDA torch, gsplat compiled for sm_86 and sm_90), spaceport-sog (sogs_bundle); "opensfm" is built
-# only when named (its base is OpenDroneMap's published image). All are tagged <name>:<tag> (default: the git
+# only when named: its base is OpenDroneMap's published image (Docker Hub) and it copies uv from ghcr.io, so it
+# needs those registries; where they cannot be reached the script says so and stops before building anything
+# (it cannot be built on this project's build VM). All are tagged <name>:<tag> (default: the git
 # commit, "-dirty" when the image sources have uncommitted changes) and <name>:latest.
 #
 # Engine: Docker where a Docker daemon answers, else buildah (root, no daemon: vfs storage, chroot isolation,
@@ -41,7 +43,7 @@ while [[ $# -gt 0 ]]; do
     --sizes) SIZES="$2"; shift 2 ;;
     --build-arg) EXTRA_ARGS+=("$2"); shift 2 ;;
     --print-tag) PRINT_TAG=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "build-images: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -116,6 +118,29 @@ value, unit = json.load(sys.stdin)[0]['size'].split()
 print(round(float(value) * {'B': 1, 'kB': 1e3, 'MB': 1e6, 'GB': 1e9, 'TB': 1e12}[unit]))"
   fi
 }
+
+external_images() {  # the registry images a Dockerfile starts from or copies from (not its ARG-named bases)
+  grep -oE '^FROM [^ $]+|--from=[^ $]+' "$1" | sed -E 's/^FROM |^--from=//' | grep -E '[:/]' || true
+}
+
+pull() {
+  if [[ "$ENGINE" == docker ]]; then docker pull "$1"
+  else # buildah resolves a short name only with a search registry configured: qualify Docker Hub's names
+       local ref="$1"; [[ "${ref%%/*}" == *.* ]] || ref="docker.io/$ref"; buildah_ pull "$ref"
+  fi
+}
+
+# Fail before building anything when an image's registry base cannot be pulled (opensfm here: no registry).
+for image in $IMAGES; do
+  for ref in $(external_images "containers/$image/Dockerfile"); do
+    if ! log="$(pull "$ref" 2>&1)"; then
+      echo "build-images: spaceport-$image cannot be built here: its base $ref cannot be pulled:" >&2
+      echo "  $(tail -n 1 <<<"$log")" >&2
+      echo "  build it on a machine that reaches that registry; the other images do not need it." >&2
+      exit 2
+    fi
+  done
+done
 
 if [[ "$DEBIAN_BASE" == 1 ]]; then
   [[ "$ENGINE" == buildah ]] || { echo "build-images: --debian-base is for buildah" >&2; exit 2; }

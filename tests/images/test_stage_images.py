@@ -25,7 +25,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from dagster import materialize
+from dagster import AssetCheckSeverity, materialize
 
 from spaceport_dagster.assets.colmap_export import colmap_export
 from spaceport_dagster.assets.image_set import image_set
@@ -174,11 +174,19 @@ def test_the_chain_runs_in_the_built_images(image_sagemaker: SageMakerEmulator, 
         assert any(f"spaceport: running stage {job.stage}" in line and "/opt/ml at /opt/ml" in line
                    for line in job.log_lines), job.log_lines[:5]
 
-    # the checks came back through Pipes over S3 and passed
-    checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
-    assert {asset for asset, _ in checks} == {"image_set", "sparse_reconstruction", "colmap_export", "splat_model",
-                                              "sogs_bundle"}
-    assert all(checks.values()), {k: v for k, v in checks.items() if not v}
+    # the checks came back through Pipes over S3; every blocking one passed (a warning, e.g. the preview's 20 dB
+    # absolute floor, may not: it is reported, and it did not stop the chain)
+    evaluations = {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
+    assert {asset for asset, _ in evaluations} == {"image_set", "sparse_reconstruction", "colmap_export",
+                                                   "splat_model", "sogs_bundle"}
+    failed = {key: c.severity.value for key, c in evaluations.items() if not c.passed}
+    assert not [key for key, severity in failed.items() if severity == AssetCheckSeverity.ERROR.value], failed
+    baseline = evaluations[("splat_model", "beats_mean_colour_baseline")].metadata
+    psnr, flat = baseline["value"].value, baseline["baseline_psnr"].value
+    record_property("splat_psnr_db", round(psnr, 2))
+    record_property("failed_warnings", json.dumps(sorted(f"{a}.{c}" for a, c in failed)))
+    print(f"preview splat: test-view PSNR {psnr:.2f} dB vs flat {flat:.2f} dB; failed warnings: {failed or 'none'}")
+    assert psnr >= flat + 3.0
 
     s3 = boto3.client("s3")
 
