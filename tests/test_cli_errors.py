@@ -143,7 +143,7 @@ def test_stage_failures_show_the_cause_not_a_traceback(photos: Path, tmp_path: P
 def test_the_console_shows_our_own_error_not_the_low_level_cause_it_wraps() -> None:
     from dagster._utils.error import SerializableErrorInfo
 
-    from spaceport_dagster.runner import _step_error
+    from spaceport_dagster.run_events import step_error
 
     def info(cls: str, message: str, cause: SerializableErrorInfo | None = None) -> SerializableErrorInfo:
         return SerializableErrorInfo(f"{cls}: {message}\n", [], cls, cause)
@@ -151,6 +151,6 @@ def test_the_console_shows_our_own_error_not_the_low_level_cause_it_wraps() -> N
     boto = info("EndpointConnectionError", 'Could not connect to the endpoint URL: "http://s3/b/k"')
     ours = info("StorageUnavailable", "S3 failed while publishing image_set of 'x' ...", boto)
     step = info("DagsterExecutionStepExecutionError", "Error occurred while executing op", ours)
-    assert _step_error(step) == "S3 failed while publishing image_set of 'x' ..."
-    assert _step_error(info("DagsterExecutionStepExecutionError", "op failed", boto)) == boto.message.split(
+    assert step_error(step) == "S3 failed while publishing image_set of 'x' ..."
+    assert step_error(info("DagsterExecutionStepExecutionError", "op failed", boto)) == boto.message.split(
         ": ", 1)[1].strip()  # a foreign error: its innermost cause, as before
