@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from spaceport_dagster.resources.owned_dirs import process_alive
+
 REPO = Path(__file__).resolve().parents[1]
 LUND = REPO.parent / "shared" / "datasets" / "lund" / "images"
 GPS_IFD = 0x8825
@@ -114,19 +116,11 @@ def run_statuses(home: Path) -> list[str]:
         return sorted(r.status.value for r in instance.get_runs())
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except (ProcessLookupError, OSError):
-        return False
-
-
 def wait_gone(pid: int, timeout: float) -> float | None:
     """Seconds until `pid` was gone, None if it still lives after `timeout`."""
     start = time.time()
     while time.time() - start < timeout:
-        if not alive(pid):
+        if not process_alive(pid):
             return time.time() - start
         time.sleep(0.05)
     return None

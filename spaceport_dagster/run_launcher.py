@@ -9,13 +9,12 @@ run-retry daemon re-executes it from the failed steps (a training step resumes f
 
 from __future__ import annotations
 
-import os
 import socket
-from pathlib import Path
 
 from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
 
 from spaceport_dagster.dagster_private import CheckRunHealthResult, WorkerStatus  # not exported; the module says why
+from spaceport_dagster.resources.owned_dirs import process_alive
 
 
 def worker_of(instance, run_id: str) -> tuple[int, str | None] | None:
@@ -27,21 +26,6 @@ def worker_of(instance, run_id: str) -> tuple[int, str | None] | None:
             host = data.metadata.get("host")
             return int(pid.value), (host.value if host is not None else None)
     return None
-
-
-def process_alive(pid: int) -> bool:
-    """Whether `pid` runs and is not a zombie (a killed child its parent has not reaped yet)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    status = Path(f"/proc/{pid}/status")
-    if status.is_file():
-        state = next((line for line in status.read_text().splitlines() if line.startswith("State:")), "")
-        return "zombie" not in state
-    return True
 
 
 class LocalRunLauncher(DefaultRunLauncher):

@@ -25,12 +25,17 @@ def owner_tag() -> str:
 
 
 def process_alive(pid: int) -> bool:
+    """Whether `pid` runs and is not a zombie (a killed child its parent has not reaped yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's live process
         return True
+    status = Path(f"/proc/{pid}/status")  # Linux; elsewhere a live pid is taken as running
+    if status.is_file():
+        state = next((line for line in status.read_text().splitlines() if line.startswith("State:")), "")
+        return "zombie" not in state
     return True
 
 
