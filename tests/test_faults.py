@@ -17,10 +17,11 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus, materialize
 
 from spaceport_dagster.definitions import PIPELINE_ASSETS
 from spaceport_dagster.resources.compute import LocalStageLauncher
+from spaceport_dagster.resources.owned_dirs import process_alive
 from spaceport_dagster.resources.storage import StorageResource
 from spaceport_dagster.runner import OWNER_TAG, reap_abandoned_runs
 
-from .conftest import dataset_images
+from .conftest import dataset_images, stage_pid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,33 +45,10 @@ def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def _stage_pid(scratch: Path, stage: str, timeout: float = 120) -> int:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for pid_file in scratch.glob(f"spaceport-stage-*-{stage}-*/control/stage.pid"):
-            text = pid_file.read_text().strip()
-            if text:
-                return int(text)
-        time.sleep(0.2)
-    raise AssertionError(f"stage {stage} never started")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _wait_gone(pid: int, timeout: float = 20) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if not _alive(pid):
+        if not process_alive(pid):
             return True
         time.sleep(0.2)
     return False
@@ -94,7 +72,7 @@ def test_an_interrupted_run_stops_its_stage_and_ends(sig: int, six_photos: Path,
                                                       scratch: Path) -> None:
     home = tmp_path / "home"
     proc = _spaceport(["run", str(six_photos), "--until", "sparse_reconstruction"], home, scratch)
-    stage = _stage_pid(scratch, "sfm")
+    stage = stage_pid(scratch, "sfm")
     os.kill(proc.pid, sig)
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 130, err
@@ -111,7 +89,7 @@ def test_kill_9_of_spaceport_kills_its_stage_and_the_next_run_cleans_up(six_phot
                                                                         scratch: Path) -> None:
     home = tmp_path / "home"
     proc = _spaceport(["run", str(six_photos), "--until", "sparse_reconstruction"], home, scratch)
-    stage = _stage_pid(scratch, "sfm")
+    stage = stage_pid(scratch, "sfm")
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     assert _wait_gone(stage), "the stage outlived the run that started it"
@@ -138,6 +116,16 @@ def _materialize(home: Path, selection: list[str], config: dict, raise_on_error:
     return result, instance
 
 
+def _home_with_image_set(tmp_path: Path, six_photos: Path) -> Path:
+    """A fresh home whose dataset "six" has its image_set published (what the stage-fault tests start from)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    DagsterInstance.local_temp(str(home)).add_dynamic_partitions("datasets", ["six"])
+    _materialize(home, ["image_set"], {"image_set": {"source": str(six_photos)}})
+    return home
+
+
 def _failure_text(result) -> str:
     event = next(e for e in result.all_events if e.is_step_failure)
     error = event.step_failure_data.error
@@ -145,12 +133,7 @@ def _failure_text(result) -> str:
 
 
 def test_a_stage_past_its_timeout_is_killed_and_reported(six_photos: Path, tmp_path: Path, scratch: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    instance = DagsterInstance.local_temp(str(home))
-    instance.add_dynamic_partitions("datasets", ["six"])
-    _materialize(home, ["image_set"], {"image_set": {"source": str(six_photos)}})
+    home = _home_with_image_set(tmp_path, six_photos)
     started = time.time()
     result, _ = _materialize(home, ["sparse_reconstruction"], {"sparse_reconstruction": {"timeout_minutes": 0.05}},
                              raise_on_error=False)
@@ -163,14 +146,10 @@ def test_a_stage_past_its_timeout_is_killed_and_reported(six_photos: Path, tmp_p
 def test_a_frozen_stage_is_killed_when_its_heartbeat_stops(six_photos: Path, tmp_path: Path, scratch: Path) -> None:
     import threading
 
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    DagsterInstance.local_temp(str(home)).add_dynamic_partitions("datasets", ["six"])
-    _materialize(home, ["image_set"], {"image_set": {"source": str(six_photos)}})
+    home = _home_with_image_set(tmp_path, six_photos)
 
     def freeze() -> None:
-        os.kill(_stage_pid(scratch, "sfm"), signal.SIGSTOP)
+        os.kill(stage_pid(scratch, "sfm"), signal.SIGSTOP)
 
     threading.Thread(target=freeze, daemon=True).start()
     result, _ = _materialize(home, ["sparse_reconstruction"], {"sparse_reconstruction": {"heartbeat_minutes": 0.1}},
@@ -184,14 +163,10 @@ def test_a_stage_killed_by_a_signal_is_reported_so(six_photos: Path, tmp_path: P
     "stage killed by signal 9", not Dagster's "did not yield expected outputs"."""
     import threading
 
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    DagsterInstance.local_temp(str(home)).add_dynamic_partitions("datasets", ["six"])
-    _materialize(home, ["image_set"], {"image_set": {"source": str(six_photos)}})
+    home = _home_with_image_set(tmp_path, six_photos)
 
     def kill() -> None:
-        pid = _stage_pid(scratch, "sfm")
+        pid = stage_pid(scratch, "sfm")
         time.sleep(1.0)
         os.kill(pid, signal.SIGKILL)
 
@@ -327,7 +302,7 @@ def test_kill_9_of_the_launcher_kills_the_stage_and_its_children_by_signal(where
         group, stage, child = (int(p.read_text()) for p in (control / "group.pid", control / "stage.pid", child_file))
         assert os.getpgid(stage) == os.getpgid(child) == group
         time.sleep(1.0)
-        assert _alive(group) and _alive(stage) and _alive(child)  # the launcher lives: so do they
+        assert process_alive(group) and process_alive(stage) and process_alive(child)  # the launcher lives: so do they
         os.kill(launcher.pid, signal.SIGKILL)
         launcher.wait()
         killed = time.time()

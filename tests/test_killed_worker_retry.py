@@ -22,9 +22,10 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatu
 from spaceport_dagster.assets.run_versions import INPUT_VERSIONS_KEY, VERSION_KEY
 from spaceport_dagster.job_runs import JOB_NAME, WORKSPACE_YAML
 from spaceport_dagster.resources.artifact_store import LocalArtifactStore
+from spaceport_dagster.resources.owned_dirs import process_alive
 from spaceport_dagster.run_launcher import worker_of
 
-from .conftest import REPO, dataset_images
+from .conftest import REPO, dataset_images, stage_pid
 
 SHIPPED_YAML = REPO / "spaceport_dagster" / "dagster.yaml"
 DATASET = "killed"
@@ -38,25 +39,6 @@ def _wait(condition, timeout: float, what: str, poll: float = 0.2):
             return value
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _stage_pid(scratch: Path, stage: str) -> int | None:
-    for pid_file in scratch.glob(f"spaceport-stage-*-{stage}-*/control/stage.pid"):
-        text = pid_file.read_text().strip()
-        if text:
-            return int(text)
-    return None
 
 
 def _metadata(instance: DagsterInstance, run_id: str, asset: str) -> dict:
@@ -78,7 +60,7 @@ def test_a_killed_workers_retry_run_goes_through_to_the_end(spaceport_home: Path
     worker = subprocess.Popen([sys.executable, "-m", "spaceport_dagster.cli", "run", str(photos), "--dataset",
                                DATASET, "--until", "sparse_reconstruction"], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    stage = _wait(lambda: _stage_pid(scratch, "sfm"), 300, "the SfM stage to start")
+    stage = stage_pid(scratch, "sfm", timeout=300)
 
     with DagsterInstance.get() as instance:
         [run] = instance.get_runs(RunsFilter(tags={"dagster/partition": DATASET}))
@@ -87,7 +69,7 @@ def test_a_killed_workers_retry_run_goes_through_to_the_end(spaceport_home: Path
         assert pid == worker.pid  # the run's worker, as the run logged it
         os.kill(pid, signal.SIGKILL)  # only the worker: its stage follows it through its lifeline
         worker.communicate(timeout=30)
-        _wait(lambda: not _alive(stage), 30, "the stage to die with its worker")
+        _wait(lambda: not process_alive(stage), 30, "the stage to die with its worker")
         assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED  # nothing noticed yet
         image_set = _metadata(instance, run.run_id, "image_set")  # published before the kill
         assert image_set["published"] is True
