@@ -14,10 +14,8 @@ while this one runs.
 from __future__ import annotations
 
 import fcntl
-import importlib
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -87,18 +85,7 @@ def execute_pipeline_run(instance: DagsterInstance, run: DagsterRun) -> DagsterR
     data = EngineEventData(metadata={**EngineEventData.in_process(os.getpid()).metadata,
                                      "host": MetadataValue.text(socket.gethostname())})
     instance.report_engine_event(f"Started process for run (pid: {os.getpid()}).", run, data)
-    return execute_run(job_as_configured_now(), run, instance, raise_on_error=False).dagster_run
-
-
-def job_as_configured_now() -> ReconstructableJob:
-    """The job with the definitions loaded again: the steps run in this process (runner.run_config_for), and the
-    resources are read from the environment when the definitions load, which may have changed since the first
-    load (SPACEPORT_HOME, SPACEPORT_COMPUTE)."""
-    module = sys.modules.get(DEFINITIONS_MODULE)
-    if module is not None:
-        importlib.reload(module)
-    repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(REPO_ROOT))
-    return repository.get_reconstructable_job(JOB_NAME)
+    return execute_run(reconstructable_job(), run, instance, raise_on_error=False).dagster_run
 
 
 def runs_in_progress(instance: DagsterInstance, dataset: str) -> list[DagsterRun]:
