@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from spaceport_dagster.stages.colmap_io import read_model
 from spaceport_dagster.stages.config import ConfigError
 from spaceport_dagster.stages.evaluation import PlainScores
 from spaceport_dagster.stages.ply import GaussianCloud, property_names, read_ply, write_ply
@@ -28,7 +29,7 @@ from spaceport_dagster.stages.train.checks import (
     quality_checks,
 )
 from spaceport_dagster.stages.train.coverage import SfmCoverage
-from spaceport_dagster.stages.train.data import ExportError, load_scene
+from spaceport_dagster.stages.train.data import ExportError, load_scene, observed_depths
 from spaceport_dagster.stages.train.model import to_cloud
 from spaceport_dagster.stages.train.synthetic import write_synthetic_export
 
@@ -305,6 +306,28 @@ def test_early_stop_restores_best(export, tmp_path):
     assert [e["step"] for e in evals] == [0, 10, 20, 30, 20]  # 10 is before min_step; 30 gained < 8 dB
     assert evals[-1]["restored_best"] and report.metadata["psnr"] == pytest.approx(evals[2]["psnr"], abs=1e-4)
     assert report.metadata["validation_views"] == 2  # view 3 and view 9 of 12: out of training, never tests
+
+
+def test_sparse_depths_are_the_points_each_view_observed(export, tmp_path):
+    """The depth loss's targets: each view's keypoints at training resolution with their points' camera depths;
+    keypoints whose point a filtered export dropped are left out."""
+    scene = load_scene(export, 32, 8, torch.device("cpu"))
+    model = read_model(export / "sparse" / "0")
+    by_name = {im.name: im for im in model.images.values()}
+    xyz = dict(zip(model.points.ids.tolist(), model.points.xyz, strict=True))
+    for view, (uv, depth) in zip(scene.views, scene.sparse_depths, strict=True):
+        image = by_name[view.name]
+        assert len(depth) == len(image.point3D_ids) > 50
+        points = np.stack([xyz[i] for i in image.point3D_ids.tolist()])
+        cam = points @ view.viewmat[:3, :3].T + view.viewmat[:3, 3]
+        np.testing.assert_allclose(depth.numpy(), cam[:, 2], rtol=1e-5)
+        np.testing.assert_allclose(uv.numpy(), (cam[:, :2] / cam[:, 2:]) @ view.K[:2, :2].T + view.K[:2, 2],
+                                   atol=1e-3)  # 64x48 keypoints at 32x24
+    image = next(iter(model.images.values()))
+    image.point3D_ids = np.where(np.arange(len(image.point3D_ids)) % 2 == 0, image.point3D_ids, 10**6)
+    uv, depth = observed_depths(image, model.points, (1.0, 1.0))
+    assert len(depth) == (len(image.point3D_ids) + 1) // 2
+    np.testing.assert_allclose(uv, image.xys[::2], atol=1e-4)
 
 
 def test_preview_covers_a_scene_that_fills_the_photos(tmp_path):

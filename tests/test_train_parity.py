@@ -52,6 +52,30 @@ def test_tiled_compositing_matches_per_pixel_loop():
             assert abs(float(alpha[py, px, 0]) - a) < 1e-5
 
 
+def test_expected_depth_is_the_alpha_weighted_mean_depth():
+    """gsplat's "ED": sum of compositing weight x camera depth over the pixel's alpha, from the same loop."""
+    case = synthetic_case(60, 24, 20, seed=5, device="cpu")
+    p = case["params"]
+    scales, opac = torch.exp(p["scales"]) * 3, torch.sigmoid(p["opacities"])
+    rgb = torch.rand(60, 3, generator=torch.Generator().manual_seed(2))
+    image, _, info = raster_torch.rasterize(p["means"], p["quats"], scales, opac, rgb, case["viewmat"], case["K"],
+                                            24, 20, expected_depth=True)
+    plain, _, _ = raster_torch.rasterize(p["means"], p["quats"], scales, opac, rgb, case["viewmat"], case["K"], 24, 20)
+    assert torch.equal(image, plain)  # the depth channel leaves the colours alone
+    means2d, conics, depths, radii = raster_torch.project(p["means"], p["quats"], scales, case["viewmat"], case["K"],
+                                                          24, 20)
+    visible = [int(i) for i in torch.argsort(depths) if (radii[i] > 0).all()]
+    checked = 0
+    for py in range(0, 20, 3):
+        for px in range(0, 24, 3):
+            weighted, a = _reference_pixel(px + 0.5, py + 0.5, means2d, conics, opac, depths[:, None].expand(-1, 3),
+                                           visible)
+            if a > 0.1:
+                assert float(info["expected_depth"][py, px, 0]) == pytest.approx(float(weighted[0]) / a, rel=1e-4)
+                checked += 1
+    assert checked > 20
+
+
 def test_sh_basis_constants():
     d = torch.tensor([[0.0, 0.0, 1.0]])
     basis = raster_torch.sh_basis(3, d)[0]

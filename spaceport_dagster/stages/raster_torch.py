@@ -149,7 +149,8 @@ def _composite(
     means2d: Tensor, conics: Tensor, opac: Tensor, colors: Tensor, radii: Tensor, width: int, height: int,
     tile: int = 8, budget: int = 2**22,
 ) -> Tensor:
-    """Composite depth-sorted Gaussians into an (H, W, 4) image, tile by tile like gsplat."""
+    """Composite depth-sorted Gaussians into an (H, W, C + 1) image (colour channels, then alpha), tile by tile
+    like gsplat."""
     device, dtype = means2d.device, means2d.dtype
     tiles_x, tiles_y = -(-width // tile), -(-height // tile)
     n_tiles, n = tiles_x * tiles_y, means2d.shape[0]
@@ -167,7 +168,7 @@ def _composite(
     m2p, cnp, opp, colp = pad(means2d), pad(conics), pad(opac), pad(colors)
     ty, tx = torch.meshgrid(torch.arange(tile, device=device), torch.arange(tile, device=device), indexing="ij")
     local = torch.stack([tx, ty], -1).reshape(-1, 2).to(dtype) + 0.5  # (P, 2)
-    out = torch.zeros(n_tiles, tile * tile, 4, device=device, dtype=dtype)
+    out = torch.zeros(n_tiles, tile * tile, colors.shape[-1] + 1, device=device, dtype=dtype)
     i = 0
     while i < n_tiles and counts_sorted[i] > 0:
         m = counts_sorted[i]
@@ -187,19 +188,20 @@ def _composite(
         else:
             vals = _composite_tiles(pix, gidx, m2p, cnp, opp, colp)
         out = out.index_copy(0, ids, vals)
-    image = out.reshape(tiles_y, tiles_x, tile, tile, 4).permute(0, 2, 1, 3, 4)
-    return image.reshape(tiles_y * tile, tiles_x * tile, 4)[:height, :width]
+    image = out.reshape(tiles_y, tiles_x, tile, tile, -1).permute(0, 2, 1, 3, 4)
+    return image.reshape(tiles_y * tile, tiles_x * tile, -1)[:height, :width]
 
 
 def rasterize(
     means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
     viewmat: Tensor, K: Tensor, width: int, height: int, sh_degree: int | None = None,
     near_plane: float = 0.01, far_plane: float = 1e10, eps2d: float = 0.3,
-    background: Tensor | None = None,
+    background: Tensor | None = None, expected_depth: bool = False,
 ) -> tuple[Tensor, Tensor, dict]:
     """One camera. Activated inputs like gsplat.rasterization (scales, opacities in [0,1]);
     `colors` (N, K, 3) SH coefficients when `sh_degree` is given, else (N, 3) RGB.
-    Returns image (H, W, 3), alpha (H, W, 1) and info with means2d (N, 2) and radii (N, 2)."""
+    Returns image (H, W, 3), alpha (H, W, 1) and info with means2d (N, 2) and radii (N, 2); with
+    `expected_depth`, also info["expected_depth"] (H, W, 1): the alpha-normalised camera depth (gsplat's "ED")."""
     means2d, conics, depths, radii = project(means, quats, scales, viewmat, K, width, height, eps2d, near_plane,
                                              far_plane)
     if sh_degree is not None:
@@ -210,11 +212,14 @@ def rasterize(
     visible = (radii > 0).all(dim=-1)
     idx = torch.nonzero(visible).squeeze(1)
     idx = idx[torch.argsort(depths[idx].detach(), stable=True)]
-    out = _composite(means2d[idx], conics[idx], opacities[idx], rgb[idx], radii[idx], width, height)
-    image, alpha = out[..., :3], out[..., 3:]
+    channels = torch.cat([rgb, depths[:, None]], dim=-1) if expected_depth else rgb
+    out = _composite(means2d[idx], conics[idx], opacities[idx], channels[idx], radii[idx], width, height)
+    image, alpha = out[..., :3], out[..., -1:]
     if background is not None:
         image = image + (1.0 - alpha) * background
     info = {"means2d": means2d, "radii": radii, "depths": depths, "width": width, "height": height, "n_cameras": 1}
+    if expected_depth:
+        info["expected_depth"] = out[..., 3:4] / alpha.clamp_min(1e-10)
     return image, alpha, info
 
 

@@ -108,10 +108,11 @@ def pick_device(requested: str = "auto") -> torch.device:
 def rasterize_params(
     params: dict[str, Tensor], viewmat: Tensor, K: Tensor, width: int, height: int, sh_degree: int,
     background: Tensor | None = None, near_plane: float = 0.01, far_plane: float = 1e10,
-    use_gsplat: bool | None = None, absgrad: bool = False,
+    use_gsplat: bool | None = None, absgrad: bool = False, expected_depth: bool = False,
 ) -> tuple[Tensor, Tensor, dict]:
     """Render one view from pre-activation `params` (means, quats, scales, opacities, sh0, shN).
-    Returns (H, W, 3) colours, (H, W, 1) alpha and the backend's info dict (for densification)."""
+    Returns (H, W, 3) colours, (H, W, 1) alpha and the backend's info dict (for densification); with
+    `expected_depth`, info["expected_depth"] is the (H, W, 1) alpha-normalised camera depth."""
     means, quats = params["means"], params["quats"]
     scales, opacities = torch.exp(params["scales"]), torch.sigmoid(params["opacities"])
     colors = torch.cat([params["sh0"][:, None, :], params["shN"]], dim=1)
@@ -124,11 +125,14 @@ def rasterize_params(
             means, quats, scales, opacities, colors, viewmat[None], K[None], width, height,
             near_plane=near_plane, far_plane=far_plane, sh_degree=sh_degree, packed=False, absgrad=absgrad,
             backgrounds=None if background is None else background[None], rasterize_mode="classic",
+            render_mode="RGB+ED" if expected_depth else "RGB",
         )
-        return image[0], alpha[0], info
+        if expected_depth:
+            info["expected_depth"] = image[0, ..., 3:4]
+        return image[0, ..., :3], alpha[0], info
     return raster_torch.rasterize(
         means, quats, scales, opacities, colors, viewmat, K, width, height, sh_degree=sh_degree,
-        near_plane=near_plane, far_plane=far_plane, background=background,
+        near_plane=near_plane, far_plane=far_plane, background=background, expected_depth=expected_depth,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from spaceport_dagster.stages.colmap_io import ColmapFormatError, read_model
+from spaceport_dagster.stages.colmap_io import ColmapFormatError, Points3D, read_model
+from spaceport_dagster.stages.colmap_io import Image as ColmapImage
 from spaceport_dagster.stages.evaluation import split_indices, validation_indices
 from spaceport_dagster.stages.render import View
 
@@ -39,6 +40,8 @@ class Scene:
     scene_scale: float  # max camera distance from the camera centroid, times 1.1 (as simple_trainer)
     export_views: list[View]  # the same cameras at the export's resolution (the published figures' size)
     images_dir: Path
+    # per view, the SfM points it observed: pixel positions (K, 2) at training resolution and camera depths (K,)
+    sparse_depths: list[tuple[Tensor, Tensor]] = field(default_factory=list)
 
     def export_photo(self, index: int) -> Tensor:
         """View `index`'s photo at the export's resolution, (H, W, 3) uint8 on the photos' device."""
@@ -71,6 +74,21 @@ def _load_photo(path: Path, size: tuple[int, int]) -> np.ndarray:
         raise ExportError(f"cannot decode export image {path.name}: {exc}") from None
 
 
+def observed_depths(image: ColmapImage, points: Points3D, scale: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """The SfM points `image` observed (its track entries, so no occluded point): their keypoints scaled by
+    `scale` (training / export size) as (K, 2) float pixels, and their depths in its camera (K,)."""
+    has_point = image.point3D_ids >= 0
+    order = np.argsort(points.ids)
+    found = np.searchsorted(points.ids, image.point3D_ids[has_point], sorter=order)
+    found = order[np.minimum(found, len(order) - 1)]
+    known = points.ids[found] == image.point3D_ids[has_point]  # a filtered export may have dropped some points
+    xyz = points.xyz[found[known]]
+    depth = (xyz @ image.rotation()[2] + image.tvec[2]).astype(np.float32)
+    uv = (image.xys[has_point][known] * np.asarray(scale)).astype(np.float32)
+    front = depth > 0
+    return uv[front], depth[front]
+
+
 def load_scene(export: str | Path, max_long_side: int, test_every: int, device: torch.device,
                log: logging.Logger | None = None, validation_every: int = 0) -> Scene:
     export = Path(export)
@@ -91,7 +109,7 @@ def load_scene(export: str | Path, max_long_side: int, test_every: int, device: 
     missing = [im.name for im in images if not (images_dir / im.name).is_file()]
     if missing:
         raise ExportError(f"export {export} lacks {len(missing)} image file(s) named in images.bin: {missing[:5]}")
-    views, export_views = [], []
+    views, export_views, depths = [], [], []
     for im in images:
         cam = model.cameras.get(im.camera_id)
         if cam is None:
@@ -105,6 +123,8 @@ def load_scene(export: str | Path, max_long_side: int, test_every: int, device: 
         K[0] *= w / cam.width
         K[1] *= h / cam.height
         views.append(View(im.name, im.world_to_camera(), K, w, h))
+        uv, z = observed_depths(im, model.points, (w / cam.width, h / cam.height))
+        depths.append((torch.from_numpy(uv).to(device), torch.from_numpy(z).to(device)))
     with ThreadPoolExecutor(max_workers=8) as pool:
         arrays = list(pool.map(lambda v: _load_photo(images_dir / v.name, (v.width, v.height)), views))
     photos = [torch.from_numpy(a).to(device) for a in arrays]
@@ -119,4 +139,5 @@ def load_scene(export: str | Path, max_long_side: int, test_every: int, device: 
         log.info(f"export: {len(views)} images ({len(train)} train / {len(val)} validation / {len(test)} test) at "
                  f"{views[0].width}x{views[0].height}, {len(model.points.xyz)} SfM points, scene scale {scene_scale:.3f}")
     return Scene(views, photos, train, test, val, model.points.xyz.astype(np.float32),
-                 model.points.rgb.astype(np.float32) / 255.0, max(scene_scale, 1e-6), export_views, images_dir)
+                 model.points.rgb.astype(np.float32) / 255.0, max(scene_scale, 1e-6), export_views, images_dir,
+                 depths)

@@ -71,7 +71,14 @@ def write_synthetic_export(folder: str | Path, n_views: int = 16, width: int = 6
     pick = rng.choice(len(gt["means"]), n_sfm_points, replace=False)
     xyz = gt["means"][pick] + rng.normal(0, 0.02, (n_sfm_points, 3))
     rgb = (gt["rgb"][pick] * 255).round().astype(np.uint8)
-    points = Points3D(np.arange(1, n_sfm_points + 1), xyz, rgb, np.full(n_sfm_points, 0.5),
-                      np.zeros(n_sfm_points, np.int64))
+    ids = np.arange(1, n_sfm_points + 1)
+    track_lengths = np.zeros(n_sfm_points, np.int64)
+    for image in images.values():  # each view observes the points it sees (a heightfield from above: no occlusion)
+        cam = xyz @ image.rotation().T + image.tvec
+        uv = cam[:, :2] / cam[:, 2:] * f + np.array([width / 2, height / 2])
+        seen = (cam[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
+        image.xys, image.point3D_ids = uv[seen], ids[seen]
+        track_lengths += seen
+    points = Points3D(ids, xyz, rgb, np.full(n_sfm_points, 0.5), track_lengths)
     write_model(folder / "sparse" / "0", cameras, images, points)
     return folder

@@ -149,7 +149,19 @@ class Trainer:
         return rasterize_params(
             params, cam.viewmat, cam.K, cam.width, cam.height, sh_degree, background=self.training_background(),
             near_plane=self.cfg.near_plane, far_plane=self.cfg.far_plane, absgrad=self.cfg.absgrad,
+            expected_depth=self.cfg.depth_lambda > 0,
         )
+
+    def depth_loss(self, index: int, info: dict, coarse: bool) -> Tensor | None:
+        """Mean |log rendered depth - log SfM depth| at the keypoints training view `index` observed."""
+        uv, depth = self.scene.sparse_depths[index]
+        if not len(depth):
+            return None
+        cam, view = (self.coarse_cams if coarse else self.cams)[index], self.scene.views[index]
+        col = (uv[:, 0] * (cam.width / view.width)).long().clamp(0, cam.width - 1)
+        row = (uv[:, 1] * (cam.height / view.height)).long().clamp(0, cam.height - 1)
+        rendered = info["expected_depth"][row, col, 0]
+        return (torch.log(rendered.clamp_min(1e-6)) - torch.log(depth)).abs().mean()
 
     def published_params(self) -> dict[str, Tensor]:
         """The parameters as the PLY will hold them: the mean training colour map folded in, no other model."""
@@ -213,6 +225,10 @@ class Trainer:
             l1 = (image - gt).abs().mean()
             ssim_loss = 1.0 - ssim_map_mean(image.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None])
             loss = l1 * (1.0 - cfg.ssim_lambda) + ssim_loss * cfg.ssim_lambda
+            if cfg.depth_lambda:
+                depth_loss = self.depth_loss(index, info, coarse)
+                if depth_loss is not None:
+                    loss = loss + cfg.depth_lambda * depth_loss
             if cfg.opacity_reg:
                 loss = loss + cfg.opacity_reg * torch.sigmoid(self.params["opacities"]).mean()
             if cfg.scale_reg:
