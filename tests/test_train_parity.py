@@ -112,3 +112,25 @@ def test_parity_with_gsplat():
     result = compare(synthetic_case(5000, 320, 240, seed=7))
     assert result["image_psnr_db"] >= PSNR_MIN, result
     assert min(result["grad_cosine"].values()) >= COSINE_MIN, result
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_gsplat_cuda(), reason="needs CUDA and gsplat")
+def test_expected_depth_matches_gsplat():
+    """The depth loss reads gsplat's "RGB+ED" on CUDA and the PyTorch rasteriser's depth channel on CPU: the same
+    map where the splat is opaque enough to have a depth, and the same colours as a plain render."""
+    from spaceport_dagster.stages.render import rasterize_params
+
+    case = synthetic_case(5000, 320, 240, seed=7)
+    params = case["params"]
+    out = {}
+    for use_gsplat in (True, False):
+        image, alpha, info = rasterize_params(params, case["viewmat"], case["K"], 320, 240, 3,
+                                              use_gsplat=use_gsplat, expected_depth=True)
+        out[use_gsplat] = image, alpha, info["expected_depth"]
+    opaque = out[True][1][..., 0] > 0.5
+    assert opaque.float().mean() > 0.2
+    depth_gsplat, depth_torch = out[True][2][..., 0][opaque], out[False][2][..., 0][opaque]
+    assert ((depth_gsplat - depth_torch).abs() / depth_gsplat).median() < 1e-3
+    plain, _, _ = rasterize_params(params, case["viewmat"], case["K"], 320, 240, 3, use_gsplat=True)
+    assert torch.allclose(out[True][0], plain, atol=1e-5)
