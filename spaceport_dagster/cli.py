@@ -11,7 +11,7 @@ from pathlib import Path
 from spaceport_dagster.console import print_stage, stage_figures
 from spaceport_dagster.home import prepare_home
 from spaceport_dagster.stage_order import ASSET_ORDER
-from spaceport_dagster.stages.dataset_id import InvalidDatasetId, suggest_dataset_id, validate_dataset_id
+from spaceport_dagster.stages.dataset_id import InvalidDatasetId, dataset_id_for_source, validate_dataset_id
 
 STAGES_HELP = ", ".join(ASSET_ORDER)
 
@@ -55,9 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     def work() -> int:
         _check_run_arguments(args.preset, None, args.until)
         source = check_source(args.source)
-        # the folder's name, or the last part of the S3 prefix; an explicit '' is refused, never replaced
-        dataset = validate_dataset_id(args.dataset) if args.dataset is not None else suggest_dataset_id(
-            source.rstrip("/").rsplit("/", 1)[-1])
+        # from the folder's name or the S3 prefix; an explicit '' is refused, never replaced
+        dataset = validate_dataset_id(args.dataset) if args.dataset is not None else dataset_id_for_source(source)
         home = prepare_home()
         from spaceport_dagster.resources.storage import default_artifact_root
         from spaceport_dagster.runner import run_pipeline
@@ -132,7 +131,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     folder = Path(args.folder)
     try:
-        dataset = validate_dataset_id(args.dataset) if args.dataset else suggest_dataset_id(folder.resolve().name)
+        dataset = validate_dataset_id(args.dataset) if args.dataset else dataset_id_for_source(str(folder.resolve()))
     except InvalidDatasetId as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,12 @@ from spaceport_dagster.resources.artifact_store import (
     open_store,
 )
 from spaceport_dagster.resources.storage import StorageResource
-from spaceport_dagster.stages.dataset_id import InvalidDatasetId, suggest_dataset_id, validate_dataset_id
+from spaceport_dagster.stages.dataset_id import (
+    InvalidDatasetId,
+    dataset_id_for_source,
+    suggest_dataset_id,
+    validate_dataset_id,
+)
 
 from .conftest import dataset_images, publish_files
 
@@ -41,6 +46,15 @@ def test_invalid_dataset_ids_name_the_rule(bad: str) -> None:
 def test_suggested_ids_are_valid() -> None:
     assert suggest_dataset_id("Brighton Beach_2016") == "brighton-beach-2016"
     assert suggest_dataset_id("___") == "dataset"
+
+
+def test_a_generic_folder_name_gives_way_to_the_survey_above_it() -> None:
+    assert dataset_id_for_source("/work/shared/datasets/lund/images") == "lund"
+    assert dataset_id_for_source("/data/Brighton Beach/Photos/") == "brighton-beach"
+    assert dataset_id_for_source("/data/survey-7") == "survey-7"
+    assert dataset_id_for_source("s3://bucket/uploads/farm-north/") == "farm-north"
+    assert dataset_id_for_source("s3://bucket/images/") == "bucket"
+    assert dataset_id_for_source("images") == "images"  # nothing above it to name the survey
 
 
 def test_local_uri_layout_andpublish_files(tmp_path: Path) -> None:
