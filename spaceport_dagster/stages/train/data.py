@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ class Scene:
     export_views: list[View]  # the same cameras at the export's resolution (the published figures' size)
     images_dir: Path
     # per view, the SfM points it observed: pixel positions (K, 2) at training resolution and camera depths (K,)
-    sparse_depths: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    sparse_depths: list[tuple[Tensor, Tensor]]
 
     def export_photo(self, index: int) -> Tensor:
         """View `index`'s photo at the export's resolution, (H, W, 3) uint8 on the photos' device."""

@@ -67,6 +67,12 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.params = init_params(scene.points, scene.colors, cfg, device, self.generator)
+        if cfg.depth_lambda:
+            observations = sum(len(scene.sparse_depths[i][1]) for i in scene.train)
+            if observations:
+                log.info(f"depth loss on {observations} SfM observations in {len(scene.train)} training views")
+            else:
+                log.warning("depth loss: the export lists no SfM observations for the training views; it is off")
         self.optimizers = make_optimizers(self.params, cfg, scene.scene_scale)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizers["means"], means_lr_gamma(cfg.steps))
         train_mp = sum(scene.views[i].width * scene.views[i].height for i in scene.train) / 1e6
