@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from md_table import markdown_table  # noqa: E402
 from sfm import machine  # noqa: E402
 
 STEPS = ("features", "matching", "mapping", "georegistration")
@@ -136,19 +137,18 @@ def run_one(survey: Path, work: Path, preset: str, overrides: dict[str, Any], wi
     return row
 
 
+COLUMNS = ["photos", "size", "registered", "points", "matcher / mapper", "verified pairs", "features s", "matching s",
+           "mapping s", "total s", "CPU s", "peak RSS GB", "frame", "up error deg", "scale error % (GPS-implied)",
+           "rigid RMS m (% of height)", "upright"]
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| photos | size | registered | points | matcher / mapper | verified pairs | features s | matching s | mapping s | total s "
-            "| CPU s | peak RSS GB | frame | up error deg | scale error % (GPS-implied) | rigid RMS m (% of height) | upright |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        lines.append(
-            f"| {r['photos']} | {r['size']} | {r['registered']} | {r['points']:,} | {r['matcher']} / {r['mapper']} | "
-            f"{r.get('verified_pairs')} | "
-            f"{r['features_s']} | {r['matching_s']} | {r['mapping_s']} | {r['total_s']} | {r['cpu_s']} | "
-            f"{r['peak_rss_gb']} | {r['frame']} | {r.get('up_error_deg')} | {r.get('scale_error_pct')} "
-            f"({r.get('gps_implied_scale_error_pct')}) | "
-            f"{r.get('rigid_rms_m')} ({r.get('rigid_rms_pct_of_height')} %) | {r['checks'].get('upright')} |")
-    return "\n".join(lines)
+    return markdown_table(COLUMNS, ([
+        r["photos"], r["size"], r["registered"], f"{r['points']:,}", f"{r['matcher']} / {r['mapper']}",
+        r.get("verified_pairs"), r["features_s"], r["matching_s"], r["mapping_s"], r["total_s"], r["cpu_s"],
+        r["peak_rss_gb"], r["frame"], r.get("up_error_deg"),
+        f"{r.get('scale_error_pct')} ({r.get('gps_implied_scale_error_pct')})",
+        f"{r.get('rigid_rms_m')} ({r.get('rigid_rms_pct_of_height')} %)", r["checks"].get("upright")] for r in rows))
 
 
 def main(argv: list[str] | None = None) -> int:
