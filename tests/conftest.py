@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,13 +116,3 @@ def publish_files(store, dataset: str, asset: str, files: dict[str, bytes]) -> s
         return store.publish(staging)
 
 
-def stage_pid(scratch: Path, stage: str, timeout: float = 120) -> int:
-    """The pid of the `stage` process a run started under the TMPDIR `scratch` (waits for it to start)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for pid_file in scratch.glob(f"spaceport-stage-*-{stage}-*/control/stage.pid"):
-            text = pid_file.read_text().strip()
-            if text:
-                return int(text)
-        time.sleep(0.2)
-    raise AssertionError(f"stage {stage} never started")

@@ -21,7 +21,8 @@ from spaceport_dagster.resources.owned_dirs import process_alive
 from spaceport_dagster.resources.storage import StorageResource
 from spaceport_dagster.runner import OWNER_TAG, reap_abandoned_runs
 
-from .conftest import dagster_home, dataset_images, stage_pid
+from .conftest import dagster_home, dataset_images
+from .stage_processes import seconds_until_gone, stage_pid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,12 +47,7 @@ def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _wait_gone(pid: int, timeout: float = 20) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if not process_alive(pid):
-            return True
-        time.sleep(0.2)
-    return False
+    return seconds_until_gone(pid, timeout) is not None
 
 
 def _spaceport(args: list[str], home: Path, scratch: Path) -> subprocess.Popen:

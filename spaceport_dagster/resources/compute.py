@@ -41,6 +41,7 @@ from .stage_watch import StageStopped, StageWatch
 from .storage import spaceport_home
 
 PipesResult = MaterializeResult | AssetCheckResult
+SCRATCH_PREFIX = "spaceport-stage-"  # a stage's scratch folder: <TMPDIR>/spaceport-stage-<dataset>-<stage>-...
 
 
 @dataclass
@@ -88,8 +89,8 @@ class LocalStageLauncher(StageLauncher):
         # The stage's own TMPDIR (COLMAP logs, temporary folders): removed afterwards, or by the next run when
         # this process was killed; its control folder carries the stage's pid and heartbeat.
         scratch_root = Path(tempfile.gettempdir())
-        sweep(scratch_root, "spaceport-stage-")
-        scratch = Path(tempfile.mkdtemp(prefix=f"spaceport-stage-{request.dataset}-{request.stage}-",
+        sweep(scratch_root, SCRATCH_PREFIX)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{request.dataset}-{request.stage}-",
                                         suffix=owner_tag(), dir=scratch_root))
         (scratch / "control").mkdir()
         (scratch / "tmp").mkdir()
