@@ -27,10 +27,7 @@ from dagster import (
     PipesSubprocessClient,
 )
 
-# Not exported by `dagster` (1.13.27): the one private import here. PipesSubprocessClient raises it for a
-# stage that exits non-zero, and nothing public names that case.
-from dagster._core.errors import DagsterPipesExecutionError
-
+from spaceport_dagster.dagster_private import DagsterPipesExecutionError
 from spaceport_dagster.stages.entry import FAILURE_FILE, STAGE_LOG_ENV
 from spaceport_dagster.stages.lifeline import PARENT_ENV
 
