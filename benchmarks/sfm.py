@@ -25,7 +25,7 @@ from typing import Any
 import pycolmap
 from md_table import markdown_table
 
-from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
 from spaceport_dagster.stages.sfm.stage import run
 
 STEPS = ("features", "matching", "mapping", "georegistration")

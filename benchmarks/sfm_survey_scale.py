@@ -63,7 +63,7 @@ def run_export(sparse: Path, image_set: Path, out: Path) -> dict[str, Any]:
     """The colmap_export stage with its defaults (no pipeline preset changes them), and the training size."""
     from PIL import Image
 
-    from spaceport_dagster.stages.export.export import run as export_run
+    from spaceport_dagster.stages.export.stage import run as export_run
 
     start = time.perf_counter()
     report = export_run({"sparse": str(sparse), "image_set": str(image_set)}, out, {}, logging.getLogger("bench"))
@@ -87,7 +87,7 @@ def run_one(survey: Path, work: Path, preset: str, overrides: dict[str, Any], wi
     import numpy as np
 
     from spaceport_dagster.demo.truth_check import compare_frame, umeyama
-    from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+    from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
     from spaceport_dagster.stages.sfm.stage import run
 
     log = logging.getLogger("bench")

@@ -11,7 +11,7 @@ import pytest
 
 from spaceport_dagster.resources.sagemaker.settings import StageSettings
 from spaceport_dagster.stages.config import ConfigError
-from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
 from spaceport_dagster.stages.sfm.camera_groups import camera_params, focal_prior_px, group_cameras
 from spaceport_dagster.stages.sfm.config import SfmConfig, load_config
 from spaceport_dagster.stages.sfm.matching import is_ordered_capture, select_matcher
