@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from spaceport_dagster.resources.owned_dirs import process_alive
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.stage_processes import seconds_until_gone, stage_pid  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LUND = REPO.parent / "shared" / "datasets" / "lund" / "images"
@@ -114,27 +115,6 @@ def run_statuses(home: Path) -> list[str]:
 
     with DagsterInstance.from_config(str(home)) as instance:
         return sorted(r.status.value for r in instance.get_runs())
-
-
-def wait_gone(pid: int, timeout: float) -> float | None:
-    """Seconds until `pid` was gone, None if it still lives after `timeout`."""
-    start = time.time()
-    while time.time() - start < timeout:
-        if not process_alive(pid):
-            return time.time() - start
-        time.sleep(0.05)
-    return None
-
-
-def stage_pid(tmpdir: Path, stage: str, timeout: float = 300) -> int:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for pid_file in tmpdir.glob(f"spaceport-stage-*-{stage}-*/control/stage.pid"):
-            text = pid_file.read_text().strip()
-            if text:
-                return int(text)
-        time.sleep(0.1)
-    raise TimeoutError(f"stage {stage} never started")
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -363,11 +343,11 @@ def interrupt_case(cat: Catalogue, sig: int, photos: Path) -> None:
         tmpdir.mkdir(parents=True)
         proc = cli_background(["run", str(photos), "--dataset", "six", "--until", "sparse_reconstruction"], home,
                               tmpdir)
-        stage = stage_pid(tmpdir, "sfm")
+        stage = stage_pid(tmpdir, "sfm", timeout=300)
         time.sleep(2.0)  # mid-stage
         os.kill(proc.pid, sig)
         out, err = proc.communicate(timeout=120)
-        gone = wait_gone(stage, 5)
+        gone = seconds_until_gone(stage, 5)
         dataset = home / "artifacts" / "six"
         leftovers = [p.name for p in dataset.iterdir() if p.name.endswith(".tmp")] + \
                     [p.name for p in tmpdir.glob("spaceport-stage-*")]
@@ -396,7 +376,7 @@ def stage_killed_case(cat: Catalogue, photos: Path) -> None:
         tmpdir.mkdir(parents=True)
         proc = cli_background(["run", str(photos), "--dataset", "six", "--until", "sparse_reconstruction"], home,
                               tmpdir)
-        stage = stage_pid(tmpdir, "sfm")
+        stage = stage_pid(tmpdir, "sfm", timeout=300)
         time.sleep(2.0)
         os.kill(stage, signal.SIGKILL)  # as the OOM killer would
         out, err = proc.communicate(timeout=300)

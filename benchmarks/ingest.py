@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from spaceport_dagster.resources.artifact_store import LocalArtifactStore
-from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
 
 
 def measure(folder: Path, repeat: int) -> dict[str, Any]:

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pycolmap
+from md_table import markdown_table
 
-from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
 from spaceport_dagster.stages.sfm.stage import run
 
 STEPS = ("features", "matching", "mapping", "georegistration")
@@ -87,17 +88,15 @@ def bench(paths: list[Path], preset: str, overrides: dict[str, Any], log: loggin
     return rows
 
 
+COLUMNS = ["dataset", "preset", "registered", "points", "track", "reproj px", "matcher", "features s", "matching s",
+           "mapping s", "georeg s", "total s", "CPU s", "GPS RMS m", "load"]
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| dataset | preset | registered | points | track | reproj px | matcher | features s | matching s | "
-            "mapping s | georeg s | total s | CPU s | GPS RMS m | load |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        lines.append(
-            f"| {r['dataset']} | {r['preset']} | {r['registered']} | {r['points']:,} | {r['mean_track_length']:.2f} | "
-            f"{r['reprojection_px']} | {r['matcher']} | {r['features_s']} | {r['matching_s']} | {r['mapping_s']} | "
-            f"{r['georegistration_s']} | {r['total_s']} | {r['cpu_s']} | {r['georegistration_residual_m']} | "
-            f"{r['load_avg_1min_before']} |")
-    return "\n".join(lines)
+    return markdown_table(COLUMNS, ([
+        r["dataset"], r["preset"], r["registered"], f"{r['points']:,}", f"{r['mean_track_length']:.2f}",
+        r["reprojection_px"], r["matcher"], r["features_s"], r["matching_s"], r["mapping_s"], r["georegistration_s"],
+        r["total_s"], r["cpu_s"], r["georegistration_residual_m"], r["load_avg_1min_before"]] for r in rows))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from md_table import markdown_table  # noqa: E402
 from sfm import machine  # noqa: E402
 
 STEPS = ("features", "matching", "mapping", "georegistration")
@@ -62,7 +63,7 @@ def run_export(sparse: Path, image_set: Path, out: Path) -> dict[str, Any]:
     """The colmap_export stage with its defaults (no pipeline preset changes them), and the training size."""
     from PIL import Image
 
-    from spaceport_dagster.stages.export.export import run as export_run
+    from spaceport_dagster.stages.export.stage import run as export_run
 
     start = time.perf_counter()
     report = export_run({"sparse": str(sparse), "image_set": str(image_set)}, out, {}, logging.getLogger("bench"))
@@ -86,7 +87,7 @@ def run_one(survey: Path, work: Path, preset: str, overrides: dict[str, Any], wi
     import numpy as np
 
     from spaceport_dagster.demo.truth_check import compare_frame, umeyama
-    from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+    from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
     from spaceport_dagster.stages.sfm.stage import run
 
     log = logging.getLogger("bench")
@@ -136,19 +137,18 @@ def run_one(survey: Path, work: Path, preset: str, overrides: dict[str, Any], wi
     return row
 
 
+COLUMNS = ["photos", "size", "registered", "points", "matcher / mapper", "verified pairs", "features s", "matching s",
+           "mapping s", "total s", "CPU s", "peak RSS GB", "frame", "up error deg", "scale error % (GPS-implied)",
+           "rigid RMS m (% of height)", "upright"]
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| photos | size | registered | points | matcher / mapper | verified pairs | features s | matching s | mapping s | total s "
-            "| CPU s | peak RSS GB | frame | up error deg | scale error % (GPS-implied) | rigid RMS m (% of height) | upright |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        lines.append(
-            f"| {r['photos']} | {r['size']} | {r['registered']} | {r['points']:,} | {r['matcher']} / {r['mapper']} | "
-            f"{r.get('verified_pairs')} | "
-            f"{r['features_s']} | {r['matching_s']} | {r['mapping_s']} | {r['total_s']} | {r['cpu_s']} | "
-            f"{r['peak_rss_gb']} | {r['frame']} | {r.get('up_error_deg')} | {r.get('scale_error_pct')} "
-            f"({r.get('gps_implied_scale_error_pct')}) | "
-            f"{r.get('rigid_rms_m')} ({r.get('rigid_rms_pct_of_height')} %) | {r['checks'].get('upright')} |")
-    return "\n".join(lines)
+    return markdown_table(COLUMNS, ([
+        r["photos"], r["size"], r["registered"], f"{r['points']:,}", f"{r['matcher']} / {r['mapper']}",
+        r.get("verified_pairs"), r["features_s"], r["matching_s"], r["mapping_s"], r["total_s"], r["cpu_s"],
+        r["peak_rss_gb"], r["frame"], r.get("up_error_deg"),
+        f"{r.get('scale_error_pct')} ({r.get('gps_implied_scale_error_pct')})",
+        f"{r.get('rigid_rms_m')} ({r.get('rigid_rms_pct_of_height')} %)", r["checks"].get("upright")] for r in rows))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train as ours_bench  # noqa: E402  (benchmarks/train.py)
+from md_table import markdown_table  # noqa: E402
 
 PEER_LINE = re.compile(r"^PEER \S+ (.*)$")
 
@@ -91,10 +92,8 @@ COLUMNS = ["dataset", "trainer", "steps", "wall_s", "gaussians", "psnr", "ssim",
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in sorted(rows, key=lambda r: (r["dataset"], r["trainer"], int(r.get("steps") or 0))):
-        lines.append("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in COLUMNS) + " |")
-    return "\n".join(lines)
+    ordered = sorted(rows, key=lambda r: (r["dataset"], r["trainer"], int(r.get("steps") or 0)))
+    return markdown_table(COLUMNS, ([r.get(c) for c in COLUMNS] for r in ordered))
 
 
 def main() -> None:

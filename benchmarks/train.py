@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from md_table import markdown_table
+
 SCORER_KEYS = {"psnr_black": "scorer_psnr", "ssim_black": "scorer_ssim", "alpha_mean": "scorer_alpha",
                "psnr_flat_mean_colour": "scorer_flat_psnr"}
 
@@ -81,10 +83,7 @@ COLUMNS = ["dataset", "variant", "steps", "to_ply_s", "train_loop_s", "gaussians
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        lines.append("| " + " | ".join(str(r[c]) if c in r else "" for c in COLUMNS) + " |")
-    return "\n".join(lines)
+    return markdown_table(COLUMNS, ([r.get(c) for c in COLUMNS] for r in rows))
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ done
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 [[ -n "$TAG" ]] || TAG="$(bash scripts/build-images.sh --print-tag)"
-if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then ENGINE=docker; else ENGINE=buildah; fi
+ENGINE="$(bash scripts/build-images.sh --print-engine)"  # the engine build-images.sh builds with
 
 bash scripts/build-images.sh --engine "$ENGINE" --images "$IMAGES" --tag "$TAG" "${BUILD_ARGS[@]}"
 [[ "$PUSH" == 1 ]] || { echo "built with tag $TAG (not pushed)"; exit 0; }

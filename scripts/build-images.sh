@@ -4,6 +4,7 @@
 #   scripts/build-images.sh [--images "ingest sfm sog train"] [--tag TAG] [--engine docker|buildah]
 #                           [--base IMAGE] [--debian-base] [--sizes FILE.json] [--build-arg K=V ...]
 #   scripts/build-images.sh --print-tag    (the default tag, then exit; containers/build_and_push.sh uses it)
+#   scripts/build-images.sh --print-engine (docker or buildah, the engine it would build with, then exit)
 #
 # Images: spaceport-ingest (image_set), spaceport-sfm (sparse_reconstruction and colmap_export), spaceport-train
 # (splat_model: CUDA torch, gsplat compiled for sm_86 and sm_90), spaceport-sog (sogs_bundle); "opensfm" is built
@@ -33,6 +34,7 @@ SIZES=""
 EXTRA_ARGS=()
 CA_BUNDLE="${SPACEPORT_BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 PRINT_TAG=0
+PRINT_ENGINE=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --images) IMAGES="$2"; shift 2 ;;
@@ -43,7 +45,8 @@ while [[ $# -gt 0 ]]; do
     --sizes) SIZES="$2"; shift 2 ;;
     --build-arg) EXTRA_ARGS+=("$2"); shift 2 ;;
     --print-tag) PRINT_TAG=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --print-engine) PRINT_ENGINE=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "build-images: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -65,6 +68,7 @@ if [[ -z "$ENGINE" ]]; then
   else echo "build-images: neither a Docker daemon nor buildah found (apt-get install buildah)" >&2; exit 2
   fi
 fi
+[[ "$PRINT_ENGINE" == 0 ]] || { echo "$ENGINE"; exit 0; }
 
 buildah_() { buildah --storage-driver vfs "$@"; }
 

@@ -15,6 +15,8 @@ replace it here and nowhere else.
 - The run-worker health check a run launcher reports to the run monitor (`CheckRunHealthResult`,
   `WorkerStatus`): `RunLauncher.check_run_worker_health` is the documented extension point, but its result
   types are not exported.
+- The error `PipesSubprocessClient` raises for a stage that exits non-zero (`DagsterPipesExecutionError`): the
+  local launcher turns it into a Failure naming the stage's own reason; nothing public names that case.
 - Storing an asset backfill (`PartitionBackfill`, `make_new_backfill_id`): Dagster's supported ways to start
   one are the UI and its GraphQL mutation `launchPartitionBackfill`, which need a running webserver (the
   `DagsterGraphQLClient` has no backfill call either); `RunRequest.for_asset_graph_subset` is documented as
@@ -23,6 +25,7 @@ replace it here and nowhere else.
 """
 
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+from dagster._core.errors import DagsterPipesExecutionError
 from dagster._core.events import EngineEventData
 from dagster._core.execution.api import execute_run
 from dagster._core.execution.backfill import PartitionBackfill
@@ -33,6 +36,7 @@ from dagster._core.workspace.load import location_origins_from_yaml_paths
 
 __all__ = [
     "CheckRunHealthResult",
+    "DagsterPipesExecutionError",
     "EngineEventData",
     "PartitionBackfill",
     "ReconstructableJob",

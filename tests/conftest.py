@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,16 +65,31 @@ def bucket(aws_env: str) -> str:
     return name
 
 
+def dagster_home(folder: Path) -> Path:
+    """`folder`, made a Dagster home with telemetry off: where every test instance here keeps its runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return folder
+
+
+def resources_for_test_stages(home: Path) -> dict[str, Any]:
+    """`storage` under `home/artifacts` and a local `compute` that runs the stages in tests/stages/."""
+    from spaceport_dagster.resources.compute import LocalStageLauncher
+    from spaceport_dagster.resources.storage import StorageResource
+
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    compute = LocalStageLauncher(stages_package="tests.stages", env={"PYTHONPATH": pythonpath})
+    return {"storage": StorageResource(root=str(home / "artifacts")), "compute": compute}
+
+
 @pytest.fixture
 def spaceport_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private SPACEPORT_HOME (artifacts + Dagster instance) for one test."""
-    home = tmp_path / "home"
-    home.mkdir()
+    home = dagster_home(tmp_path / "home")
     monkeypatch.setenv("SPACEPORT_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.delenv("SPACEPORT_ARTIFACT_ROOT", raising=False)
     monkeypatch.delenv("SPACEPORT_UPLOADS", raising=False)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     return home
 
 
@@ -101,13 +116,3 @@ def publish_files(store, dataset: str, asset: str, files: dict[str, bytes]) -> s
         return store.publish(staging)
 
 
-def stage_pid(scratch: Path, stage: str, timeout: float = 120) -> int:
-    """The pid of the `stage` process a run started under the TMPDIR `scratch` (waits for it to start)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for pid_file in scratch.glob(f"spaceport-stage-*-{stage}-*/control/stage.pid"):
-            text = pid_file.read_text().strip()
-            if text:
-                return int(text)
-        time.sleep(0.2)
-    raise AssertionError(f"stage {stage} never started")

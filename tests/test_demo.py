@@ -16,7 +16,7 @@ from spaceport_dagster.demo.flight import FlightPlan, attitude, plan_cameras
 from spaceport_dagster.demo.geodesy import enu_to_geodetic, geodetic_to_enu
 from spaceport_dagster.demo.scene import SceneSpec
 from spaceport_dagster.demo.survey import SurveySpec, generate_survey, is_current
-from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
 from spaceport_dagster.stages.sfm.camera_groups import focal_prior_px
 
 SMALL = SurveySpec(

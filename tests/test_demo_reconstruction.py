@@ -10,7 +10,7 @@ import pytest
 
 from spaceport_dagster.demo.survey import SurveySpec, generate_survey
 from spaceport_dagster.demo.truth_check import compare_artifact
-from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from spaceport_dagster.stages.config import ConfigError
-from spaceport_dagster.stages.export.export import run
+from spaceport_dagster.stages.export.stage import run
 from spaceport_dagster.stages.export.verify import verify_export
 
 LOG = logging.getLogger("test_export")

@@ -21,7 +21,8 @@ from spaceport_dagster.resources.owned_dirs import process_alive
 from spaceport_dagster.resources.storage import StorageResource
 from spaceport_dagster.runner import OWNER_TAG, reap_abandoned_runs
 
-from .conftest import dataset_images, stage_pid
+from .conftest import dagster_home, dataset_images
+from .stage_processes import seconds_until_gone, stage_pid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,12 +47,7 @@ def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _wait_gone(pid: int, timeout: float = 20) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if not process_alive(pid):
-            return True
-        time.sleep(0.2)
-    return False
+    return seconds_until_gone(pid, timeout) is not None
 
 
 def _spaceport(args: list[str], home: Path, scratch: Path) -> subprocess.Popen:
@@ -118,9 +114,7 @@ def _materialize(home: Path, selection: list[str], config: dict, raise_on_error:
 
 def _home_with_image_set(tmp_path: Path, six_photos: Path) -> Path:
     """A fresh home whose dataset "six" has its image_set published (what the stage-fault tests start from)."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    home = dagster_home(tmp_path / "home")
     DagsterInstance.local_temp(str(home)).add_dynamic_partitions("datasets", ["six"])
     _materialize(home, ["image_set"], {"image_set": {"source": str(six_photos)}})
     return home

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
 from spaceport_dagster.stages.sfm.gps_outliers import gps_consensus
 from spaceport_dagster.stages.sfm.stage import run as run_sfm
 

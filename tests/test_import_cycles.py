@@ -84,3 +84,24 @@ def test_the_package_has_no_import_cycles() -> None:
     graph = import_graph()
     assert len(graph) > 100 and "spaceport_dagster.runner" in graph["spaceport_dagster.cli"]
     assert cycles(graph) == []
+
+
+def private_dagster_imports(package: Path = PACKAGE) -> dict[str, list[str]]:
+    """module -> the private Dagster modules (`dagster._…`, `dagster_aws._…`) it imports."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        modules = [node.module or "" for node in ast.walk(ast.parse(path.read_text(), str(path)))
+                   if isinstance(node, ast.ImportFrom)]
+        modules += [alias.name for node in ast.walk(ast.parse(path.read_text(), str(path)))
+                    if isinstance(node, ast.Import) for alias in node.names]
+        private = sorted(m for m in modules if m.split(".")[0].startswith("dagster") and "._" in m)
+        if private:
+            found[_module_name(path, package)] = private
+    return found
+
+
+def test_private_dagster_imports_live_in_dagster_private_only() -> None:
+    """dagster_private.py says why each one is needed; a new one elsewhere would escape that list."""
+    found = private_dagster_imports()
+    assert set(found) == {"spaceport_dagster.dagster_private"}, found
+    assert "dagster._core.errors" in found["spaceport_dagster.dagster_private"]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
 from spaceport_dagster.stages.ingest.sources import iter_source
+from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
 
 from .conftest import dataset_images
 

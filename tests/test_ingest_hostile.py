@@ -16,9 +16,9 @@ import pycolmap
 import pytest
 from PIL import Image
 
-from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
 from spaceport_dagster.stages.ingest.normalize import clean_jpeg
 from spaceport_dagster.stages.ingest.sources import iter_source
+from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
 
 LOG = logging.getLogger("test")
 RNG = np.random.default_rng(7)

@@ -25,7 +25,8 @@ from spaceport_dagster.resources.artifact_store import LocalArtifactStore
 from spaceport_dagster.resources.owned_dirs import process_alive
 from spaceport_dagster.run_launcher import worker_of
 
-from .conftest import REPO, dataset_images, stage_pid
+from .conftest import REPO, dataset_images
+from .stage_processes import stage_pid
 
 SHIPPED_YAML = REPO / "spaceport_dagster" / "dagster.yaml"
 DATASET = "killed"

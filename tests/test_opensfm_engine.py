@@ -175,7 +175,7 @@ def test_real_opensfm_cli_on_lund(tmp_path: Path) -> None:
 
 
 def test_sfm_stage_with_the_opensfm_engine(no_opensfm: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+    from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
     from spaceport_dagster.stages.sfm.stage import run
 
     monkeypatch.setenv(engine.ENV_VAR, str(_stand_in(tmp_path)))
@@ -195,7 +195,7 @@ def test_sfm_stage_with_the_opensfm_engine(no_opensfm: None, monkeypatch: pytest
 
 def test_sfm_stage_reports_an_empty_opensfm_result_through_the_gates(no_opensfm: None, monkeypatch: pytest.MonkeyPatch,
                                                                       tmp_path: Path) -> None:
-    from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+    from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
     from spaceport_dagster.stages.sfm.stage import run
 
     monkeypatch.setenv(engine.ENV_VAR, str(_stand_in(tmp_path, empty=True)))

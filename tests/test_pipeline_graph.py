@@ -12,15 +12,14 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFil
 from spaceport_dagster.resources.artifact_store import LocalArtifactStore
 from spaceport_dagster.runner import run_pipeline
 
-from .conftest import dataset_images
+from .conftest import dagster_home, dataset_images
 from .test_sfm_stage import UNRELATED
 
 pytestmark = pytest.mark.slow
 
 
 def _run(tmp_path_factory: pytest.TempPathFactory, dataset: str, source: Path, until: str = "colmap_export"):
-    home = tmp_path_factory.mktemp(f"home-{dataset}")
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    home = dagster_home(tmp_path_factory.mktemp(f"home-{dataset}"))
     instance = DagsterInstance.local_temp(str(home))
     with pytest.MonkeyPatch.context() as env:  # the run's steps build their resources from the environment
         env.setenv("SPACEPORT_HOME", str(home))

@@ -33,13 +33,13 @@ from dagster._utils import tail_file
 
 from spaceport_dagster.assets.stage_asset import run_stage_asset
 from spaceport_dagster.resources.artifact_store import LocalArtifactStore
-from spaceport_dagster.resources.compute import LocalStageLauncher, StageLauncher
+from spaceport_dagster.resources.compute import StageLauncher
 from spaceport_dagster.resources.pipes_messages import WholeLineFileMessageReader
 from spaceport_dagster.resources.storage import StorageResource
 
+from .conftest import dagster_home, resources_for_test_stages
 from .stages import chatty
 
-REPO = Path(__file__).resolve().parents[1]
 DATASET = "talkative"
 CHECKS = 3
 
@@ -90,16 +90,9 @@ def test_a_message_visible_in_parts_is_read_once_whole() -> None:
 
 
 def _home_and_resources(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
-    """A private Dagster home (telemetry off) and the resources of a run whose artifacts go under it."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    return home, {"storage": StorageResource(root=str(home / "artifacts")), "compute": _launcher()}
-
-
-def _launcher(**kwargs: Any) -> LocalStageLauncher:
-    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    return LocalStageLauncher(stages_package="tests.stages", env={"PYTHONPATH": pythonpath}, **kwargs)
+    """A private Dagster home and the resources of a run of the test stages whose artifacts go under it."""
+    home = dagster_home(tmp_path / "home")
+    return home, resources_for_test_stages(home)
 
 
 def _asset(stage: str, config: dict[str, Any], checks: int = 0):
@@ -165,12 +158,17 @@ def _step_failure(result: Any) -> str:
     return failures[0].step_failure_data.error.message if failures else "no step failure event"
 
 
+def _run_garbled(instance: DagsterInstance, resources: dict[str, Any], **config: bool) -> Any:
+    """A run of the `garbled` test stage (one blocking check) with `config`; failures are returned, not raised."""
+    return materialize([_asset("garbled", config, checks=1)], resources=resources, instance=instance,
+                       partition_key=DATASET, raise_on_error=False)
+
+
 def test_a_message_that_cannot_be_read_fails_the_step_naming_the_stage_and_a_retry_publishes(tmp_path: Path) -> None:
     home, resources = _home_and_resources(tmp_path)
     store = LocalArtifactStore(home / "artifacts")
     with DagsterInstance.local_temp(str(home)) as instance:
-        broken = materialize([_asset("garbled", {"garble": True}, checks=1)], resources=resources,
-                             instance=instance, partition_key=DATASET, raise_on_error=False)
+        broken = _run_garbled(instance, resources, garble=True)
         assert not broken.success
         message = _step_failure(broken)
         assert "stage garbled finished for dataset 'talkative'" in message
@@ -178,8 +176,7 @@ def test_a_message_that_cannot_be_read_fails_the_step_naming_the_stage_and_a_ret
         assert "message 3 (byte " in message and "not a whole JSON message" in message
         assert "Unterminated string" in message
         assert not store.exists(DATASET, "talk")
-        retried = materialize([_asset("garbled", {"garble": False}, checks=1)], resources=resources,
-                              instance=instance, partition_key=DATASET, raise_on_error=False)
+        retried = _run_garbled(instance, resources, garble=False)
         assert retried.success, _step_failure(retried)
         assert store.exists(DATASET, "talk")
         assert retried.get_asset_check_evaluations()[0].passed
@@ -189,8 +186,7 @@ def test_a_message_that_cannot_be_read_fails_the_step_naming_the_stage_and_a_ret
 def test_a_stage_that_ends_without_its_closing_message_fails_the_step(tmp_path: Path) -> None:
     home, resources = _home_and_resources(tmp_path)
     with DagsterInstance.local_temp(str(home)) as instance:
-        result = materialize([_asset("garbled", {"vanish": True}, checks=1)], resources=resources,
-                             instance=instance, partition_key=DATASET, raise_on_error=False)
+        result = _run_garbled(instance, resources, vanish=True)
     assert not result.success
     message = _step_failure(result)
     assert "stage garbled finished" in message

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from spaceport_dagster.presets import PIPELINE_PRESETS, stage_presets
-from spaceport_dagster.stages.export.export import ExportConfig
+from spaceport_dagster.stages.export.stage import ExportConfig
 from spaceport_dagster.stages.sfm.config import load_config as sfm_config
 from spaceport_dagster.stages.sfm.reconstruct import MAX_UPSAMPLED_SIDE, extraction_options, sift_long_side
 from spaceport_dagster.stages.train.config import load_config as train_config

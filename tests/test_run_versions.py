@@ -7,7 +7,6 @@ that publishes a newer `words` (as a concurrent rerun would, between two steps o
 reads `words`.
 """
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,13 @@ from dagster import (
 from spaceport_dagster.assets.run_versions import INPUT_VERSIONS_KEY, VERSION_KEY
 from spaceport_dagster.assets.stage_asset import run_stage_asset
 from spaceport_dagster.resources.artifact_store import LocalArtifactStore
-from spaceport_dagster.resources.compute import LocalStageLauncher, StageLauncher
+from spaceport_dagster.resources.compute import StageLauncher
 from spaceport_dagster.resources.storage import StorageResource
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import dagster_home, resources_for_test_stages
+
 DATASET = "site-1"
 PARTITIONS = StaticPartitionsDefinition([DATASET])
-
-
-def _resources(home: Path) -> dict[str, Any]:
-    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    launcher = LocalStageLauncher(stages_package="tests.stages", env={"PYTHONPATH": pythonpath})
-    return {"storage": StorageResource(root=str(home / "artifacts")), "compute": launcher}
 
 
 @asset(partitions_def=PARTITIONS)
@@ -63,9 +57,8 @@ def _materialization(instance: DagsterInstance, run_id: str, asset: str) -> dict
 
 
 def test_a_later_step_reads_the_version_its_own_run_published(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    resources = _resources(home)
+    home = dagster_home(tmp_path / "home")
+    resources = resources_for_test_stages(home)
     store = LocalArtifactStore(home / "artifacts")
     with DagsterInstance.local_temp(str(home)) as instance:
         first = materialize([words, meddle, echo], partition_key=DATASET, instance=instance, resources=resources,

@@ -18,7 +18,7 @@ import pytest
 from spaceport_dagster.demo.survey import generate_survey
 from spaceport_dagster.demo.truth_check import compare_frame, umeyama
 from spaceport_dagster.demo.variants import survey_for
-from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
 from spaceport_dagster.stages.report import StageReport
 from spaceport_dagster.stages.sfm.stage import run as run_sfm
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pycolmap
 import pytest
 
+from spaceport_dagster.resources.sagemaker.settings import StageSettings
 from spaceport_dagster.stages.config import ConfigError
-from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
 from spaceport_dagster.stages.sfm.camera_groups import camera_params, focal_prior_px, group_cameras
 from spaceport_dagster.stages.sfm.config import SfmConfig, load_config
 from spaceport_dagster.stages.sfm.matching import is_ordered_capture, select_matcher
@@ -156,3 +157,14 @@ def test_sift_up_samples_only_small_images() -> None:
     assert extraction_options(fast, sift_long_side(fast, 5472, 3648)).sift.first_octave == -1
     assert extraction_options(quality, sift_long_side(quality, 5472, 3648)).sift.first_octave == 0
     assert extraction_options(quality, sift_long_side(quality, 1600, 900)).sift.first_octave == -1
+
+
+def test_every_choice_field_names_its_choices_and_the_bad_value() -> None:
+    """check_choices reads the choices from the fields' Literal annotations: one source for type and check."""
+    with pytest.raises(ConfigError, match=r"matcher must be 'auto', 'exhaustive', 'spatial', 'sequential' or "
+                                          r"'vocab_tree', not 'nearest'"):
+        load_config({"matcher": "nearest"})
+    with pytest.raises(ConfigError, match="mapper must be 'incremental' or 'global', not 'hierarchical'"):
+        load_config({"mapper": "hierarchical"})
+    with pytest.raises(ValueError, match="job_kind must be 'processing' or 'training', not 'batch'"):
+        StageSettings("ml.c6i.xlarge", 30, 3600, job_kind="batch")  # type: ignore[arg-type]

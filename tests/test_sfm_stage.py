@@ -16,8 +16,8 @@ import numpy as np
 import pycolmap
 import pytest
 
-from spaceport_dagster.stages.export.export import run as run_export
-from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+from spaceport_dagster.stages.export.stage import run as run_export
+from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
 from spaceport_dagster.stages.report import StageReport
 from spaceport_dagster.stages.sfm.georegister import gps_positions
 from spaceport_dagster.stages.sfm.stage import run as run_sfm

@@ -18,7 +18,7 @@ from pathlib import Path
 import pycolmap
 import pytest
 
-from spaceport_dagster.stages.ingest.ingest import IngestConfig, ingest
+from spaceport_dagster.stages.ingest.stage import IngestConfig, ingest
 from spaceport_dagster.stages.sfm.config import load_config
 from spaceport_dagster.stages.sfm.reconstruct import extract
 from spaceport_dagster.stages.sfm.stage import read_manifest

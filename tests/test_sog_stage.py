@@ -93,6 +93,8 @@ def test_stage_with_photos(scene, tmp_path: Path):
     assert len(read_sog(out / "demo.sog")) == len(cloud)
     saved = json.loads((out / "report.json").read_text())
     assert {c["name"] for c in saved["checks"]} == CHECKS
+    assert saved["metadata"]["bundle"] == str(out / "demo.sog")  # typed values saved plain, not {raw_value, type}
+    assert saved["metadata"]["file_bytes"] == m["file_bytes"]["raw_value"]
 
 
 def test_psnr_drop_that_cannot_be_measured_fails_and_says_why(scene, tmp_path: Path):
@@ -137,6 +139,7 @@ def test_stage_cli_fails_a_gate(scene, tmp_path: Path):
     assert not checks["size_ratio"]["passed"] and "required >= 1000" in checks["size_ratio"]["description"]
     assert checks["roundtrip_within_bounds"]["passed"] and out["metadata"]["sh_bands"] == 1
     assert (tmp_path / "out" / "strict.sog").is_file()
+    assert out["metadata"]["bundle"] == str(tmp_path / "out" / "strict.sog")  # printed plain, not {raw_value, type}
 
 
 def test_stage_input_and_config_errors(tmp_path: Path):

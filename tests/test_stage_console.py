@@ -8,23 +8,19 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, materialize
 
-from spaceport_dagster.resources.storage import StorageResource
-
-from .test_pipes_messages import _asset, _launcher
+from .conftest import dagster_home, resources_for_test_stages
+from .test_pipes_messages import _asset
 
 
 def test_glog_lines_stay_off_the_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capfd: pytest.CaptureFixture) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    home = dagster_home(tmp_path / "home")
     monkeypatch.setenv("SPACEPORT_HOME", str(home))
     talk = _asset("noisy", {"lines": 40})
     with DagsterInstance.local_temp(str(home)) as instance:
         result = materialize([talk], instance=instance, partition_key="talkative",
                              run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},  # as the CLI
-                             resources={"storage": StorageResource(root=str(home / "artifacts")),
-                                        "compute": _launcher()})
+                             resources=resources_for_test_stages(home))
         assert result.success
         console = capfd.readouterr()
         assert "noisy glog line" not in console.out + console.err

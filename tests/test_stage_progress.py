@@ -12,23 +12,19 @@ from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, materialize
 
-from spaceport_dagster.resources.storage import StorageResource
-
-from .test_pipes_messages import DATASET, _asset, _launcher
+from .conftest import dagster_home, resources_for_test_stages
+from .test_pipes_messages import DATASET, _asset
 
 PAUSE_S = 3.0
 
 
 def test_progress_lines_are_logged_as_they_happen(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    home = dagster_home(tmp_path / "home")
     config = {"threads": 1, "lines_per_thread": 3, "pause_s": PAUSE_S, "wide_every": 1000, "image_px": 8,
               "checks": 0, "table_rows": 1}
     with DagsterInstance.local_temp(str(home)) as instance:
         result = materialize([_asset("chatty", config)], instance=instance, partition_key=DATASET,
-                             resources={"storage": StorageResource(root=str(home / "artifacts")),
-                                        "compute": _launcher()})
+                             resources=resources_for_test_stages(home))
         assert result.success
         entries = instance.all_logs(result.run_id)
         stamps = [e.timestamp for e in entries if e.user_message.startswith("chatty t0 #")]

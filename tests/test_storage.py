@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -307,3 +308,16 @@ def test_compute_resource_picks_its_launcher_when_a_stage_launches(monkeypatch: 
     with pytest.raises(ValueError, match="SPACEPORT_COMPUTE='lambda' is not a known launcher"):
         compute.launcher()
     assert isinstance(EnvironmentStageLauncher(kind="local").launcher(), LocalStageLauncher)  # set wins
+
+
+def test_every_resource_setting_says_where_it_comes_from_in_the_ui() -> None:
+    """The definitions' resources leave their fields empty (an EnvVar fails a run when its variable is unset):
+    the description the UI shows beside each field must name the variable read instead."""
+    from spaceport_dagster.definitions import defs
+
+    assert set(defs.resources) == {"storage", "compute", "notifier"}
+    for key, resource in defs.resources.items():
+        fields = resource.get_resource_definition().config_schema.config_type.fields
+        assert fields, key
+        for name, field in fields.items():
+            assert re.search(r"\b(SPACEPORT|AWS)_[A-Z_]+\b", field.description or ""), (key, name, field.description)

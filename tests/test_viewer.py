@@ -11,6 +11,8 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from PIL import Image
 
 from spaceport_dagster.stages.ply import GaussianCloud
 from spaceport_dagster.viewer.server import (
+    Bundle,
     ViewerSetupError,
     bundle_quality,
     playcanvas_module,
@@ -133,28 +136,36 @@ def non_background_fraction(png: bytes) -> float:
     return float((np.abs(pixels - background).max(axis=2) > 12).mean())
 
 
-def view_in_chromium(target: str, shot: Path) -> tuple[dict, float, list[str]]:
+@contextmanager
+def viewer_page(target: str, height: int = 700) -> Iterator[tuple[Browser, Bundle]]:
+    """`spaceport view target` loaded in headless Chromium until the page is ready or reports an error; skips
+    where no browser can run."""
     if find_chromium() is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium)")
-    server, _ = start_server(target, port=0)
+    server, bundle = start_server(target, port=0)
     try:
-        with Browser(1024, 700, timeout=60) as browser:
+        with Browser(1024, height, timeout=60) as browser:
             browser.goto(f"http://127.0.0.1:{server.server_address[1]}/")
             browser.wait_for("['ready', 'error'].includes(document.body.dataset.state)", timeout=180)
-            page = browser.evaluate("({state: document.body.dataset.state, splats: document.body.dataset.splats,"
-                                    " shown: document.getElementById('splats').textContent,"
-                                    " size: document.getElementById('bundle-size').textContent,"
-                                    " psnr: document.getElementById('psnr').textContent,"
-                                    " status: document.getElementById('status').textContent})")
-            # hide the overlays so that only the canvas counts
-            browser.evaluate("document.getElementById('panel').style.display = 'none';"
-                             "document.getElementById('help').style.display = 'none'")
-            png = browser.screenshot(shot)
-            return page, non_background_fraction(png), browser.log.errors
+            yield browser, bundle
     except BrowserUnavailable as exc:
         pytest.skip(str(exc))
     finally:
         server.shutdown()
+
+
+def view_in_chromium(target: str, shot: Path) -> tuple[dict, float, list[str]]:
+    with viewer_page(target) as (browser, _):
+        page = browser.evaluate("({state: document.body.dataset.state, splats: document.body.dataset.splats,"
+                                " shown: document.getElementById('splats').textContent,"
+                                " size: document.getElementById('bundle-size').textContent,"
+                                " psnr: document.getElementById('psnr').textContent,"
+                                " status: document.getElementById('status').textContent})")
+        # hide the overlays so that only the canvas counts
+        browser.evaluate("document.getElementById('panel').style.display = 'none';"
+                         "document.getElementById('help').style.display = 'none'")
+        png = browser.screenshot(shot)
+        return page, non_background_fraction(png), browser.log.errors
 
 
 def test_page_renders_the_splat_without_errors(sog_file: Path, tmp_path: Path) -> None:
@@ -170,54 +181,44 @@ def test_page_renders_the_splat_without_errors(sog_file: Path, tmp_path: Path) -
 
 def test_page_controls_top_down_north_arrow_scale_bar_and_cameras(sog_file: Path, tmp_path: Path) -> None:
     engine_or_skip()
-    if find_chromium() is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium)")
-    server, bundle = start_server(str(sog_file), port=0)
     height = 700
-    try:
-        with Browser(1024, height, timeout=60) as browser:
-            browser.goto(f"http://127.0.0.1:{server.server_address[1]}/")
-            browser.wait_for("['ready', 'error'].includes(document.body.dataset.state)", timeout=180)
-            assert browser.evaluate("document.body.dataset.state") == "ready"
-            assert browser.evaluate("document.body.dataset.progress") == "100"  # the download reported its progress
-            assert browser.evaluate("document.getElementById('camera-count').textContent") == "3"
-            assert browser.evaluate("document.body.dataset.cameras") == "3"
-            # top-down: straight down on the framed centre, north up, and a scale bar in round metres
-            browser.evaluate("document.getElementById('top-down').click()")
-            time.sleep(0.5)
-            assert abs(float(browser.evaluate("document.body.dataset.north"))) < 1.0
-            distance = bundle.frame["half_extent"] * 2.6  # the first framing's orbit distance
-            metres_per_pixel = 2 * distance * np.tan(np.radians(25)) / height
-            assert float(browser.evaluate("document.body.dataset.metresPerPixel")) == pytest.approx(
-                metres_per_pixel, rel=0.01)
-            label = browser.evaluate("document.getElementById('scale-label').textContent")
-            bar = float(browser.evaluate("document.getElementById('scale-bar').getBoundingClientRect().width"))
-            assert label == "2 m", label  # 140 px is 4.3 m here: the longest 1-2-5 length below is 2 m
-            assert bar == pytest.approx(2 / metres_per_pixel + 2 * 2, abs=1.5)  # plus the 2 px borders
-            hide = "document.getElementById('panel').style.display = 'none'"
-            browser.evaluate(hide)
-            with_cameras = np.asarray(Image.open(io.BytesIO(browser.screenshot(tmp_path / "cameras.png"))))
-            browser.evaluate("document.getElementById('panel').style.display = '';"
-                             "document.getElementById('show-cameras').click()")
-            assert browser.evaluate("document.body.dataset.cameras") == "0"
-            browser.evaluate(hide)
-            time.sleep(0.5)
-            without = np.asarray(Image.open(io.BytesIO(browser.screenshot(tmp_path / "no-cameras.png"))))
-            changed = (np.abs(with_cameras.astype(np.int16) - without).max(axis=2) > 40).mean()
-            assert changed > 2e-4, "hiding the cameras changed nothing on the screen"
-            # north up, east right: the south-west camera (-6, -6) is the left-most marker, in the lower half
-            ys, xs = np.nonzero(np.abs(with_cameras.astype(np.int16) - without).max(axis=2) > 40)
-            left = xs < xs.min() + 20
-            assert ys[left].mean() > height / 2 and xs.max() > 1024 / 2
-            # reset goes back to the oblique first view: north still up the screen, the scale unchanged
-            browser.evaluate("document.getElementById('reset').click()")
-            time.sleep(0.5)
-            assert abs(float(browser.evaluate("document.body.dataset.north"))) < 1.0
-            assert browser.evaluate("document.body.dataset.state") == "ready" and browser.log.errors == []
-    except BrowserUnavailable as exc:
-        pytest.skip(str(exc))
-    finally:
-        server.shutdown()
+    with viewer_page(str(sog_file), height) as (browser, bundle):
+        assert browser.evaluate("document.body.dataset.state") == "ready"
+        assert browser.evaluate("document.body.dataset.progress") == "100"  # the download reported its progress
+        assert browser.evaluate("document.getElementById('camera-count').textContent") == "3"
+        assert browser.evaluate("document.body.dataset.cameras") == "3"
+        # top-down: straight down on the framed centre, north up, and a scale bar in round metres
+        browser.evaluate("document.getElementById('top-down').click()")
+        time.sleep(0.5)
+        assert abs(float(browser.evaluate("document.body.dataset.north"))) < 1.0
+        distance = bundle.frame["half_extent"] * 2.6  # the first framing's orbit distance
+        metres_per_pixel = 2 * distance * np.tan(np.radians(25)) / height
+        assert float(browser.evaluate("document.body.dataset.metresPerPixel")) == pytest.approx(
+            metres_per_pixel, rel=0.01)
+        label = browser.evaluate("document.getElementById('scale-label').textContent")
+        bar = float(browser.evaluate("document.getElementById('scale-bar').getBoundingClientRect().width"))
+        assert label == "2 m", label  # 140 px is 4.3 m here: the longest 1-2-5 length below is 2 m
+        assert bar == pytest.approx(2 / metres_per_pixel + 2 * 2, abs=1.5)  # plus the 2 px borders
+        hide = "document.getElementById('panel').style.display = 'none'"
+        browser.evaluate(hide)
+        with_cameras = np.asarray(Image.open(io.BytesIO(browser.screenshot(tmp_path / "cameras.png"))))
+        browser.evaluate("document.getElementById('panel').style.display = '';"
+                         "document.getElementById('show-cameras').click()")
+        assert browser.evaluate("document.body.dataset.cameras") == "0"
+        browser.evaluate(hide)
+        time.sleep(0.5)
+        without = np.asarray(Image.open(io.BytesIO(browser.screenshot(tmp_path / "no-cameras.png"))))
+        changed = (np.abs(with_cameras.astype(np.int16) - without).max(axis=2) > 40).mean()
+        assert changed > 2e-4, "hiding the cameras changed nothing on the screen"
+        # north up, east right: the south-west camera (-6, -6) is the left-most marker, in the lower half
+        ys, xs = np.nonzero(np.abs(with_cameras.astype(np.int16) - without).max(axis=2) > 40)
+        left = xs < xs.min() + 20
+        assert ys[left].mean() > height / 2 and xs.max() > 1024 / 2
+        # reset goes back to the oblique first view: north still up the screen, the scale unchanged
+        browser.evaluate("document.getElementById('reset').click()")
+        time.sleep(0.5)
+        assert abs(float(browser.evaluate("document.body.dataset.north"))) < 1.0
+        assert browser.evaluate("document.body.dataset.state") == "ready" and browser.log.errors == []
 
 
 def test_page_reports_a_broken_bundle(tmp_path: Path, sog_file: Path) -> None:

@@ -27,10 +27,7 @@ from dagster import (
     PipesSubprocessClient,
 )
 
-# Not exported by `dagster` (1.13.27): the one private import here. PipesSubprocessClient raises it for a
-# stage that exits non-zero, and nothing public names that case.
-from dagster._core.errors import DagsterPipesExecutionError
-
+from spaceport_dagster.dagster_private import DagsterPipesExecutionError
 from spaceport_dagster.stages.entry import FAILURE_FILE, STAGE_LOG_ENV
 from spaceport_dagster.stages.lifeline import PARENT_ENV
 
@@ -41,6 +38,7 @@ from .stage_watch import StageStopped, StageWatch
 from .storage import spaceport_home
 
 PipesResult = MaterializeResult | AssetCheckResult
+SCRATCH_PREFIX = "spaceport-stage-"  # a stage's scratch folder: <TMPDIR>/spaceport-stage-<dataset>-<stage>-...
 
 
 @dataclass
@@ -88,8 +86,8 @@ class LocalStageLauncher(StageLauncher):
         # The stage's own TMPDIR (COLMAP logs, temporary folders): removed afterwards, or by the next run when
         # this process was killed; its control folder carries the stage's pid and heartbeat.
         scratch_root = Path(tempfile.gettempdir())
-        sweep(scratch_root, "spaceport-stage-")
-        scratch = Path(tempfile.mkdtemp(prefix=f"spaceport-stage-{request.dataset}-{request.stage}-",
+        sweep(scratch_root, SCRATCH_PREFIX)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{request.dataset}-{request.stage}-",
                                         suffix=owner_tag(), dir=scratch_root))
         (scratch / "control").mkdir()
         (scratch / "tmp").mkdir()

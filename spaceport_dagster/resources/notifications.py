@@ -29,11 +29,12 @@ class NotifierResource(ConfigurableResource):
 
     channel: str = Field(default="", description="'local' (log line + JSON file) or 'ses' (email, + JSON file); "
                                                  "empty: SPACEPORT_NOTIFY, else local")
-    folder: str = Field(default="", description="folder of the JSON records; default SPACEPORT_HOME/notifications")
+    folder: str = Field(default="", description="folder of the JSON records; empty: SPACEPORT_HOME/notifications")
     sender: str = Field(default="", description="SES From address (a verified identity); empty: "
                                                 "SPACEPORT_NOTIFY_FROM")
-    region: str | None = Field(default=None, description="SES region; default from the AWS environment")
-    endpoint_url: str | None = Field(default=None, description="SES endpoint (e.g. a moto server); default AWS_ENDPOINT_URL")
+    region: str | None = Field(default=None, description="SES region; empty: AWS_REGION / AWS_DEFAULT_REGION")
+    endpoint_url: str | None = Field(default=None, description="SES endpoint (e.g. a moto server); empty: "
+                                                               "AWS_ENDPOINT_URL")
 
     def channel_now(self) -> str:
         return self.channel or os.environ.get("SPACEPORT_NOTIFY", "local")

@@ -2,6 +2,12 @@
 
 Nothing is read from the environment when the definitions load: each resource reads its settings when a run
 uses it, so a run follows the environment it runs in (the CLI sets SPACEPORT_HOME before it runs).
+
+Why the fields are not set with `EnvVar` here: Dagster resolves an `EnvVar` when a run initialises the resource
+and fails the run when the variable is unset, in an Optional field too (dagster/_config/source.py; `EnvVar` has
+no default, dagster-io/dagster#16232). Every setting here is optional, and the SageMaker and SES ones are
+required only once SPACEPORT_COMPUTE / SPACEPORT_NOTIFY choose that backend, so an `EnvVar` would fail every
+local run. Each field defaults to empty, and its description (shown in the UI) names the variable read instead.
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ class EnvironmentStageLauncher(StageLauncher):
     """The compute resource of the definitions: the launcher that `kind` (else SPACEPORT_COMPUTE) names, chosen
     when a stage launches."""
 
-    kind: str = Field(default="", description="'local' or 'sagemaker'; empty: SPACEPORT_COMPUTE, else local")
+    kind: str = Field(default="", description="'local' or 'sagemaker'; empty: SPACEPORT_COMPUTE, else local. "
+                                              "sagemaker reads SPACEPORT_SAGEMAKER_ROLE_ARN (required), "
+                                              "SPACEPORT_SAGEMAKER_IMAGE_REPO and the other SPACEPORT_SAGEMAKER_* "
+                                              "(resources/sagemaker/env.py)")
 
     def launcher(self) -> StageLauncher:
         return compute_from_env(self.kind or None)

@@ -6,11 +6,6 @@ import hashlib
 import os
 from pathlib import Path
 
-from dagster import DefaultSensorStatus
-
-from spaceport_dagster.resources.uploads import uploads_root
-from spaceport_dagster.stages.s3uri import is_s3_uri
-
 from .markers import MARKER_NAMES, MAX_OPTIONS_BYTES, OPTIONS_FILE, MarkerObject
 from .upload_sensor import Listing, build_upload_sensor
 
@@ -66,18 +61,9 @@ class InboxUploads:
         return str(self.folder / dataset)
 
 
-def _location() -> InboxUploads | str:
-    root = uploads_root()
-    if is_s3_uri(root):
-        return f"SPACEPORT_UPLOADS={root!r} is an S3 prefix; the s3_uploads sensor watches it"
-    return InboxUploads(root)
-
-
 inbox_sensor = build_upload_sensor(
     "inbox_uploads",
     "Starts a run of spaceport_main for each new `_READY` / `dataset.json` marker in the local inbox "
     "(SPACEPORT_HOME/inbox/<dataset>/, the folder `spaceport submit` writes to).",
-    _location,
-    DefaultSensorStatus.STOPPED if is_s3_uri(uploads_root()) else DefaultSensorStatus.RUNNING,
-    lambda: os.environ.get("SPACEPORT_PRESET", "preview"),
+    watches_s3=False, open_location=InboxUploads, default_preset="preview", other_sensor="s3_uploads",
 )

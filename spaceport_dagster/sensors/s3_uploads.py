@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from dagster import DefaultSensorStatus
-
-from spaceport_dagster.resources.uploads import uploads_root
-from spaceport_dagster.stages.s3uri import is_s3_uri, s3_client, split_s3_uri
+from spaceport_dagster.stages.s3uri import s3_client, split_s3_uri
 
 from .markers import MAX_OPTIONS_BYTES, OPTIONS_FILE, MarkerObject, is_marker_key
 from .upload_sensor import Listing, build_upload_sensor
@@ -64,18 +60,9 @@ class S3Uploads:
         return f"s3://{self.bucket}/{self.prefix}{dataset}/"
 
 
-def _location() -> S3Uploads | str:
-    root = uploads_root()
-    if not is_s3_uri(root):
-        return f"SPACEPORT_UPLOADS={root!r} is not an s3:// prefix; the inbox sensor watches it"
-    return S3Uploads(root)
-
-
 s3_uploads_sensor = build_upload_sensor(
     "s3_uploads",
     "Starts a run of spaceport_main for each new `_READY` / `dataset.json` marker under "
     "SPACEPORT_UPLOADS (s3://<bucket>/<prefix>/uploads/<dataset>/).",
-    _location,
-    DefaultSensorStatus.RUNNING if is_s3_uri(uploads_root()) else DefaultSensorStatus.STOPPED,
-    lambda: os.environ.get("SPACEPORT_PRESET", "standard"),
+    watches_s3=True, open_location=S3Uploads, default_preset="standard", other_sensor="inbox",
 )

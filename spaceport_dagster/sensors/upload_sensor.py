@@ -18,6 +18,8 @@ from dagster import (
 )
 
 from spaceport_dagster.partitions import datasets_partitions
+from spaceport_dagster.resources.uploads import uploads_root
+from spaceport_dagster.stages.s3uri import is_s3_uri
 
 from .markers import InvalidOptions, MarkerObject, UploadCursor, classify, parse_options, pipeline_run_config, run_key
 
@@ -134,9 +136,21 @@ def _request_for(context: SensorEvaluationContext, location: UploadLocation, mar
                       run_config=pipeline_run_config(source, preset), tags=tags)
 
 
-def build_upload_sensor(name: str, description: str, location: Callable[[], UploadLocation | str],
-                        default_status: DefaultSensorStatus, default_preset: Callable[[], str]) -> SensorDefinition:
-    """`location()` returns where to look, or a reason why this sensor has nothing to watch here."""
+def build_upload_sensor(name: str, description: str, *, watches_s3: bool,
+                        open_location: Callable[[str], UploadLocation], default_preset: str,
+                        other_sensor: str) -> SensorDefinition:
+    """A sensor on SPACEPORT_UPLOADS when it is an S3 prefix (`watches_s3`) or else a folder; `other_sensor`
+    watches the other kind. The run preset is SPACEPORT_PRESET, else `default_preset`."""
+
+    def location() -> UploadLocation | str:
+        root = uploads_root()
+        if is_s3_uri(root) != watches_s3:
+            kind = "an S3 prefix" if is_s3_uri(root) else "not an s3:// prefix"
+            return f"SPACEPORT_UPLOADS={root!r} is {kind}; the {other_sensor} sensor watches it"
+        return open_location(root)
+
+    default_status = DefaultSensorStatus.RUNNING if is_s3_uri(uploads_root()) == watches_s3 \
+        else DefaultSensorStatus.STOPPED
 
     @sensor(name=name, job_name=MAIN_JOB, minimum_interval_seconds=30, default_status=default_status,
             description=description)
@@ -145,7 +159,8 @@ def build_upload_sensor(name: str, description: str, location: Callable[[], Uplo
             where = location()
             if isinstance(where, str):
                 return SkipReason(where)
-            return evaluate_uploads(context, where, SensorLimits.from_env(), default_preset())
+            preset = os.environ.get("SPACEPORT_PRESET", default_preset)
+            return evaluate_uploads(context, where, SensorLimits.from_env(), preset)
         except Exception as exc:  # a sensor must keep ticking: report, keep the cursor, retry next tick
             context.log.exception(f"{name} could not scan uploads")
             return SkipReason(f"{name} could not scan uploads: {type(exc).__name__}: {exc}")

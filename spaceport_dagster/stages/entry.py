@@ -27,7 +27,7 @@ from dagster_pipes import (
 
 from .artifact_check import ArtifactDamaged, verify_inputs
 from .lifeline import start_lifeline
-from .report import StageReport
+from .report import StageReport, plain_value
 
 StageFn = Callable[[dict[str, str], Path, dict[str, Any], logging.Logger], StageReport]
 
@@ -98,10 +98,6 @@ def _pipes_io() -> dict[str, Any]:
     return {"context_loader": PipesS3ContextLoader(client), "message_writer": PipesS3MessageWriter(client, interval=interval)}
 
 
-def _plain(value: Any) -> Any:
-    return value["raw_value"] if isinstance(value, dict) and "raw_value" in value else value
-
-
 def _cli(stage: str, fn: StageFn, argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m spaceport_dagster.stages.{stage}")
     parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
@@ -112,7 +108,7 @@ def _cli(stage: str, fn: StageFn, argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     report = fn(inputs, Path(args.output), json.loads(args.config), logging.getLogger(stage))
     out = {
-        "metadata": {k: _plain(v) for k, v in report.metadata.items()},
+        "metadata": {k: plain_value(v) for k, v in report.metadata.items()},
         "checks": [
             {"name": c.name, "passed": c.passed, "blocking": c.blocking, "description": c.description}
             for c in report.checks

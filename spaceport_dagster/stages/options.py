@@ -14,9 +14,9 @@ from .config import ConfigError, from_dict
 
 # stage -> (module, loader): a `load_config(dict)` function, or a dataclass read strictly by `from_dict`.
 LOADERS: dict[str, tuple[str, str]] = {
-    "ingest": ("spaceport_dagster.stages.ingest.ingest", "IngestConfig"),
+    "ingest": ("spaceport_dagster.stages.ingest.stage", "IngestConfig"),
     "sfm": ("spaceport_dagster.stages.sfm.config", "load_config"),
-    "export": ("spaceport_dagster.stages.export.export", "ExportConfig"),
+    "export": ("spaceport_dagster.stages.export.stage", "ExportConfig"),
     "train": ("spaceport_dagster.stages.train.config", "load_config"),
     "sog": ("spaceport_dagster.stages.sog.config", "load_config"),
 }

@@ -47,3 +47,8 @@ def url_value(url: str) -> dict[str, Any]:
 
 def json_value(value: Any) -> dict[str, Any]:
     return {"raw_value": value, "type": "json"}
+
+
+def plain_value(value: Any) -> Any:
+    """The value inside a typed metadata value (md, path, url, json above); anything else as it is."""
+    return value["raw_value"] if isinstance(value, dict) and "raw_value" in value else value

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from spaceport_dagster.stages.config import check_choices
 
 # Which image runs which stage: SfM and export share the pycolmap image.
 STAGE_IMAGES = {"ingest": "ingest", "sfm": "sfm", "export": "sfm", "train": "train", "sog": "sog"}
@@ -15,15 +17,14 @@ class StageSettings:
     instance_type: str
     volume_gb: int
     max_runtime_s: int
-    job_kind: str = "processing"  # "processing" (CPU stages) or "training" (the GPU stage)
+    job_kind: Literal["processing", "training"] = "processing"  # processing: CPU stages; training: the GPU stage
     image_uri: str = ""  # empty: `<image_repo>-<image>:<image_tag>` from the launcher
     instance_count: int = 1
     spot: bool = False  # managed spot training (training jobs only)
     max_wait_s: int = 0  # spot: runtime plus time waiting for capacity; 0 = twice max_runtime_s
 
     def __post_init__(self) -> None:
-        if self.job_kind not in ("processing", "training"):
-            raise ValueError(f"job_kind must be 'processing' or 'training', not {self.job_kind!r}")
+        check_choices(self)  # job_kind
         if self.spot and self.job_kind != "training":
             raise ValueError("managed spot capacity exists only for training jobs")
         if not 1 <= self.max_runtime_s <= 432_000:

@@ -2,6 +2,6 @@ import sys
 
 from spaceport_dagster.stages.entry import main
 
-from .ingest import run
+from .stage import run
 
 sys.exit(main("ingest", run))

@@ -10,12 +10,11 @@ the values the old pipeline tuned.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-from spaceport_dagster.stages.config import ConfigError, with_preset
+from spaceport_dagster.stages.config import ConfigError, check_choices, with_preset
 
 Matcher = Literal["auto", "exhaustive", "spatial", "sequential", "vocab_tree"]
-MATCHERS: tuple[str, ...] = get_args(Matcher)
 
 
 @dataclass
@@ -86,12 +85,7 @@ class SfmConfig:
     max_upright_deg: float = 5.0  # `upright`: nadir views and camera plane within this of the frame's vertical
 
     def __post_init__(self) -> None:
-        if self.engine not in ("colmap", "opensfm"):
-            raise ValueError(f"engine must be 'colmap' or 'opensfm', not {self.engine!r}")
-        if self.matcher not in MATCHERS:
-            raise ValueError(f"matcher must be one of {', '.join(MATCHERS)}, not {self.matcher!r}")
-        if self.mapper not in ("incremental", "global"):
-            raise ValueError(f"mapper must be 'incremental' or 'global', not {self.mapper!r}")
+        check_choices(self)  # engine, matcher, mapper
         if self.vocab_tree_num_images < 1:
             raise ValueError(f"vocab_tree_num_images must be at least 1, not {self.vocab_tree_num_images}")
         if self.matcher == "vocab_tree" and not self.vocab_tree_path:

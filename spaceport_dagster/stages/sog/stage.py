@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from spaceport_dagster.stages.ply import PlyFormatError, read_ply
-from spaceport_dagster.stages.report import CheckOutcome, StageReport, json_value, md, path_value
+from spaceport_dagster.stages.report import CheckOutcome, StageReport, json_value, md, path_value, plain_value
 
 from .config import SogConfig, load_config
 from .format import SH_COEFFS, SogFormatError
@@ -127,8 +127,7 @@ def compress(splat_dir: Path, output: Path, cfg: SogConfig, log: logging.Logger,
     # JSON has no inf/NaN (an identical render gives an infinite PSNR): report those as null
     metadata = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metadata.items()}
     (output / "report.json").write_text(json.dumps(
-        {"metadata": {k: (v["raw_value"] if isinstance(v, dict) and "raw_value" in v else v)
-                      for k, v in metadata.items()},
+        {"metadata": {k: plain_value(v) for k, v in metadata.items()},
          "checks": [{"name": c.name, "passed": c.passed, "description": c.description} for c in checks]},
         indent=1, default=str))
     return StageReport(metadata=metadata, checks=checks)
