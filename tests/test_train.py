@@ -274,8 +274,13 @@ def test_config_presets_and_errors():
     assert load_config({"preset": "preview", "steps": 10}).steps == 10
     with pytest.raises(ConfigError, match="no option"):
         load_config({"stepz": 3})
-    with pytest.raises(ConfigError, match="strategy"):
+    with pytest.raises(ConfigError, match="strategy must be 'default' or 'mcmc', not 'magic'"):
         load_config({"strategy": "magic"})
+    with pytest.raises(ConfigError, match="background must be 'black', 'random' or 'mean', not 'white'"):
+        load_config({"background": "white"})
+    with pytest.raises(ConfigError, match="depth_lambda must be >= 0"):
+        load_config({"preset": "preview", "depth_lambda": -0.1})
+    assert load_config({"preset": "preview"}).depth_lambda == 0.1 and load_config({}).depth_lambda == 0.0
     with pytest.raises(ConfigError, match="unknown preset"):
         load_config({"preset": "turbo"})
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from spaceport_dagster.stages.config import ConfigError, with_preset
+from spaceport_dagster.stages.config import ConfigError, check_choices, with_preset
 
 
 @dataclass
@@ -26,7 +26,7 @@ class TrainConfig:
     init_scale: float = 1.0  # times the mean distance to the 3 nearest SfM neighbours
     max_init_points: int = 0  # 0 = all SfM points; else a random subset (CPU runs)
     # densification: "default" (3DGS paper's grow/prune/reset) or "mcmc" (capped at cap_max)
-    strategy: str = "default"
+    strategy: Literal["default", "mcmc"] = "default"
     cap_max: int = 1_000_000
     # mcmc: also cap at this many Gaussians per training megapixel (0 = off). Few-view surveys overfit with
     # a large fixed cap (held-out PSNR falls as the count grows); this scales the cap with the data.
@@ -57,13 +57,13 @@ class TrainConfig:
     # drone-survey options
     # "none" or "affine": a per-image colour affine on the Gaussians' colours (exposure between passes), its
     # mean over the training images folded into the published PLY; never applied after compositing
-    appearance: str = "none"
+    appearance: Literal["none", "affine"] = "none"
     appearance_lr: float = 1e-3
     appearance_reg: float = 0.0  # weight of the maps' squared distance from identity in the loss
     # what shows through where the splat is transparent while training: "black" (gsplat's default), "random"
     # (a new random colour each step, gsplat's random_bkgd: the splat must cover the photo itself) or "mean"
     # (the photos' mean colour; lets the splat leave flat areas empty, so plain renders show holes)
-    background: str = "black"
+    background: Literal["black", "random", "mean"] = "black"
     # rendering
     near_plane: float = 0.01
     far_plane: float = 1e10
@@ -85,12 +85,9 @@ class TrainConfig:
     psnr_floor_db: float = 20.0
 
     def __post_init__(self) -> None:
+        check_choices(self)  # strategy, appearance, background
         checks = [
             (self.steps >= 1, "steps must be >= 1"),
-            (self.strategy in ("default", "mcmc"), f"strategy must be 'default' or 'mcmc', not {self.strategy!r}"),
-            (self.appearance in ("none", "affine"), f"appearance must be 'none' or 'affine', not {self.appearance!r}"),
-            (self.background in ("black", "random", "mean"),
-             f"background must be 'black', 'random' or 'mean', not {self.background!r}"),
             (not self.early_stop_patience or self.validation_every > 0,
              "early stop chooses on validation views: set validation_every (test views are never used for it)"),
             (0 <= self.sh_degree <= 3, "sh_degree must be 0..3"),
