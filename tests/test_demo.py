@@ -6,6 +6,11 @@ import hashlib
 import json
 import logging
 import math
+import os
+import signal
+import threading
+import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from pathlib import Path
 
@@ -156,3 +161,44 @@ def test_survey_variants_have_the_asked_photo_count_and_fit_the_site() -> None:
     assert (big.flight.width, big.flight.height, big.render_scale) == (4000, 3000, 4)
     with pytest.raises(ValueError, match="at least 2 photos"):
         survey_for(1)
+
+
+def _render_workers() -> list[int]:
+    """This process's children that are multiprocessing spawn workers (not its resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
+def test_a_dead_render_worker_fails_the_survey_instead_of_hanging(tmp_path: Path) -> None:
+    """A rendering process killed mid-survey (out of memory, an operator) must end the generation with an
+    error; multiprocessing.Pool would wait forever for its photo."""
+    big = replace(SMALL, flight=replace(SMALL.flight, lines=4, shots_per_line=6))
+    outcome: list[BaseException | None] = []
+
+    def generate() -> None:
+        try:
+            generate_survey(tmp_path / "survey", big, workers=2)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test reads what was raised
+            outcome.append(exc)
+
+    thread = threading.Thread(target=generate, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not _render_workers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = _render_workers()
+    assert workers, "no rendering process started"
+    os.kill(workers[0], signal.SIGKILL)
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the survey hung after its rendering process died"
+    assert isinstance(outcome[0], BrokenProcessPool), outcome

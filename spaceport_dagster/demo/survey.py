@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -113,8 +114,11 @@ def render_all(scene: Scene, cameras: list[Camera], workers: int):
         return
     for tensor in (scene.height, scene.normal, scene.shadow, scene.albedo, scene.building_id):
         tensor.share_memory_()
-    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(scene,)) as pool:
-        yield from pool.imap(_render_one, cameras)
+    # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (killed, out of memory) raises
+    # BrokenProcessPool here instead of leaving the survey waiting forever for its photo
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(scene,)) as pool:
+        yield from pool.map(_render_one, cameras)
 
 
 def render_camera(camera: Camera, render_scale: int) -> Camera:
