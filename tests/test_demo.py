@@ -180,7 +180,8 @@ def _render_workers() -> list[int]:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
 def test_a_dead_render_worker_fails_the_survey_instead_of_hanging(tmp_path: Path) -> None:
     """A rendering process killed mid-survey (out of memory, an operator) must end the generation with an
-    error; multiprocessing.Pool would wait forever for its photo."""
+    error, never a partial survey; multiprocessing.Pool (used before) replaced the process and, when it had held
+    a photo, waited forever for it (a full test run hung so)."""
     big = replace(SMALL, flight=replace(SMALL.flight, lines=4, shots_per_line=6))
     outcome: list[BaseException | None] = []
 
