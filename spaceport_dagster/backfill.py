@@ -1,20 +1,27 @@
 """`spaceport backfill`: re-run assets over many datasets as one real Dagster backfill.
 
-The backfill is the same object the UI's "Materialize -> backfill" creates (an asset backfill over the
-`datasets` partitions), stored in the instance; the Dagster daemon (`spaceport ui` / `dagster dev`, or
+The backfill is started the way the UI's "Materialize -> backfill" starts one: the GraphQL mutation
+`launchPartitionBackfill` (an asset backfill over the `datasets` partitions, with the preset's run config, tags,
+title and description), run in-process by Dagster's own `dagster-graphql` command against workspace.yaml and
+the instance's DAGSTER_HOME, so no webserver is needed. The Dagster daemon (`spaceport ui` / `dagster dev`, or
 `dagster-daemon run`) launches one run per dataset from it, and the UI shows its progress. Training runs sit
 in the `gpu` pool, so however many datasets are selected, one trains at a time.
 """
 
 from __future__ import annotations
 
-import time
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dagster import AssetKey, DagsterInstance
 
-from spaceport_dagster.dagster_private import PartitionBackfill, make_new_backfill_id  # no public API: see there
 from spaceport_dagster.partitions import datasets_partitions
 from spaceport_dagster.sensors.markers import pipeline_run_config
 from spaceport_dagster.stages.dataset_id import validate_dataset_id
@@ -22,6 +29,19 @@ from spaceport_dagster.stages.dataset_id import validate_dataset_id
 GPU_POOL = "gpu"
 GPU_SLOTS = 1  # the seed deployment's GPU quota: one instance
 TAG_BACKFILL = "spaceport/backfill"
+WORKSPACE_YAML = Path(__file__).resolve().parents[1] / "workspace.yaml"
+LAUNCH_BACKFILL_MUTATION = """
+mutation LaunchBackfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}"""
+
+
+class BackfillLaunchError(RuntimeError):
+    """Dagster refused the backfill, or `dagster-graphql` could not run the mutation."""
 
 
 @dataclass
@@ -56,8 +76,7 @@ def ensure_gpu_pool(instance: DagsterInstance) -> int:
 
 def launch_backfill(instance: DagsterInstance, assets: list[str] | str, datasets: list[str] | str | None = None,
                     preset: str | None = None, title: str | None = None) -> BackfillLaunch:
-    """Store an asset backfill of `assets` over `datasets` (default: every known dataset)."""
-    from spaceport_dagster.definitions import defs
+    """Launch an asset backfill of `assets` over `datasets` (default: every known dataset) on `instance`."""
     from spaceport_dagster.presets import PIPELINE_PRESETS
 
     known_assets = pipeline_asset_names()
@@ -77,23 +96,60 @@ def launch_backfill(instance: DagsterInstance, assets: list[str] | str, datasets
     ordered = [a for a in known_assets if a in selected]
     run_config = pipeline_run_config("", preset, ordered) if preset else None
     tags = {TAG_BACKFILL: "cli", **({"spaceport/preset": preset} if preset else {})}
-    backfill_id = make_new_backfill_id()
     title = title or f"{'+'.join(ordered)} over {len(chosen)} dataset(s)" + (f", preset {preset}" if preset else "")
     description = (f"spaceport backfill: {', '.join(ordered)} for {', '.join(chosen)}"
                    + (f" with the {preset} preset" if preset else " with each stage's configured preset"))
-    backfill = PartitionBackfill.from_asset_partitions(
-        backfill_id=backfill_id,
-        asset_graph=defs.resolve_asset_graph(),
-        partition_names=chosen,
-        asset_selection=[AssetKey(a) for a in ordered],
-        backfill_timestamp=time.time(),
-        tags=tags,
-        dynamic_partitions_store=instance,
-        all_partitions=False,
-        title=title,  # the UI shows it on the backfill's page and in Runs > Backfills
-        description=description,
-        run_config=run_config,
-    )
+    params: dict[str, Any] = {
+        "assetSelection": [{"path": AssetKey.from_user_string(a).path} for a in ordered],
+        "partitionNames": chosen,
+        "tags": [{"key": k, "value": v} for k, v in tags.items()],
+        "title": title,  # the UI shows it on the backfill's page and in Runs > Backfills
+        "description": description,
+        **({"runConfigData": run_config} if run_config else {}),
+    }
     ensure_gpu_pool(instance)
-    instance.add_backfill(backfill)
+    backfill_id = run_launch_mutation(instance, params)
     return BackfillLaunch(backfill_id, ordered, chosen, preset, run_config, title, description)
+
+
+def run_launch_mutation(instance: DagsterInstance, params: dict[str, Any]) -> str:
+    """Run `launchPartitionBackfill` through the `dagster-graphql` CLI on `instance`'s home; the backfill id."""
+    home = instance.root_directory
+    if instance.is_ephemeral or not home:
+        raise BackfillLaunchError("a backfill needs a persistent Dagster instance (set DAGSTER_HOME)")
+    with tempfile.TemporaryDirectory(prefix="spaceport-backfill-") as tmp:
+        response_path = Path(tmp) / "response.json"
+        command = [dagster_graphql_command(), "-w", str(WORKSPACE_YAML),
+                   "-t", LAUNCH_BACKFILL_MUTATION, "-v", json.dumps({"params": params}), "-o", str(response_path)]
+        done = subprocess.run(command, env={**os.environ, "DAGSTER_HOME": home}, capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0 or not response_path.exists():
+            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise BackfillLaunchError(f"dagster-graphql could not launch the backfill: {last}")
+        response = json.loads(response_path.read_text())
+    return backfill_id_from_response(response)
+
+
+def dagster_graphql_command() -> str:
+    """The `dagster-graphql` script installed beside this Python (the venv's), else the one on PATH."""
+    found = shutil.which("dagster-graphql", path=str(Path(sys.executable).parent)) or shutil.which("dagster-graphql")
+    if not found:
+        raise BackfillLaunchError("the dagster-graphql command is not installed (pip install dagster-graphql)")
+    return found
+
+
+def backfill_id_from_response(response: dict[str, Any]) -> str:
+    """The new backfill's id from the mutation's JSON response, or a one-line error naming Dagster's reason."""
+    if response.get("errors"):
+        raise BackfillLaunchError("Dagster rejected the backfill request: "
+                                  + "; ".join(_one_line(e.get("message", str(e))) for e in response["errors"]))
+    result = (response.get("data") or {}).get("launchPartitionBackfill") or {}
+    if result.get("__typename") == "LaunchBackfillSuccess":
+        return result["backfillId"]
+    reason = _one_line(result.get("message") or f"unexpected response {json.dumps(response)[:200]}")
+    raise BackfillLaunchError(f"Dagster refused the backfill ({result.get('__typename', 'no result')}): {reason}")
+
+
+def _one_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"

@@ -167,7 +167,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     prepare_home()
     from dagster import DagsterInstance
 
-    from spaceport_dagster.backfill import launch_backfill
+    from spaceport_dagster.backfill import BackfillLaunchError, launch_backfill
 
     with DagsterInstance.get() as instance:
         try:
@@ -175,6 +175,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         except (ValueError, InvalidDatasetId) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except BackfillLaunchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     print(f"spaceport: backfill {launch.backfill_id} \"{launch.title}\": {', '.join(launch.assets)} over "
           f"{len(launch.datasets)} dataset(s) ({', '.join(launch.datasets)})"
           + (f", preset {launch.preset}" if launch.preset else ""))

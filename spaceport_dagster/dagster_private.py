@@ -17,28 +17,23 @@ replace it here and nowhere else.
   types are not exported.
 - The error `PipesSubprocessClient` raises for a stage that exits non-zero (`DagsterPipesExecutionError`): the
   local launcher turns it into a Failure naming the stage's own reason; nothing public names that case.
-- Storing an asset backfill (`PartitionBackfill`, `make_new_backfill_id`): Dagster's supported ways to start
-  one are the UI and its GraphQL mutation `launchPartitionBackfill`, which need a running webserver (the
-  `DagsterGraphQLClient` has no backfill call either); `RunRequest.for_asset_graph_subset` is documented as
-  private; `dagster job backfill` backfills whole jobs, without an asset selection, run config or title. So
-  `spaceport backfill` stores the same object the GraphQL mutation stores, and the daemon runs it.
+Not here any more: storing an asset backfill by hand (`PartitionBackfill`, `make_new_backfill_id`).
+`spaceport backfill` now runs the UI's own GraphQL mutation `launchPartitionBackfill` through Dagster's
+`dagster-graphql` command (in-process against workspace.yaml, no webserver); see backfill.py.
 """
 
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 from dagster._core.errors import DagsterPipesExecutionError
 from dagster._core.events import EngineEventData
 from dagster._core.execution.api import execute_run
-from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
-from dagster._core.utils import make_new_backfill_id
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 
 __all__ = [
     "CheckRunHealthResult",
     "DagsterPipesExecutionError",
     "EngineEventData",
-    "PartitionBackfill",
     "ReconstructableJob",
     "ReconstructableRepository",
     "RemoteJobOrigin",
@@ -46,5 +41,4 @@ __all__ = [
     "WorkerStatus",
     "execute_run",
     "location_origins_from_yaml_paths",
-    "make_new_backfill_id",
 ]

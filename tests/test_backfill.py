@@ -13,7 +13,7 @@ from dagster._core.execution.backfill import BulkActionStatus
 from dagster._daemon.backfill import execute_backfill_iteration
 from dagster_graphql.test.utils import execute_dagster_graphql
 
-from spaceport_dagster.backfill import launch_backfill
+from spaceport_dagster.backfill import BackfillLaunchError, backfill_id_from_response, launch_backfill
 from spaceport_dagster.cli import main as cli_main
 
 from .dagster_helpers import queued_instance_for_test, spaceport_workspace
@@ -113,3 +113,23 @@ def test_backfill_cli_refuses_bad_input(queued_instance: DagsterInstance, capsys
         assert cli_main(["backfill", *args]) == 2, args
         assert message in capsys.readouterr().err
     assert not queued_instance.get_backfills()
+
+
+def test_dagster_refusing_the_backfill_is_one_clear_line(queued_instance: DagsterInstance,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """Dagster's own checks run inside the mutation: a title it does not accept comes back as its reason, on
+    one line, and no backfill is stored."""
+    assert cli_main(["backfill", "--assets", "image_set", "--title", 'retrain "everything"']) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: Dagster refused the backfill (PythonError): "), err
+    assert "is not a valid title in Dagster" in err
+    assert not queued_instance.get_backfills()
+
+
+def test_graphql_errors_become_one_line() -> None:
+    response = {"data": None, "errors": [{"message": "Variable '$params' got invalid value\nExpected type String"}]}
+    with pytest.raises(BackfillLaunchError, match=r"^Dagster rejected the backfill request: Expected type String$"):
+        backfill_id_from_response(response)
+    ok = {"data": {"launchPartitionBackfill": {"__typename": "LaunchBackfillSuccess", "backfillId": "abcd1234"}}}
+    assert backfill_id_from_response(ok) == "abcd1234"
