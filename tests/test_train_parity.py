@@ -34,42 +34,43 @@ def _reference_pixel(px, py, means2d, conics, opac, colors, order):
     return out, 1 - T
 
 
-def test_tiled_compositing_matches_per_pixel_loop():
+def _small_case() -> dict:
+    """60 random Gaussians in a 24x20 view, activated, with their projection and the visible ones in depth order."""
     case = synthetic_case(60, 24, 20, seed=5, device="cpu")
     p = case["params"]
     scales, opac = torch.exp(p["scales"]) * 3, torch.sigmoid(p["opacities"])
     rgb = torch.rand(60, 3, generator=torch.Generator().manual_seed(2))
-    image, alpha, info = raster_torch.rasterize(p["means"], p["quats"], scales, opac, rgb, case["viewmat"], case["K"],
-                                                24, 20)
+    args = (p["means"], p["quats"], scales, opac, rgb, case["viewmat"], case["K"], 24, 20)
     means2d, conics, depths, radii = raster_torch.project(p["means"], p["quats"], scales, case["viewmat"], case["K"],
                                                           24, 20)
     visible = [int(i) for i in torch.argsort(depths) if (radii[i] > 0).all()]
-    assert len(visible) > 20
+    return {"args": args, "opac": opac, "rgb": rgb, "means2d": means2d, "conics": conics, "depths": depths,
+            "visible": visible}
+
+
+def test_tiled_compositing_matches_per_pixel_loop():
+    c = _small_case()
+    image, alpha, _ = raster_torch.rasterize(*c["args"])
+    assert len(c["visible"]) > 20
     for py in range(0, 20, 3):
         for px in range(0, 24, 3):
-            ref, a = _reference_pixel(px + 0.5, py + 0.5, means2d, conics, opac, rgb, visible)
+            ref, a = _reference_pixel(px + 0.5, py + 0.5, c["means2d"], c["conics"], c["opac"], c["rgb"], c["visible"])
             assert torch.allclose(image[py, px].double(), ref, atol=1e-5), (px, py)
             assert abs(float(alpha[py, px, 0]) - a) < 1e-5
 
 
 def test_expected_depth_is_the_alpha_weighted_mean_depth():
     """gsplat's "ED": sum of compositing weight x camera depth over the pixel's alpha, from the same loop."""
-    case = synthetic_case(60, 24, 20, seed=5, device="cpu")
-    p = case["params"]
-    scales, opac = torch.exp(p["scales"]) * 3, torch.sigmoid(p["opacities"])
-    rgb = torch.rand(60, 3, generator=torch.Generator().manual_seed(2))
-    image, _, info = raster_torch.rasterize(p["means"], p["quats"], scales, opac, rgb, case["viewmat"], case["K"],
-                                            24, 20, expected_depth=True)
-    plain, _, _ = raster_torch.rasterize(p["means"], p["quats"], scales, opac, rgb, case["viewmat"], case["K"], 24, 20)
+    c = _small_case()
+    image, _, info = raster_torch.rasterize(*c["args"], expected_depth=True)
+    plain, _, _ = raster_torch.rasterize(*c["args"])
     assert torch.equal(image, plain)  # the depth channel leaves the colours alone
-    means2d, conics, depths, radii = raster_torch.project(p["means"], p["quats"], scales, case["viewmat"], case["K"],
-                                                          24, 20)
-    visible = [int(i) for i in torch.argsort(depths) if (radii[i] > 0).all()]
+    as_colour = c["depths"][:, None].expand(-1, 3)
     checked = 0
     for py in range(0, 20, 3):
         for px in range(0, 24, 3):
-            weighted, a = _reference_pixel(px + 0.5, py + 0.5, means2d, conics, opac, depths[:, None].expand(-1, 3),
-                                           visible)
+            weighted, a = _reference_pixel(px + 0.5, py + 0.5, c["means2d"], c["conics"], c["opac"], as_colour,
+                                           c["visible"])
             if a > 0.1:
                 assert float(info["expected_depth"][py, px, 0]) == pytest.approx(float(weighted[0]) / a, rel=1e-4)
                 checked += 1
