@@ -114,8 +114,8 @@ def render_all(scene: Scene, cameras: list[Camera], workers: int):
         return
     for tensor in (scene.height, scene.normal, scene.shadow, scene.albedo, scene.building_id):
         tensor.share_memory_()
-    # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (killed, out of memory) raises
-    # BrokenProcessPool here instead of leaving the survey waiting forever for its photo
+    # ProcessPoolExecutor, not multiprocessing.Pool: Pool replaces a worker that dies (killed, out of memory) and
+    # waits forever for the photo it held; the executor watches its processes and raises BrokenProcessPool
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(scene,)) as pool:
         yield from pool.map(_render_one, cameras)
