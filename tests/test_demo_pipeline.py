@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -99,8 +100,10 @@ def test_view_serves_the_demo_bundle(demo_home) -> None:
         pytest.skip(str(exc))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACEPORT_", "DAGSTER_"))}
     env["SPACEPORT_HOME"] = str(home)
+    # started with SIGTERM ignored, as a service manager or a test harness may leave it: terminate() still stops it
     proc = subprocess.Popen([sys.executable, "-m", "spaceport_dagster.cli", "view", "demo", "--port", "0"], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
     try:
         first = proc.stdout.readline()
         second = proc.stdout.readline()
@@ -115,7 +118,7 @@ def test_view_serves_the_demo_bundle(demo_home) -> None:
         assert len(info["cameras"]) == 28 and sum(c["heldout"] for c in info["cameras"]) == 4
     finally:
         proc.terminate()
-        proc.wait(10)
+        assert proc.wait(10) == 0
 
 
 def test_demo_splat_renders_in_the_browser(demo_home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

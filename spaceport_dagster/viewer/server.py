@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import webbrowser
@@ -211,10 +212,15 @@ def cmd_view(args: argparse.Namespace) -> int:
     print(f"open {url}  (Ctrl-C to stop)", flush=True)
     if args.open:
         webbrowser.open(url)
+    stop = threading.Event()
+    # Ctrl-C or SIGTERM stops the server, also where the process was started with them ignored or blocked (a
+    # child inherits both from its parent)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(0.5):
+            pass
     finally:
         server.shutdown()
     return 0
