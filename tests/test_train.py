@@ -360,7 +360,7 @@ def test_selection_never_reads_the_test_views(export, tmp_path, monkeypatch, one
         scene = load_scene(*args, **kwargs)
         noise = torch.Generator().manual_seed(3)
         for i in scene.test:
-            scene.photos[i] = torch.randint(0, 256, scene.photos[i].shape, generator=noise, dtype=torch.uint8)
+            scene.photos[i].copy_(torch.randint(0, 256, scene.photos[i].shape, generator=noise, dtype=torch.uint8))
         return scene
 
     monkeypatch.setattr(train_stage, "load_scene", corrupted)

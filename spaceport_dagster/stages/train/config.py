@@ -11,7 +11,12 @@ from spaceport_dagster.stages.config import ConfigError, check_choices, with_pre
 @dataclass
 class TrainConfig:
     # schedule
-    steps: int = 30_000
+    steps: int = 30_000  # with steps_per_train_view: the floor
+    # survey-size rule (survey_scale.py): train steps_per_train_view x training views steps, at most `max_steps`
+    # (0 = no ceiling) and never fewer than `steps`; the densification schedule stretches with the run. 0 = a
+    # fixed schedule, which is also what an explicit `steps` override means (load_config).
+    steps_per_train_view: float = 0.0
+    max_steps: int = 0
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cuda", "cpu"
     # resolution policy: images are downscaled so their long side is at most this (0 = originals)
@@ -19,6 +24,15 @@ class TrainConfig:
     # optional coarse-to-fine: until `coarse_until_step`, train at 1/coarse_factor resolution
     coarse_factor: int = 1
     coarse_until_step: int = 0
+    # train on random patch_size x patch_size crops of each view instead of the whole view (0 = whole views):
+    # full-resolution training of 12-20 MP photos at the cost of a 1600 px view per step (with max_long_side 0)
+    patch_size: int = 0
+    # where the decoded training photos live: "auto" (the GPU if they fit in gpu_photo_budget of its free
+    # memory, else pinned host memory if they fit in host_photo_budget of the available RAM, else decoded from
+    # disk ahead of use), or one of "device", "host", "disk"
+    photo_residency: Literal["auto", "device", "host", "disk"] = "auto"
+    gpu_photo_budget: float = 0.3
+    host_photo_budget: float = 0.4
     # model
     sh_degree: int = 3
     sh_degree_interval: int = 1000  # raise the active SH degree every this many steps
@@ -94,6 +108,11 @@ class TrainConfig:
             (self.max_long_side >= 0, "max_long_side must be >= 0"),
             (self.depth_lambda >= 0, "depth_lambda must be >= 0"),
             (self.coarse_factor >= 1, "coarse_factor must be >= 1"),
+            (self.steps_per_train_view >= 0, "steps_per_train_view must be >= 0"),
+            (self.max_steps >= 0, "max_steps must be >= 0 (0 = no ceiling)"),
+            (self.patch_size == 0 or self.patch_size >= 32, "patch_size must be 0 (whole views) or >= 32"),
+            (0 < self.gpu_photo_budget <= 1 and 0 < self.host_photo_budget <= 1,
+             "gpu_photo_budget and host_photo_budget are fractions in (0, 1]"),
             (self.test_every >= 0, "test_every must be >= 0"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device must be auto/cpu/cuda"),
         ]
@@ -120,24 +139,35 @@ PRESETS: dict[str, dict[str, Any]] = {
         "refine_start_iter": 100, "refine_stop_iter": 250, "refine_every": 50, "reset_every": 10_000,
         "max_init_points": 20_000, "init_opacity": 0.5, "scales_lr": 0.02, "depth_lambda": 0.1,
         "eval_every": 100, "checkpoint_every": 100, "previews": 2, "background": "random",
+        # above 100 training views, 3 steps a view (789 steps at 300 photos): 300 steps showed each photo of a
+        # 300-photo survey once and passed its gate by 0.2 dB
+        "steps_per_train_view": 3, "max_steps": 1500,
     },
     # The A/B on the three shared surveys (benchmarks/RESULTS.md, H200, plain test-view PSNR) chose MCMC with
     # a random background, no colour model, a fixed 7k-step schedule: +1.1 to +2.3 dB over gsplat's reference
     # trainer at 7k on brighton_beach and lund, +0.4 on banana, in a third of its time. A per-image colour map
     # cost 2.3 dB on brighton_beach (two passes, different shadows) and the black background 1.6-2 dB.
-    "standard": {"steps": 7000, "eval_every": 3500, "checkpoint_every": 3500, "background": "random",
-                 "cap_max": 1_000_000, "cap_per_train_mp": 50_000, **_MCMC},
+    # Above 140 training views the schedule grows with the survey (50 steps a view, survey_scale.py): 13k steps
+    # at 300 photos, the 30k ceiling from 600 photos on.
+    "standard": {"steps": 7000, "steps_per_train_view": 50, "max_steps": 30_000, "eval_every": 3500,
+                 "checkpoint_every": 3500, "background": "random", "cap_max": 1_000_000, "cap_per_train_mp": 50_000,
+                 **_MCMC},
     # longer and larger. Measured on the shared surveys (15-29 photos, H200): 2.1 dB (brighton_beach) and 1.2 dB
     # (lund) below `standard`, failing the baseline gate on brighton_beach: few photos overfit by 30k steps. For
-    # surveys of hundreds of photos; not measured on one yet (benchmarks/RESULTS.md).
-    "quality": {"steps": 30_000, "background": "random", "cap_max": 3_000_000, "cap_per_train_mp": 50_000, **_MCMC},
+    # surveys of hundreds of photos: 100 steps a view above 300 training views (87.5k steps at 1,000 photos,
+    # ceiling 100k) and up to 5M Gaussians (a 1.2 GB PLY, about 90 MB of SOG).
+    "quality": {"steps": 30_000, "steps_per_train_view": 100, "max_steps": 100_000, "background": "random",
+                "cap_max": 5_000_000, "cap_per_train_mp": 50_000, **_MCMC},
     # gsplat's simple_trainer defaults as they are (the peer configuration), for comparisons
     "reference": {"steps": 30_000},
 }
 
 
 def load_config(config: dict[str, Any]) -> TrainConfig:
-    """`{"preset": name, **overrides}`; preset defaults to "standard"."""
+    """`{"preset": name, **overrides}`; preset defaults to "standard". An explicit `steps` turns the preset's
+    survey-size rule off unless `steps_per_train_view` is given too."""
     config = dict(config or {})
     preset = config.pop("preset", "standard")
+    if "steps" in config:  # "steps: N" means N steps, not a floor under the preset's survey-size rule
+        config.setdefault("steps_per_train_view", 0.0)
     return with_preset(TrainConfig, PRESETS, preset, config)

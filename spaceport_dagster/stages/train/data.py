@@ -1,7 +1,7 @@
 """Load a colmap_export (images/ + sparse/0/) into GPU-resident training data.
 
-Photos are decoded once, downscaled to the resolution policy and kept on the device as uint8, so a training
-step does no host work. Every `test_every`-th registered image (sorted by name) is a test view, as gsplat's
+Photos are decoded once, downscaled to the resolution policy and kept as uint8 where they fit
+(`photos.PhotoStore`: the GPU for most surveys, so a training step does no host work). Every `test_every`-th registered image (sorted by name) is a test view, as gsplat's
 parser does (indices 0, 8, 16, ...); `validation_every` keeps some training views out of training for
 selection (early stop), so that nothing is chosen on a test view (`stages/evaluation.py`).
 """
@@ -9,7 +9,7 @@ selection (early stop), so that nothing is chosen on a test view (`stages/evalua
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,8 @@ from spaceport_dagster.stages.colmap_io import Image as ColmapImage
 from spaceport_dagster.stages.evaluation import split_indices, validation_indices
 from spaceport_dagster.stages.render import View
 
+from .photos import PhotoStore, choose_residency
+
 
 class ExportError(ValueError):
     """The colmap_export folder cannot be trained on; the message says why."""
@@ -31,7 +33,7 @@ class ExportError(ValueError):
 @dataclass
 class Scene:
     views: list[View]  # all registered images, sorted by name, at training resolution
-    photos: list[Tensor]  # (H, W, 3) uint8 on the device, one per view
+    photos: PhotoStore  # (H, W, 3) uint8 on the device when asked for, one per view
     train: list[int]  # the views training steps sample
     test: list[int]  # test views: reported, never used for a choice
     val: list[int]  # validation views (from the training split, not trained on): early stop's figure
@@ -48,11 +50,16 @@ class Scene:
         v = self.export_views[index]
         if (v.width, v.height) == (self.views[index].width, self.views[index].height):
             return self.photos[index]
-        return torch.from_numpy(_load_photo(self.images_dir / v.name, (v.width, v.height))).to(self.photos[index].device)
+        return torch.from_numpy(_load_photo(self.images_dir / v.name, (v.width, v.height))).to(self.photos.device)
+
+    def export_photos(self, indices: list[int]):
+        """The photos of `indices` at the export's resolution, one at a time (a generator)."""
+        for i in indices:
+            yield self.export_photo(i)
 
     def mean_colour(self) -> Tensor:
         """Per-channel mean of the training photos (the trivial baseline model)."""
-        sums = torch.stack([self.photos[i].float().mean(dim=(0, 1)) for i in self.train])
+        sums = torch.stack([p.float().mean(dim=(0, 1)) for p in self.photos.iterate(self.train)])
         return sums.mean(dim=0) / 255.0
 
 
@@ -90,7 +97,8 @@ def observed_depths(image: ColmapImage, points: Points3D, scale: tuple[float, fl
 
 
 def load_scene(export: str | Path, max_long_side: int, test_every: int, device: torch.device,
-               log: logging.Logger | None = None, validation_every: int = 0) -> Scene:
+               log: logging.Logger | None = None, validation_every: int = 0, photo_residency: str = "auto",
+               gpu_photo_budget: float = 0.3, host_photo_budget: float = 0.4) -> Scene:
     export = Path(export)
     images_dir, sparse = export / "images", export / "sparse" / "0"
     if not export.is_dir():
@@ -125,9 +133,11 @@ def load_scene(export: str | Path, max_long_side: int, test_every: int, device: 
         views.append(View(im.name, im.world_to_camera(), K, w, h))
         uv, z = observed_depths(im, model.points, (w / cam.width, h / cam.height))
         depths.append((torch.from_numpy(uv).to(device), torch.from_numpy(z).to(device)))
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        arrays = list(pool.map(lambda v: _load_photo(images_dir / v.name, (v.width, v.height)), views))
-    photos = [torch.from_numpy(a).to(device) for a in arrays]
+    sizes = [(v.width, v.height) for v in views]
+    residency = choose_residency(sum(w * h * 3 for w, h in sizes), device, photo_residency, gpu_photo_budget,
+                                 host_photo_budget)
+    photos = PhotoStore(lambda i: _load_photo(images_dir / views[i].name, sizes[i]), sizes, device, residency,
+                        workers=min(8, os.cpu_count() or 1), log=log)
     train, test = split_indices(len(views), test_every)
     val = validation_indices(train, validation_every)
     train = [i for i in train if i not in val]

@@ -32,6 +32,7 @@ from .coverage import sfm_coverage
 from .data import Scene, load_scene
 from .model import to_cloud
 from .outputs import data_uri, side_by_side, write_cameras, write_curve, write_metrics
+from .survey_scale import fit_to_survey
 from .trainer import Trainer
 
 
@@ -75,7 +76,7 @@ def score_published(cloud: GaussianCloud, scene: Scene, baseline: torch.Tensor,
     indices = scene.test or scene.train  # no test views (test_every=0): training views, reported as such
     params = cloud_to_params(cloud, device)
     return score_plain(params, cloud.sh_degree, [scene.export_views[i] for i in indices],
-                       [scene.export_photo(i) for i in indices], baseline)
+                       scene.export_photos(indices), baseline)
 
 
 def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resume: str | None = None,
@@ -89,7 +90,11 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest SSIM convolutions
-    scene = load_scene(export, cfg.max_long_side, cfg.test_every, device, log, cfg.validation_every)
+    scene = load_scene(export, cfg.max_long_side, cfg.test_every, device, log, cfg.validation_every,
+                       cfg.photo_residency, cfg.gpu_photo_budget, cfg.host_photo_budget)
+    fit = fit_to_survey(cfg, len(scene.train))
+    cfg = fit.config
+    log.info(f"schedule: {fit.describe()}")
     t_loaded = time.perf_counter()
     trainer = Trainer(scene, cfg, device, log)
     ckpt_dir = Path(checkpoints) if checkpoints else output / "checkpoints"
@@ -118,7 +123,9 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
         "gaussians": len(cloud), **plain.summary(), "scored_on": "test views" if scene.test else "training views",
         "ply_bytes": ply_bytes, "peak_gpu_mem_mb": round(peak_mb, 1), "device": device_name, "backend": backend,
         "train_views": len(scene.train), "validation_views": len(scene.val), "test_views": len(scene.test),
-        "training_resolution": f"{scene.views[0].width}x{scene.views[0].height}",
+        "training_resolution": f"{scene.views[0].width}x{scene.views[0].height}"
+                               + (f" (patches of {cfg.patch_size} px)" if cfg.patch_size else ""),
+        "schedule": fit.describe(), "photo_residency": scene.photos.residency,
         "resumed_from": result.resumed_from, "stopped_early": result.stopped_early,
         "scene_fills_photos": coverage.fills,
         "seconds": {"load": round(t_loaded - t_start, 2), "train_loop": round(result.train_seconds, 2),

@@ -54,6 +54,14 @@ def _cameras(scene: Scene, device: torch.device, factor: int = 1) -> list[Camera
     return cams
 
 
+def _crop_camera(cam: Camera, x0: int, y0: int, width: int, height: int) -> Camera:
+    """The camera of the window (x0, y0, width, height) of `cam`'s image: the principal point moves."""
+    K = cam.K.clone()
+    K[0, 2] -= x0
+    K[1, 2] -= y0
+    return Camera(cam.viewmat, K, width, height)
+
+
 def _downscale(photo: Tensor, cam: Camera) -> Tensor:
     if photo.shape[0] == cam.height and photo.shape[1] == cam.width:
         return photo
@@ -88,8 +96,8 @@ class Trainer:
         self.background_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.cams = _cameras(scene, device)
         self.coarse_cams = _cameras(scene, device, cfg.coarse_factor) if cfg.coarse_factor > 1 else self.cams
-        self.coarse_photos = ([_downscale(p, c) for p, c in zip(scene.photos, self.coarse_cams, strict=True)]
-                              if cfg.coarse_factor > 1 else scene.photos)
+        # patch windows come from their own seeded stream too
+        self.patch_generator = torch.Generator().manual_seed(cfg.seed + 2)
         self.evals: list[dict[str, Any]] = []
         # published parameters and evaluation record of the best validation PSNR so far, for early stop's restore
         self.best_state: tuple[dict[str, Tensor], dict[str, Any]] | None = None
@@ -148,9 +156,34 @@ class Trainer:
             return torch.rand(3, generator=self.background_generator).to(self.device, non_blocking=True)
         return self.background
 
-    def render(self, index: int, sh_degree: int, coarse: bool = False):
-        """Training view `index` as the loss sees it: its colour map (if any) and the training background."""
+    def patch_window(self, cam: Camera) -> tuple[int, int, int, int] | None:
+        """A random patch_size window (x0, y0, width, height) of `cam`'s image, or None for the whole view."""
+        size = self.cfg.patch_size
+        if not size or (cam.width <= size and cam.height <= size):
+            return None
+        width, height = min(size, cam.width), min(size, cam.height)
+        x0 = int(torch.randint(0, cam.width - width + 1, (1,), generator=self.patch_generator))
+        y0 = int(torch.randint(0, cam.height - height + 1, (1,), generator=self.patch_generator))
+        return x0, y0, width, height
+
+    def training_target(self, index: int, coarse: bool) -> tuple[Camera, Tensor, tuple[int, int]]:
+        """The camera, photo (float, [0, 1]) and window offset a training step of view `index` uses: the whole
+        view (at the coarse size early in a coarse-to-fine run) or a random patch of it."""
         cam = self.coarse_cams[index] if coarse else self.cams[index]
+        photo = self.scene.photos[index]
+        if coarse:
+            photo = _downscale(photo, cam)
+        window = self.patch_window(cam)
+        if window is None:
+            return cam, photo.float() / 255.0, (0, 0)
+        x0, y0, width, height = window
+        return (_crop_camera(cam, x0, y0, width, height), photo[y0:y0 + height, x0:x0 + width].float() / 255.0,
+                (x0, y0))
+
+    def render(self, index: int, sh_degree: int, coarse: bool = False, cam: Camera | None = None):
+        """Training view `index` as the loss sees it: its colour map (if any) and the training background; `cam`
+        (a patch's camera) replaces the view's own."""
+        cam = cam or (self.coarse_cams[index] if coarse else self.cams[index])
         params = self.params if self.appearance is None else self.appearance.transform(self.params, index)
         return rasterize_params(
             params, cam.viewmat, cam.K, cam.width, cam.height, sh_degree, background=self.training_background(),
@@ -158,16 +191,22 @@ class Trainer:
             expected_depth=self.cfg.depth_lambda > 0,
         )
 
-    def depth_loss(self, index: int, info: dict, coarse: bool) -> Tensor | None:
-        """Mean |log rendered depth - log SfM depth| at the keypoints training view `index` observed."""
+    def depth_loss(self, index: int, info: dict, coarse: bool, cam: Camera | None = None,
+                   offset: tuple[int, int] = (0, 0)) -> Tensor | None:
+        """Mean |log rendered depth - log SfM depth| at the keypoints training view `index` observed (those
+        inside the patch `cam` at `offset`, when training on patches)."""
         uv, depth = self.scene.sparse_depths[index]
         if not len(depth):
             return None
-        cam, view = (self.coarse_cams if coarse else self.cams)[index], self.scene.views[index]
-        col = (uv[:, 0] * (cam.width / view.width)).long().clamp(0, cam.width - 1)
-        row = (uv[:, 1] * (cam.height / view.height)).long().clamp(0, cam.height - 1)
-        rendered = info["expected_depth"][row, col, 0]
-        return (torch.log(rendered.clamp_min(1e-6)) - torch.log(depth)).abs().mean()
+        full, view = (self.coarse_cams if coarse else self.cams)[index], self.scene.views[index]
+        cam = cam or full
+        col = (uv[:, 0] * (full.width / view.width)).long().clamp(0, full.width - 1) - offset[0]
+        row = (uv[:, 1] * (full.height / view.height)).long().clamp(0, full.height - 1) - offset[1]
+        inside = (col >= 0) & (col < cam.width) & (row >= 0) & (row < cam.height)
+        if not bool(inside.any()):
+            return None
+        rendered = info["expected_depth"][row[inside], col[inside], 0]
+        return (torch.log(rendered.clamp_min(1e-6)) - torch.log(depth[inside])).abs().mean()
 
     def published_params(self) -> dict[str, Tensor]:
         """The parameters as the PLY will hold them: the mean training colour map folded in, no other model."""
@@ -182,8 +221,7 @@ class Trainer:
         sh = min(step // self.cfg.sh_degree_interval, self.cfg.sh_degree)
         params = self.published_params()
         scored = scene.test or scene.train  # no test views (test_every=0): report training views
-        test = score_plain(params, sh, [scene.views[i] for i in scored], [scene.photos[i] for i in scored],
-                           self.baseline)
+        test = score_plain(params, sh, [scene.views[i] for i in scored], scene.photos.iterate(scored), self.baseline)
         record = {
             "step": step, "seconds": round(elapsed, 2), "gaussians": int(self.params["means"].shape[0]),
             "train_loss": None if math.isnan(train_loss) else round(train_loss, 5),  # step 0: nothing trained
@@ -191,7 +229,7 @@ class Trainer:
             "psnr_colour_corrected": test.psnr_colour_corrected,
         }
         if scene.val:
-            val = score_plain(params, sh, [scene.views[i] for i in scene.val], [scene.photos[i] for i in scene.val])
+            val = score_plain(params, sh, [scene.views[i] for i in scene.val], scene.photos.iterate(scene.val))
             record["val_psnr"] = val.psnr
         self.evals.append(record)
         loss = "" if record["train_loss"] is None else f"loss {train_loss:.4f}, "
@@ -220,19 +258,19 @@ class Trainer:
         for step in range(self.start_step, cfg.steps):
             if not order:
                 order = [scene.train[i] for i in torch.randperm(len(scene.train), generator=self.generator).tolist()]
+                scene.photos.announce(order[::-1])  # decoded ahead when the photos live on disk
             index = order.pop()
             coarse = cfg.coarse_factor > 1 and step < cfg.coarse_until_step
-            photos = self.coarse_photos if coarse else scene.photos
-            gt = photos[index].float() / 255.0
+            cam, gt, offset = self.training_target(index, coarse)
             sh = min(step // cfg.sh_degree_interval, cfg.sh_degree)
-            image, _, info = self.render(index, sh, coarse)
+            image, _, info = self.render(index, sh, coarse, cam)
             if not self.mcmc:
                 self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
             l1 = (image - gt).abs().mean()
             ssim_loss = 1.0 - ssim_map_mean(image.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None])
             loss = l1 * (1.0 - cfg.ssim_lambda) + ssim_loss * cfg.ssim_lambda
             if cfg.depth_lambda:
-                depth_loss = self.depth_loss(index, info, coarse)
+                depth_loss = self.depth_loss(index, info, coarse, cam, offset)
                 if depth_loss is not None:
                     loss = loss + cfg.depth_lambda * depth_loss
             if cfg.opacity_reg:
