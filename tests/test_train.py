@@ -270,7 +270,7 @@ def test_config_presets_and_errors():
         load_config({"early_stop_patience": 2})  # early stop must not choose on the test views
     ref = load_config({"preset": "reference"})
     assert (ref.strategy, ref.appearance, ref.background, ref.sh_degree) == ("default", "none", "black", 3)
-    assert load_config({"preset": "quality"}).cap_max == 3_000_000
+    assert load_config({"preset": "quality"}).cap_max == 5_000_000
     assert load_config({"preset": "preview", "steps": 10}).steps == 10
     with pytest.raises(ConfigError, match="no option"):
         load_config({"stepz": 3})
