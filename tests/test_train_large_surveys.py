@@ -130,3 +130,22 @@ def test_patch_training_trains_and_reports_it(export, tmp_path):
     summary = json.loads((tmp_path / "patches" / "metrics.json").read_text())["summary"]
     assert summary["steps"] == 40 and meta["psnr"] > meta["baseline_psnr"] + 3.0
     assert not report.failed_gates(), [c.description for c in report.checks if not c.passed]
+
+
+def test_the_means_learning_rate_follows_the_camera_depth_on_wide_surveys(export):
+    """A survey much wider than its camera-to-ground distance would move its Gaussians as fast as its extent
+    says (a 300-photo survey did not train at all): the MCMC presets cap that length at 1.25 median depths."""
+    scene = load_scene(export, 0, 8, torch.device("cpu"))
+    depths = torch.cat([scene.sparse_depths[i][1] for i in scene.train])
+    assert scene.median_depth == pytest.approx(float(depths.median()))
+    assert scene.lr_scale(0) == scene.scene_scale  # off: gsplat's camera extent
+    assert scene.lr_scale(1e6) == scene.scene_scale  # a cap above the extent changes nothing
+    tight = 0.1 * scene.scene_scale / (1.1 * scene.median_depth)
+    assert scene.lr_scale(tight) == pytest.approx(0.1 * scene.scene_scale)
+    cfg = load_config({"preset": "standard", "device": "cpu", "lr_scale_max_depths": tight})
+    from spaceport_dagster.stages.train.trainer import Trainer
+
+    trainer = Trainer(scene, cfg, torch.device("cpu"), LOG)
+    assert trainer.optimizers["means"].param_groups[0]["lr"] == pytest.approx(cfg.means_lr * 0.1 * scene.scene_scale)
+    assert load_config({"preset": "standard"}).lr_scale_max_depths == 1.25
+    assert load_config({"preset": "preview"}).lr_scale_max_depths == 0  # the CPU preview keeps its measured scale

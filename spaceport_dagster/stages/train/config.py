@@ -63,6 +63,11 @@ class TrainConfig:
     depth_lambda: float = 0.0
     # learning rates (means lr is scaled by the scene scale and decays 100x over the run)
     means_lr: float = 1.6e-4
+    # the means lr (and MCMC's position noise, which follows it) scales with the camera extent, as gsplat's; a
+    # survey 4x wider than its camera-to-ground distance then moves every Gaussian 4x faster than a small one
+    # over the same ground, and a 300-photo survey did not train at all (4.6 dB, benchmarks/RESULTS.md). This
+    # caps that scale at this many median camera depths (0 = off).
+    lr_scale_max_depths: float = 0.0
     scales_lr: float = 5e-3
     quats_lr: float = 1e-3
     opacities_lr: float = 5e-2
@@ -107,6 +112,7 @@ class TrainConfig:
             (0 <= self.sh_degree <= 3, "sh_degree must be 0..3"),
             (self.max_long_side >= 0, "max_long_side must be >= 0"),
             (self.depth_lambda >= 0, "depth_lambda must be >= 0"),
+            (self.lr_scale_max_depths >= 0, "lr_scale_max_depths must be >= 0 (0 = off)"),
             (self.coarse_factor >= 1, "coarse_factor must be >= 1"),
             (self.steps_per_train_view >= 0, "steps_per_train_view must be >= 0"),
             (self.max_steps >= 0, "max_steps must be >= 0 (0 = no ceiling)"),
@@ -124,7 +130,7 @@ class TrainConfig:
 # MCMC settings of gsplat's simple_trainer (`mcmc` config): opacity 0.5, scale 0.1 of the neighbour distance,
 # opacity and scale regularisers 0.01, refinement until 25k.
 _MCMC = {"strategy": "mcmc", "init_opacity": 0.5, "init_scale": 0.1, "opacity_reg": 0.01, "scale_reg": 0.01,
-         "refine_stop_iter": 25_000}
+         "refine_stop_iter": 25_000, "lr_scale_max_depths": 1.25}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # a few minutes on 2 CPU cores for a small, low-resolution scene: CI and the demo. The PyTorch fallback has

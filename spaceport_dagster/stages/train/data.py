@@ -44,6 +44,14 @@ class Scene:
     images_dir: Path
     # per view, the SfM points it observed: pixel positions (K, 2) at training resolution and camera depths (K,)
     sparse_depths: list[tuple[Tensor, Tensor]]
+    median_depth: float = 0.0  # of every SfM observation of the training views: how far the cameras see
+
+    def lr_scale(self, max_depths: float) -> float:
+        """The length the means learning rate scales with: the camera extent (`scene_scale`, as gsplat), capped at
+        `max_depths` x 1.1 x the median camera depth when that is set (wide surveys seen from a fixed height)."""
+        if max_depths <= 0 or self.median_depth <= 0:
+            return self.scene_scale
+        return min(self.scene_scale, max_depths * 1.1 * self.median_depth)
 
     def export_photo(self, index: int) -> Tensor:
         """View `index`'s photo at the export's resolution, (H, W, 3) uint8 on the photos' device."""
@@ -148,6 +156,8 @@ def load_scene(export: str | Path, max_long_side: int, test_every: int, device: 
     if log:
         log.info(f"export: {len(views)} images ({len(train)} train / {len(val)} validation / {len(test)} test) at "
                  f"{views[0].width}x{views[0].height}, {len(model.points.xyz)} SfM points, scene scale {scene_scale:.3f}")
+    observed = [depths[i][1] for i in train if len(depths[i][1])]
+    median_depth = float(torch.cat(observed).median()) if observed else 0.0
     return Scene(views, photos, train, test, val, model.points.xyz.astype(np.float32),
                  model.points.rgb.astype(np.float32) / 255.0, max(scene_scale, 1e-6), export_views, images_dir,
-                 depths)
+                 depths, median_depth)

@@ -81,7 +81,11 @@ class Trainer:
                 log.info(f"depth loss on {observations} SfM observations in {len(scene.train)} training views")
             else:
                 log.warning("depth loss: the export lists no SfM observations for the training views; it is off")
-        self.optimizers = make_optimizers(self.params, cfg, scene.scene_scale)
+        self.lr_scale = scene.lr_scale(cfg.lr_scale_max_depths)
+        if self.lr_scale < scene.scene_scale:
+            log.info(f"means learning rate scaled by {self.lr_scale:.1f} ({cfg.lr_scale_max_depths} x 1.1 x the median "
+                     f"camera depth {scene.median_depth:.1f}), not the camera extent {scene.scene_scale:.1f}")
+        self.optimizers = make_optimizers(self.params, cfg, self.lr_scale)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizers["means"], means_lr_gamma(cfg.steps))
         train_mp = sum(scene.views[i].width * scene.views[i].height for i in scene.train) / 1e6
         self.strategy, self.mcmc = make_strategy(cfg, device, log, train_mp)
@@ -131,7 +135,7 @@ class Trainer:
         self.params.clear()
         for k, v in state["params"].items():
             self.params[k] = torch.nn.Parameter(v.to(self.device))
-        self.optimizers = make_optimizers(self.params, self.cfg, self.scene.scene_scale)
+        self.optimizers = make_optimizers(self.params, self.cfg, self.lr_scale)
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizers["means"], means_lr_gamma(self.cfg.steps))
