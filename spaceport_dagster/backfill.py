@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 
 from dagster import AssetKey, DagsterInstance
 
+from spaceport_dagster.home import workspace_file
 from spaceport_dagster.partitions import datasets_partitions
 from spaceport_dagster.sensors.markers import pipeline_run_config
 from spaceport_dagster.stages.dataset_id import validate_dataset_id
@@ -29,7 +29,6 @@ from spaceport_dagster.stages.dataset_id import validate_dataset_id
 GPU_POOL = "gpu"
 GPU_SLOTS = 1  # the seed deployment's GPU quota: one instance
 TAG_BACKFILL = "spaceport/backfill"
-WORKSPACE_YAML = Path(__file__).resolve().parents[1] / "workspace.yaml"
 LAUNCH_BACKFILL_MUTATION = """
 mutation LaunchBackfill($params: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $params) {
@@ -119,7 +118,7 @@ def run_launch_mutation(instance: DagsterInstance, params: dict[str, Any]) -> st
         raise BackfillLaunchError("a backfill needs a persistent Dagster instance (set DAGSTER_HOME)")
     with tempfile.TemporaryDirectory(prefix="spaceport-backfill-") as tmp:
         response_path = Path(tmp) / "response.json"
-        command = [dagster_graphql_command(), "-w", str(WORKSPACE_YAML),
+        command = [*dagster_graphql_command(), "-w", str(workspace_file()),
                    "-t", LAUNCH_BACKFILL_MUTATION, "-v", json.dumps({"params": params}), "-o", str(response_path)]
         done = subprocess.run(command, env={**os.environ, "DAGSTER_HOME": home}, capture_output=True, text=True,
                               check=False)
@@ -130,12 +129,18 @@ def run_launch_mutation(instance: DagsterInstance, params: dict[str, Any]) -> st
     return backfill_id_from_response(response)
 
 
-def dagster_graphql_command() -> str:
-    """The `dagster-graphql` script installed beside this Python (the venv's), else the one on PATH."""
-    found = shutil.which("dagster-graphql", path=str(Path(sys.executable).parent)) or shutil.which("dagster-graphql")
-    if not found:
-        raise BackfillLaunchError("the dagster-graphql command is not installed (pip install dagster-graphql)")
-    return found
+# `dagster-graphql` through this interpreter: no script on PATH or beside it needed (an installed wheel, a venv
+# used without activating it). dagster_graphql has no __main__; its console script calls cli.main like this.
+DAGSTER_GRAPHQL = ("import sys; from dagster_graphql.cli import main; sys.argv[0] = 'dagster-graphql'; "
+                   "sys.exit(main())")
+
+
+def dagster_graphql_command() -> list[str]:
+    try:
+        import dagster_graphql.cli  # noqa: F401
+    except ImportError:
+        raise BackfillLaunchError("dagster-graphql is not installed (pip install dagster-graphql)") from None
+    return [sys.executable, "-c", DAGSTER_GRAPHQL]
 
 
 def backfill_id_from_response(response: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from spaceport_dagster.console import print_stage, stage_figures
-from spaceport_dagster.home import prepare_home
+from spaceport_dagster.home import prepare_home, workspace_file
 from spaceport_dagster.stage_order import ASSET_ORDER
 from spaceport_dagster.stages.dataset_id import InvalidDatasetId, dataset_id_for_source, validate_dataset_id
 
@@ -121,8 +121,8 @@ def report(outcome) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     prepare_home()
     # Through this interpreter: `.venv/bin/spaceport ui` works without the venv's bin on PATH.
-    os.execv(sys.executable, [sys.executable, "-m", "dagster", "dev", "-w",
-                              str(Path(__file__).resolve().parents[1] / "workspace.yaml"), "-p", str(args.port)])
+    os.execv(sys.executable, [sys.executable, "-m", "dagster", "dev", "-w", str(workspace_file()), "-p",
+                              str(args.port)])
     return 0
 
 

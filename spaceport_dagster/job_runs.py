@@ -34,11 +34,8 @@ from spaceport_dagster.dagster_private import (  # no public API for these; the 
     execute_run,
     location_origins_from_yaml_paths,
 )
+from spaceport_dagster.home import DEFINITIONS_MODULE, LOCATION_NAME, workspace_file
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-WORKSPACE_YAML = REPO_ROOT / "workspace.yaml"
-DEFINITIONS_MODULE = "spaceport_dagster.definitions"
-LOCATION_NAME = "spaceport"  # workspace.yaml and pyproject's [tool.dagster] use the same name
 REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
 JOB_NAME = "spaceport_main"
 PARTITION_NAME_TAG = "dagster/partition"  # the tag Dagster puts on a run of one partition
@@ -50,15 +47,16 @@ BUSY_STATUSES = {DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRun
 
 @cache
 def reconstructable_job() -> ReconstructableJob:
-    repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(REPO_ROOT))
+    repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs")
     return repository.get_reconstructable_job(JOB_NAME)
 
 
 def remote_job_origin() -> RemoteJobOrigin:
-    """The job's origin as the UI and the daemon load it from workspace.yaml (same location name)."""
-    origins = [o for o in location_origins_from_yaml_paths([str(WORKSPACE_YAML)]) if o.location_name == LOCATION_NAME]
+    """The job's origin as the UI and the daemon load it from the home's workspace.yaml (same location name)."""
+    workspace = workspace_file()
+    origins = [o for o in location_origins_from_yaml_paths([str(workspace)]) if o.location_name == LOCATION_NAME]
     if not origins:
-        raise RuntimeError(f"{WORKSPACE_YAML} defines no code location named {LOCATION_NAME!r}")
+        raise RuntimeError(f"{workspace} defines no code location named {LOCATION_NAME!r}")
     return RemoteJobOrigin(RemoteRepositoryOrigin(origins[0], REPOSITORY_NAME), JOB_NAME)
 
 

@@ -18,7 +18,8 @@ from dagster._core.workspace.load import load_workspace_process_context_from_yam
 from dagster._daemon.auto_run_reexecution.auto_run_reexecution import consume_new_runs_for_automatic_reexecution
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 
-from spaceport_dagster.job_runs import JOB_NAME, LOCATION_NAME, WORKSPACE_YAML
+from spaceport_dagster.home import workspace_file
+from spaceport_dagster.job_runs import JOB_NAME, LOCATION_NAME
 from spaceport_dagster.resources.artifact_store import LocalArtifactStore
 from spaceport_dagster.run_launcher import LocalRunLauncher
 
@@ -75,7 +76,7 @@ def test_two_runs_of_one_dataset_take_turns(spaceport_home: Path, tmp_path: Path
         assert (usable.metadata["value"].value, usable.metadata["threshold"].value) == (6, 5)
 
         # The UI's code location (workspace.yaml) re-executes the run, as its Re-execute button does.
-        with load_workspace_process_context_from_yaml_paths(instance, [str(WORKSPACE_YAML)]) as process_context:
+        with load_workspace_process_context_from_yaml_paths(instance, [str(workspace_file())]) as process_context:
             context = process_context.create_request_context()
             location = context.get_code_location(LOCATION_NAME)
             remote_job = location.get_repository("__repository__").get_full_job(JOB_NAME)
@@ -109,7 +110,7 @@ def test_a_killed_worker_fails_its_run_and_the_retry_daemon_retries_it(spaceport
         assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED  # nothing noticed yet
 
         logger = logging.getLogger("test")
-        with load_workspace_process_context_from_yaml_paths(instance, [str(WORKSPACE_YAML)]) as process_context:
+        with load_workspace_process_context_from_yaml_paths(instance, [str(workspace_file())]) as process_context:
             assert isinstance(instance.run_launcher, LocalRunLauncher)
             list(execute_run_monitoring_iteration(process_context, logger))  # one tick of the run monitor
             failed = instance.get_run_record_by_id(run.run_id)

@@ -20,7 +20,8 @@ from pathlib import Path
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from spaceport_dagster.assets.run_versions import INPUT_VERSIONS_KEY, VERSION_KEY
-from spaceport_dagster.job_runs import JOB_NAME, WORKSPACE_YAML
+from spaceport_dagster.home import workspace_file
+from spaceport_dagster.job_runs import JOB_NAME
 from spaceport_dagster.resources.artifact_store import LocalArtifactStore
 from spaceport_dagster.resources.owned_dirs import process_alive
 from spaceport_dagster.run_launcher import worker_of
@@ -77,7 +78,7 @@ def test_a_killed_workers_retry_run_goes_through_to_the_end(spaceport_home: Path
 
         daemon_log = (tmp_path / "daemon.log").open("w")
         daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
-                                   str(WORKSPACE_YAML)], cwd=REPO, env=env, stdout=daemon_log,
+                                   str(workspace_file())], cwd=REPO, env=env, stdout=daemon_log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
         try:
             failed = _wait(lambda: (r := instance.get_run_by_id(run.run_id)).status == DagsterRunStatus.FAILURE and r,
