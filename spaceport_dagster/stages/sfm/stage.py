@@ -141,7 +141,8 @@ def sfm(image_set: Path, output: Path, config: SfmConfig, log: logging.Logger) -
         if model is not None and config.georegister:
             geo = georegister(model, manifest_images, config.georegister_min_images, config.georegister_max_error_m,
                               log, config.georegister_max_altitude_tilt_deg,
-                              config.georegister_min_vertical_tolerance_m)
+                              config.georegister_min_vertical_tolerance_m, config.georegister_max_uncertainty,
+                              config.georegister_warn_uncertainty)
         elif model is not None:
             geo = level_local_frame(model, estimate_up(CameraAxes.of(model)), "disabled by config", origin, 0, log)
         result.seconds["georegistration"] = time.perf_counter() - start
@@ -187,6 +188,11 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
         "georegistration_horizontal_rms_m": _round(geo.residual_horizontal_rms_m),
         "georegistration_vertical_rms_m": _round(geo.residual_vertical_rms_m),
         "gps_outliers": len(geo.outliers),
+        "units": geo.units,
+        "georegistration_scale_uncertainty_pct": _round(100 * geo.scale_uncertainty)
+        if geo.scale_uncertainty is not None else None,
+        "georegistration_heading_uncertainty_deg": _round(geo.heading_uncertainty_deg),
+        "gps_noise_m": _round(geo.gps_noise_m),
     }
     report = {
         "metadata": metadata,
