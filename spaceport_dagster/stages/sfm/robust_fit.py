@@ -184,21 +184,19 @@ def fit_similarity_2d(src: np.ndarray, tgt: np.ndarray, max_error_m: float, orde
     if n < 3 or np.max(np.abs(z - z.mean())) < 1e-9:
         return None
     rng = np.random.default_rng(seed)
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    if len(pairs) > SAMPLES:
-        pairs = [tuple(rng.choice(n, 2, replace=False)) for _ in range(SAMPLES)]
-    best: tuple[float, complex, complex] | None = None
-    for i, j in pairs:  # least median of squares: the start needs no threshold
-        if abs(z[i] - z[j]) < 1e-12:
-            continue
-        a = (w[i] - w[j]) / (z[i] - z[j])
-        b = w[i] - a * z[i]
-        score = float(np.median(np.abs(a * z + b - w)))
-        if best is None or score < best[0]:
-            best = (score, a, b)
-    if best is None:
+    if n * (n - 1) // 2 <= SAMPLES:
+        i, j = np.triu_indices(n, 1)
+    else:
+        i, j = rng.integers(0, n, SAMPLES), rng.integers(0, n, SAMPLES)
+    usable = np.abs(z[i] - z[j]) >= 1e-12
+    if not usable.any():
         return None
-    _, a, b = best
+    i, j = i[usable], j[usable]
+    a_all = (w[i] - w[j]) / (z[i] - z[j])
+    b_all = w[i] - a_all * z[i]
+    # least median of squares: the start needs no threshold
+    best = int(np.argmin(np.median(np.abs(a_all[:, None] * z[None, :] + b_all[:, None] - w[None, :]), axis=1)))
+    a, b = complex(a_all[best]), complex(b_all[best])
     floor = 1e-9 * (1.0 + float(np.max(np.abs(w - w.mean()))))
     weights = np.ones(n)
     for _ in range(MAX_ITERATIONS):
@@ -208,7 +206,7 @@ def fit_similarity_2d(src: np.ndarray, tgt: np.ndarray, max_error_m: float, orde
         if np.count_nonzero(new) < 3:
             return None
         a_new, b_new = _weighted_2d(z, w, new)
-        converged = np.allclose(new, weights, rtol=1e-9, atol=1e-12) and abs(a_new - a) <= 1e-12 * abs(a)
+        converged = np.allclose(new, weights, rtol=1e-9, atol=1e-12) and abs(a_new - a) <= 1e-10 * abs(a)
         a, b, weights = a_new, b_new, new
         if converged:
             break
@@ -251,7 +249,7 @@ def fit_similarity_3d(src: np.ndarray, tgt: np.ndarray, max_error_m: float, orde
         if refit is None or refit[0] <= 0 or not np.isfinite(refit[0]):
             return None
         converged = (np.allclose(new, weights, rtol=1e-9, atol=1e-12)
-                     and abs(refit[0] - fit[0]) <= 1e-12 * abs(fit[0]))
+                     and abs(refit[0] - fit[0]) <= 1e-10 * abs(fit[0]))
         fit, weights = refit, new
         if converged:
             break
