@@ -3,12 +3,15 @@ uncertainty of their scale and heading.
 
 Camera GPS is noisy (metres to tens of metres per fix) and now and then wrong by much more. A fit that keeps
 only the fixes within a fixed distance of a RANSAC consensus calls half of a noisy track outliers and then
-understates the noise. So every fix takes part, with a Huber loss on its residual length, from a
-least-median start (no threshold to choose); the noise level is re-estimated from the residuals as the
-fit goes. A fix is an outlier only when its residual is beyond `OUTLIER_SIGMAS` noise levels, a length a
+understates the noise. So every fix takes part in a fit with a Huber loss on its residual length, from a
+least-median start (no threshold to choose), the noise level re-estimated from the residuals as the fit
+goes. A fix is an outlier only when its residual is beyond `OUTLIER_SIGMAS` noise levels, a length a
 Gaussian error reaches once in a thousand fixes (and beyond `max_error_m`, so exact GPS keeps a tolerance).
+The published fit is then least squares on every fix that is not an outlier: with Gaussian noise and no
+blunder it is exactly the similarity the fixes imply (the benchmarks' "GPS-implied" scale), where Huber
+weights would move it by a sixth of its uncertainty.
 
-The uncertainty is the weighted least-squares covariance of the fit's scale and heading: the noise level
+The uncertainty is the least-squares covariance of the fit's scale and heading: the noise level
 from the residuals, the geometry from the positions (a wider track fixes both better). GPS errors of
 consecutive photos are alike (a receiver drifts), which makes a track worth fewer independent fixes than it
 has: the covariance grows by (1 + rho) / (1 - rho), rho the lag-1 correlation of the residuals in capture
@@ -56,7 +59,7 @@ class Similarity2D:
     a: complex  # scale * e^(i theta)
     b: complex
     inliers: np.ndarray  # bool per point: not an outlier
-    weights: np.ndarray  # the final Huber weight per point (0 for outliers)
+    weights: np.ndarray  # of the published least-squares fit: 1, or 0 for an outlier
     uncertainty: Uncertainty
 
     @property
@@ -122,6 +125,14 @@ def _weights(lengths: np.ndarray, sigma: float, max_error_m: float, dims: int) -
     weights = np.minimum(1.0, HUBER_K * sigma / np.maximum(lengths, 1e-300))
     weights[lengths > max(max_error_m, OUTLIER_SIGMAS[dims] * sigma)] = 0.0
     return weights
+
+
+def _outside(lengths: np.ndarray, kept: np.ndarray, max_error_m: float, dims: int, floor: float) -> np.ndarray:
+    """The fixes within the outlier distance, with the noise from the RMS of the kept fixes' residuals over the
+    degrees of freedom the fit leaves (steadier than their median, once the blunders are out)."""
+    dof = dims * int(kept.sum()) - (4 if dims == 2 else 7)
+    sigma = max(float(np.sqrt(np.sum(lengths[kept] ** 2) / dof)), floor) if dof > 0 else math.inf
+    return lengths <= max(max_error_m, OUTLIER_SIGMAS[dims] * sigma)
 
 
 def _correlation(residuals: np.ndarray) -> float:
@@ -210,6 +221,18 @@ def fit_similarity_2d(src: np.ndarray, tgt: np.ndarray, max_error_m: float, orde
         a, b, weights = a_new, b_new, new
         if converged:
             break
+    # the published fit: least squares on every fix that is not an outlier, by the noise its residuals show
+    kept = weights > 0
+    for _ in range(MAX_ITERATIONS):
+        a, b = _weighted_2d(z, w, kept.astype(float))
+        lengths = np.abs(a * z + b - w)
+        new = _outside(lengths, kept, max_error_m, 2, floor)
+        if np.count_nonzero(new) < 3:
+            return None
+        if np.array_equal(new, kept):
+            break
+        kept = new
+    weights = kept.astype(float)
     mapped = a * z  # scale and rotation applied (translation does not enter the uncertainty)
     residual = a * z + b - w
     uncertainty = similarity_uncertainty(np.column_stack([mapped.real, mapped.imag]),
@@ -253,6 +276,20 @@ def fit_similarity_3d(src: np.ndarray, tgt: np.ndarray, max_error_m: float, orde
         fit, weights = refit, new
         if converged:
             break
+    # the published fit: least squares on every fix that is not an outlier, by the noise its residuals show
+    kept = weights > 0
+    for _ in range(MAX_ITERATIONS):
+        fit = umeyama(src, tgt, kept.astype(float))
+        if fit is None or fit[0] <= 0 or not np.isfinite(fit[0]):
+            return None
+        lengths = np.linalg.norm(fit[0] * src @ fit[1].T + fit[2] - tgt, axis=1)
+        new = _outside(lengths, kept, max_error_m, 3, floor)
+        if np.count_nonzero(new) < 3:
+            return None
+        if np.array_equal(new, kept):
+            break
+        kept = new
+    weights = kept.astype(float)
     scale, rotation, translation = fit
     mapped = scale * src @ rotation.T
     uncertainty = similarity_uncertainty(mapped, mapped + translation - tgt, weights, order)
