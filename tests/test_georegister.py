@@ -285,6 +285,10 @@ def test_noisier_gps_on_a_small_track_is_georegistered_with_a_warning() -> None:
     assert 0.05 < result.scale_uncertainty < 0.2
     assert any(f"scale ±{100 * result.scale_uncertainty:.1f} %" in w and "above the 5 %" in w
                for w in result.warnings), result.warnings
+    from spaceport_dagster.stages.sfm.stage import georegistration_check
+
+    check = georegistration_check(result, 0.05)  # the UI's warning
+    assert not check.passed and not check.blocking and "georegistered in metres: scale ±" in check.description
 
 
 def test_gps_too_poor_for_the_track_leaves_an_upright_local_frame_in_model_units() -> None:
@@ -326,10 +330,14 @@ def test_the_ui_metadata_says_metres_or_model_units(tmp_path: Path, noise_m: flo
     m = report.metadata
     headline = arrange("sparse_reconstruction", m)["georegistration"].value
     saved = json.loads((tmp_path / "report.json").read_text())
+    check = next(c for c in report.checks if c.name == "georegistration")
+    assert not check.blocking and check.metadata["units"] == m["units"]
     if noise_m == 30.0:  # 8 photos over 18 x 30 m: not georegistered
         assert m["georegistered"] is False and m["units"] == "model units"
         assert headline == "none: model units, not metres (local frame)"
+        assert not check.passed and "the model is in model units, not metres" in check.description
     else:
+        assert check.passed and f"scale ±{m['georegistration_scale_uncertainty_pct']:.1f} %" in check.description
         assert m["georegistered"] is True and m["units"] == "metres"
         pct = m["georegistration_scale_uncertainty_pct"]
         assert pct == pytest.approx(100 * geo.scale_uncertainty, abs=1e-3) and 2.0 < pct < 6.0
