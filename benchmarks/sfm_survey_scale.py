@@ -6,7 +6,8 @@
 Each survey is rendered once into DIR (kept, reused while its settings match), ingested, and reconstructed
 by the sparse_reconstruction stage in its own process (so its peak memory is its own). Per survey: wall and
 CPU seconds per step, registered images, points, peak resident memory, and the published frame against the
-truth (up error, scale error, camera centres after the best rigid alignment). With `--export` the
+truth (up error, scale error against the GPS-implied one and the reported uncertainty, camera centres after
+the best rigid alignment). With `--export` the
 colmap_export stage runs on the result too (its image size, and the size each training preset would train
 at). The survey's photos are hashed before and after: the row says whether they came out unchanged. Prints a
 Markdown table and writes JSON.
@@ -116,6 +117,10 @@ def run_one(survey: Path, work: Path, preset: str, overrides: dict[str, Any], wi
         "peak_rss_gb": peak_rss_gb(), "peak_rss_after_ingest_gb": rss_after_ingest,
         "frame": m["georegistration_frame"], "gps_altitude_used": m["gps_altitude_used"],
         "horizontal_rms_m": m["georegistration_horizontal_rms_m"], "vertical_rms_m": m["georegistration_vertical_rms_m"],
+        "georegistered": m["georegistered"], "gps_outliers": m["gps_outliers"],
+        "scale_uncertainty_pct": m.get("georegistration_scale_uncertainty_pct"),
+        "heading_uncertainty_deg": m.get("georegistration_heading_uncertainty_deg"), "gps_noise_m": m.get("gps_noise_m"),
+        "georegistration_warnings": saved["georegistration"].get("warnings", []),
         "checks": {c.name: c.passed for c in report.checks},
     }
     try:
@@ -139,7 +144,7 @@ def run_one(survey: Path, work: Path, preset: str, overrides: dict[str, Any], wi
 
 COLUMNS = ["photos", "size", "registered", "points", "matcher / mapper", "verified pairs", "features s", "matching s",
            "mapping s", "total s", "CPU s", "peak RSS GB", "frame", "up error deg", "scale error % (GPS-implied)",
-           "rigid RMS m (% of height)", "upright"]
+           "reported ± scale % / heading deg", "GPS outliers", "rigid RMS m (% of height)", "upright"]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -148,6 +153,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         r.get("verified_pairs"), r["features_s"], r["matching_s"], r["mapping_s"], r["total_s"], r["cpu_s"],
         r["peak_rss_gb"], r["frame"], r.get("up_error_deg"),
         f"{r.get('scale_error_pct')} ({r.get('gps_implied_scale_error_pct')})",
+        f"{r.get('scale_uncertainty_pct')} / {r.get('heading_uncertainty_deg')}", r.get("gps_outliers"),
         f"{r.get('rigid_rms_m')} ({r.get('rigid_rms_pct_of_height')} %)", r["checks"].get("upright")] for r in rows))
 
 

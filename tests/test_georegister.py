@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pycolmap
 import pytest
@@ -228,3 +231,116 @@ def test_good_altitude_is_used_when_the_views_are_pitched_but_the_flight_is_leve
     assert result.frame == "enu" and result.altitude_used, result.altitude_reason
     np.testing.assert_allclose(_centres(rec), enu, atol=1e-3)
     assert result.up is not None and set(result.up["candidates"]) == {"views", "plane"}
+
+
+def _poor_gps_survey(seed: int, lines: int = 6, shots: int = 11, noise_m: float = 15.0, drift_m: float = 30.0
+                     ) -> tuple[pycolmap.Reconstruction, list[dict], np.ndarray, np.ndarray]:
+    """A lawnmower survey (66 photos over 90 x 100 m by default: the 75-photo demo's grid) whose camera GPS
+    has `noise_m` of horizontal noise per axis and an altitude drifting by `drift_m`. Returns the model, the
+    manifest, and the true and written positions (ENU around the first written fix)."""
+    enu, headings = _lawnmower(lines=lines, shots=shots)
+    rng = np.random.default_rng(seed)
+    gps = enu.copy()
+    gps[:, :2] += rng.normal(0.0, noise_m, (len(enu), 2))
+    gps[:, 2] += np.linspace(0.0, drift_m, len(enu))
+    true = enu - gps[0]
+    gps = gps - gps[0]
+    rec = _nadir_survey(true, ARBITRARY, headings)
+    return rec, _manifest_for(gps, Origin(55.7, 13.2, 37.0, "altitude")), true, gps
+
+
+def _gps_implied_scale(true: np.ndarray, written: np.ndarray) -> float:
+    """The scale of the best 2D similarity from the true to the written positions (as sfm_survey_scale.py)."""
+    from spaceport_dagster.demo.truth_check import umeyama
+
+    flat = np.zeros((len(true), 1))
+    return umeyama(np.hstack([true[:, :2], flat]), np.hstack([written[:, :2], flat]), with_scale=True)[0]
+
+
+def test_fifteen_metre_gps_noise_gives_metric_scale_with_an_honest_uncertainty() -> None:
+    """The issue's poor camera GPS (15 m per axis, drifting altitude) on the 75-photo demo's grid: the model
+    is georegistered, its scale is the one the GPS implies, and the stated uncertainty covers the error."""
+    rec, manifest, true, written = _poor_gps_survey(seed=3)
+    result = georegister(rec, manifest)
+    assert result.georegistered and result.frame == "enu_horizontal" and result.units == "metres"
+    assert not result.altitude_used
+    assert result.outliers == []  # the whole track agrees within its noise: nobody is an outlier
+    error = result.scale / 7.5 - 1  # ARBITRARY maps ENU metres to model units at 1/7.5
+    implied = _gps_implied_scale(true, written) - 1
+    assert abs(implied) > 0.05  # this draw of the noise implies a large scale error (9 %): the case that matters
+    assert abs(error - implied) < 1e-6, (error, implied)  # the fit gets what the GPS implies, no worse
+    # the stated 1-sigma: noise over the track's extent, 15 / sqrt(66 * 1945 m^2) = 4.2 %; it covers the error
+    assert result.scale_uncertainty == pytest.approx(0.042, rel=0.2)
+    assert abs(error) < 3 * result.scale_uncertainty
+    assert result.heading_uncertainty_deg == pytest.approx(np.degrees(result.scale_uncertainty), rel=1e-6)
+    assert result.gps_noise_m == pytest.approx(15.0, rel=0.15)
+    assert _view_up_error_deg(rec) < 0.01  # up from the cameras, not from the drifting altitude
+    assert not any("warns" in w for w in result.warnings)  # 4 % is under the 5 % warning
+
+
+def test_noisier_gps_on_a_small_track_is_georegistered_with_a_warning() -> None:
+    rec, manifest, _, _ = _poor_gps_survey(seed=1, lines=3, shots=6)  # 18 photos over 36 x 50 m
+    result = georegister(rec, manifest)
+    assert result.georegistered and result.scale_uncertainty is not None
+    assert 0.05 < result.scale_uncertainty < 0.2
+    assert any(f"scale ±{100 * result.scale_uncertainty:.1f} %" in w and "above the 5 %" in w
+               for w in result.warnings), result.warnings
+    from spaceport_dagster.stages.sfm.stage import georegistration_check
+
+    check = georegistration_check(result, 0.05)  # the UI's warning
+    assert not check.passed and not check.blocking and "georegistered in metres: scale ±" in check.description
+
+
+def test_gps_too_poor_for_the_track_leaves_an_upright_local_frame_in_model_units() -> None:
+    rec, manifest, _, _ = _poor_gps_survey(seed=2, lines=2, shots=4, noise_m=30.0)  # 8 photos over 18 x 30 m
+    result = georegister(rec, manifest)
+    assert not result.georegistered and result.frame == "local_upright" and result.units == "model units"
+    assert result.scale_uncertainty is not None and result.scale_uncertainty > 0.2  # reported all the same
+    assert "more than the 20 % allowed" in result.reason
+    assert any("model units" in w for w in result.warnings)
+    assert _view_up_error_deg(rec) < 0.01
+
+
+def test_a_noisy_track_keeps_its_fixes_and_loses_only_the_blunder() -> None:
+    """40 fixes with 10 m of noise per axis (the issue's real 40-photo flight: 21 of 40 were called outliers)
+    and one fix 150 m off."""
+    rec, manifest, _, written = _poor_gps_survey(seed=4, lines=5, shots=8, noise_m=10.0)
+    gps = written.copy()
+    gps[22, :2] += [150.0, 0.0]
+    result = georegister(rec, _manifest_for(gps, Origin(55.7, 13.2, 37.0, "altitude")))
+    assert result.georegistered and "23.jpg" in result.outliers and len(result.outliers) <= 2
+    assert result.inliers >= 38
+    assert result.gps_noise_m == pytest.approx(10.0, rel=0.25)
+
+
+@pytest.mark.parametrize("noise_m", [15.0, 30.0])
+def test_the_ui_metadata_says_metres_or_model_units(tmp_path: Path, noise_m: float) -> None:
+    """The sparse_reconstruction metadata the Dagster UI shows, from the SfM stage's report: a survey that is
+    not georegistered says model units (key and headline); a georegistered one its uncertainty."""
+    from spaceport_dagster.assets.headline import arrange
+    from spaceport_dagster.stages.sfm.config import SfmConfig
+    from spaceport_dagster.stages.sfm.reconstruct import EngineResult
+    from spaceport_dagster.stages.sfm.stage import _report
+
+    rec, manifest, _, _ = _poor_gps_survey(seed=2, lines=6 if noise_m == 15 else 2, shots=11 if noise_m == 15 else 4,
+                                           noise_m=noise_m)
+    geo = georegister(rec, manifest)
+    report = _report(tmp_path, SfmConfig(), manifest, EngineResult([rec], {"mapping": 1.0}, "exhaustive", "test", 1),
+                     rec, geo)
+    m = report.metadata
+    headline = arrange("sparse_reconstruction", m)["georegistration"].value
+    saved = json.loads((tmp_path / "report.json").read_text())
+    check = next(c for c in report.checks if c.name == "georegistration")
+    assert not check.blocking and check.metadata["units"] == m["units"]
+    if noise_m == 30.0:  # 8 photos over 18 x 30 m: not georegistered
+        assert m["georegistered"] is False and m["units"] == "model units"
+        assert headline == "none: model units, not metres (local frame)"
+        assert not check.passed and "the model is in model units, not metres" in check.description
+    else:
+        assert check.passed and f"scale ±{m['georegistration_scale_uncertainty_pct']:.1f} %" in check.description
+        assert m["georegistered"] is True and m["units"] == "metres"
+        pct = m["georegistration_scale_uncertainty_pct"]
+        assert pct == pytest.approx(100 * geo.scale_uncertainty, abs=1e-3) and 2.0 < pct < 6.0
+        assert headline == (f"GPS, {m['georegistration_residual_m']:.2f} m residual, scale ±{pct:.1f} %, heading "
+                            f"±{m['georegistration_heading_uncertainty_deg']:.1f}°")
+    assert saved["georegistration"]["scale_uncertainty"] == pytest.approx(geo.scale_uncertainty)

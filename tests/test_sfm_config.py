@@ -50,6 +50,8 @@ def test_config_refuses_bad_values() -> None:
         load_config({"engine": "meshroom"})
     with pytest.raises(ConfigError, match="vocab_tree_path"):
         load_config({"matcher": "vocab_tree"})
+    with pytest.raises(ConfigError, match="georegister_warn_uncertainty <= georegister_max_uncertainty"):
+        load_config({"georegister_warn_uncertainty": 0.3})  # above the default 0.2 at which it refuses
 
 
 def test_one_camera_groups_all_images_with_the_exif_focal_prior() -> None:

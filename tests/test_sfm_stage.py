@@ -64,7 +64,8 @@ def test_lund_registers_all_29_with_enough_points(lund: tuple[Path, Path, StageR
     assert 0 < m["mean_reprojection_error_px"] <= 1.5
     assert m["mean_track_length"] >= 2.0
     assert _checks(report) == {"min_points": True, "registered_fraction": True, "upright": True,
-                               "reprojection_error": True, "gps_consistent": True, "all_images_registered": True}
+                               "reprojection_error": True, "gps_consistent": True, "georegistration": True,
+                               "all_images_registered": True}
     assert all(m[f"seconds_{step}"] >= 0 for step in ("features", "matching", "mapping", "georegistration"))
     model = pycolmap.Reconstruction(str(out / "sparse"))
     assert model.num_reg_images() == 29 and model.num_points3D() == m["points"]
@@ -83,7 +84,8 @@ def test_lund_report_json_records_origin_and_checks(lund: tuple[Path, Path, Stag
     assert origin == {"latitude": pytest.approx(55.6981667, abs=1e-6), "longitude": pytest.approx(13.1953889, abs=1e-6),
                       "altitude": pytest.approx(37.0), "altitude_source": "altitude"}  # 01.jpg, the first fix
     assert [c["name"] for c in saved["checks"]] == ["min_points", "registered_fraction", "upright",
-                                                    "reprojection_error", "gps_consistent", "all_images_registered"]
+                                                    "reprojection_error", "gps_consistent", "georegistration",
+                                                    "all_images_registered"]
     assert saved["config"]["engine"] == "colmap"
 
 

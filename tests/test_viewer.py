@@ -62,8 +62,13 @@ def terrain_cloud(n: int, seed: int = 0) -> GaussianCloud:
 def sog_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from spaceport_dagster.stages.sog.writer import write_sog
 
-    path = tmp_path_factory.mktemp("sog") / "patch.sog"
+    # laid out as in the artifact store, <dataset>/sogs_bundle/ beside <dataset>/sparse_reconstruction/
+    path = tmp_path_factory.mktemp("sog") / "sogs_bundle" / "patch.sog"
+    path.parent.mkdir()
     write_sog(terrain_cloud(12_345), path)
+    (path.parent.parent / "sparse_reconstruction").mkdir()
+    (path.parent.parent / "sparse_reconstruction" / "report.json").write_text(json.dumps(
+        {"georegistration": {"georegistered": True, "frame": "enu_horizontal"}}))
     # what the SOG stage writes beside the bundle: its plain test-view figures
     (path.parent / "report.json").write_text(json.dumps({"metadata": {
         "psnr_measured": True, "psnr_decoded_db": 23.456, "psnr_views": 3, "psnr_resolution": "1589x893",
@@ -198,6 +203,7 @@ def test_page_controls_top_down_north_arrow_scale_bar_and_cameras(sog_file: Path
         label = browser.evaluate("document.getElementById('scale-label').textContent")
         bar = float(browser.evaluate("document.getElementById('scale-bar').getBoundingClientRect().width"))
         assert label == "2 m", label  # 140 px is 4.3 m here: the longest 1-2-5 length below is 2 m
+        assert browser.evaluate("document.body.dataset.units") == "m"  # the survey's SfM was georegistered
         assert bar == pytest.approx(2 / metres_per_pixel + 2 * 2, abs=1.5)  # plus the 2 px borders
         hide = "document.getElementById('panel').style.display = 'none'"
         browser.evaluate(hide)
@@ -228,3 +234,43 @@ def test_page_reports_a_broken_bundle(tmp_path: Path, sog_file: Path) -> None:
     broken.write_bytes(bytes(data[: len(data) // 2]))
     with pytest.raises(ViewerSetupError, match="not a SOG bundle"):
         resolve_bundle(str(broken))
+
+
+def test_units_come_from_the_surveys_sparse_reconstruction(sog_file: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from spaceport_dagster.resources.artifact_store import LocalArtifactStore
+
+    assert resolve_bundle(str(sog_file)).georegistered is True  # its sparse_reconstruction beside it says so
+    lone = tmp_path / "lone.sog"
+    lone.write_bytes(sog_file.read_bytes())
+    assert resolve_bundle(str(lone)).georegistered is None  # nothing says it is in metres
+    monkeypatch.setenv("SPACEPORT_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    with store.staging("site-8", "sogs_bundle") as staging:
+        (staging.local_dir / "site-8.sog").write_bytes(sog_file.read_bytes())
+        store.publish(staging)
+    assert resolve_bundle("site-8").georegistered is None  # no sparse_reconstruction published
+    with store.staging("site-8", "sparse_reconstruction") as staging:
+        (staging.local_dir / "report.json").write_text(json.dumps(
+            {"georegistration": {"georegistered": False, "frame": "local_upright"}}))
+        store.publish(staging)
+    assert resolve_bundle("site-8").georegistered is False
+
+
+def test_scale_bar_says_model_units_for_a_survey_that_is_not_georegistered(sog_file: Path, tmp_path: Path) -> None:
+    engine_or_skip()
+    dataset = tmp_path / "site"
+    (dataset / "sogs_bundle").mkdir(parents=True)
+    (dataset / "sparse_reconstruction").mkdir()
+    bundle_path = dataset / "sogs_bundle" / "site.sog"
+    bundle_path.write_bytes(sog_file.read_bytes())
+    (dataset / "sparse_reconstruction" / "report.json").write_text(json.dumps(
+        {"georegistration": {"georegistered": False, "frame": "local_upright"}}))
+    with viewer_page(str(bundle_path)) as (browser, bundle):
+        assert bundle.georegistered is False
+        assert browser.evaluate("document.body.dataset.state") == "ready"
+        browser.evaluate("document.getElementById('top-down').click()")
+        time.sleep(0.5)
+        assert browser.evaluate("document.getElementById('scale-label').textContent") == "2 model units"
+        assert browser.evaluate("document.body.dataset.units") == "model units"
+        assert "not georegistered" in browser.evaluate("document.getElementById('scale').title")

@@ -62,12 +62,23 @@ def _sparse_reconstruction(m: Figures) -> dict[str, str]:
     if m.get("mean_reprojection_error_px") is not None:
         out["reprojection error"] = f"{m['mean_reprojection_error_px']:.2f} px"
     if "georegistered" in m:
-        residual = m.get("georegistration_residual_m")
-        out["georegistration"] = (f"GPS, {residual:.2f} m residual" if m["georegistered"] and residual is not None
-                                  else "GPS" if m["georegistered"] else "none (local frame)")
+        out["georegistration"] = _georegistration(m)
     if "matcher" in m:
         out["matching"] = str(m["matcher"])
     return out
+
+
+def _georegistration(m: Figures) -> str:
+    if not m["georegistered"]:
+        return "none: model units, not metres (local frame)"
+    text = "GPS"
+    if m.get("georegistration_residual_m") is not None:
+        text += f", {m['georegistration_residual_m']:.2f} m residual"
+    if m.get("georegistration_scale_uncertainty_pct") is not None:
+        text += f", scale ±{m['georegistration_scale_uncertainty_pct']:.1f} %"
+    if m.get("georegistration_heading_uncertainty_deg") is not None:
+        text += f", heading ±{m['georegistration_heading_uncertainty_deg']:.1f}°"
+    return text
 
 
 def _colmap_export(m: Figures) -> dict[str, str]:

@@ -20,7 +20,8 @@ from .stage_config import SfmConfig, pipeline_asset
     },
     warnings={"reprojection_error": "mean reprojection error at most 1.5 px",
               "all_images_registered": "every image in the model (names the ones left out)",
-              "gps_consistent": "every GPS fix agrees with the others (outliers named, not used)"},
+              "gps_consistent": "every GPS fix agrees with the others (outliers named, not used)",
+              "georegistration": "in metres, with GPS scale and heading known within 5 % (1 sigma); else model units"},
 )
 def sparse_reconstruction(
     context: AssetExecutionContext, config: SfmConfig, storage: StorageResource, compute: StageLauncher

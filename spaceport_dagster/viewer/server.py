@@ -3,7 +3,7 @@
 Routes: `/` the page, `/viewer.js` its script, `/vendor/playcanvas.mjs` the pinned engine from
 `tools/node/node_modules` (installed by scripts/install-viewer.sh, never committed), `/api/info` facts
 about the bundle (name, bytes, splat count from its meta.json, the plain test-view PSNR the SOG stage measured
-for it, the camera positions), `/bundle.sog` the bundle itself. The page renders on black, the background the quality gates use.
+for it, the camera positions, whether its survey was georegistered), `/bundle.sog` the bundle itself. The page renders on black, the background the quality gates use.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Bundle:
     frame: dict | None = None  # robust centre and half extent of the splat (see robust_frame)
     quality: dict | None = None  # the bundle's plain test-view figures (see bundle_quality)
     cameras: list[dict] | None = None  # where the photos were taken, in the splat's frame (see camera_positions)
+    georegistered: bool | None = None  # the survey's SfM put it in metres (None: not known; see sfm_georegistered)
 
 
 def bundle_quality(sog: Path) -> dict | None:
@@ -70,6 +71,15 @@ def camera_positions(sog: Path) -> list[dict] | None:
                         "heldout": bool(camera.get("heldout", False))})
         return out
     except (OSError, KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+def sfm_georegistered(report: Path) -> bool | None:
+    """Whether the sparse_reconstruction whose report.json this is was georegistered (its frame in metres);
+    None when there is no readable report. The page's scale bar says metres only when this is True."""
+    try:
+        return bool(json.loads(report.read_text())["georegistration"]["georegistered"])
+    except (OSError, KeyError, TypeError, ValueError):
         return None
 
 
@@ -121,8 +131,10 @@ def resolve_bundle(target: str) -> Bundle:
     given = Path(target)
     if target.endswith(".sog") and given.is_file():
         path = given.resolve()
+        # a bundle in an artifact folder (<root>/<dataset>/sogs_bundle/): its survey's sparse_reconstruction beside it
         return Bundle(path.stem, str(path), path.stat().st_size, sog_splat_count(path), str(path), robust_frame(path),
-                      bundle_quality(path), camera_positions(path))
+                      bundle_quality(path), camera_positions(path),
+                      sfm_georegistered(path.parent.parent / "sparse_reconstruction" / "report.json"))
     from spaceport_dagster.resources.artifact_store import ArtifactMissing, open_store
     from spaceport_dagster.resources.storage import default_artifact_root
     from spaceport_dagster.stages.dataset_id import InvalidDatasetId, validate_dataset_id
@@ -139,8 +151,12 @@ def resolve_bundle(target: str) -> Bundle:
     path = folder / f"{dataset}.sog"
     if not path.is_file():
         raise ViewerSetupError(f"the published sogs_bundle of {dataset!r} has no {path.name}")
+    try:
+        georegistered = sfm_georegistered(store.fetch(dataset, "sparse_reconstruction") / "report.json")
+    except ArtifactMissing:
+        georegistered = None
     return Bundle(dataset, str(path), path.stat().st_size, sog_splat_count(path), store.uri(dataset, "sogs_bundle"),
-                  robust_frame(path), bundle_quality(path), camera_positions(path))
+                  robust_frame(path), bundle_quality(path), camera_positions(path), georegistered)
 
 
 def make_handler(bundle: Bundle, engine: Path) -> type[BaseHTTPRequestHandler]:

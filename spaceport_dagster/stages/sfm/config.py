@@ -71,7 +71,12 @@ class SfmConfig:
     # georegistration
     georegister: bool = True
     georegister_min_images: int = 3
-    georegister_max_error_m: float = 10.0  # RANSAC inlier distance (widened to 3 sigma of noisier GPS)
+    # a fix is an outlier only beyond this distance and beyond 3.7 sigma of the GPS noise the fit measures
+    georegister_max_error_m: float = 10.0
+    # georegister when the GPS fixes scale and heading within this (1 sigma, relative; heading in radians, so
+    # 0.2 is 11.5 deg), else an upright local frame in model units; warn above georegister_warn_uncertainty
+    georegister_max_uncertainty: float = 0.2
+    georegister_warn_uncertainty: float = 0.05
     # GPS altitude is used (a full 3D fit) only when that fit leaves the cameras' own up within this angle of
     # vertical and the altitudes agree with the model's heights within max(this many metres, 3x the
     # horizontal residual); otherwise up comes from the cameras (camera GPS altitude drifts, issue 13)
@@ -90,6 +95,9 @@ class SfmConfig:
             raise ValueError(f"vocab_tree_num_images must be at least 1, not {self.vocab_tree_num_images}")
         if self.matcher == "vocab_tree" and not self.vocab_tree_path:
             raise ValueError("matcher 'vocab_tree' needs vocab_tree_path (a COLMAP vocabulary tree file)")
+        if not 0.0 < self.georegister_warn_uncertainty <= self.georegister_max_uncertainty:
+            raise ValueError("need 0 < georegister_warn_uncertainty <= georegister_max_uncertainty, not "
+                             f"{self.georegister_warn_uncertainty} and {self.georegister_max_uncertainty}")
         if not 0.0 <= self.min_registered_fraction <= 1.0:
             raise ValueError("min_registered_fraction must be within [0, 1]")
 

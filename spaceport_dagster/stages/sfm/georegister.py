@@ -3,14 +3,18 @@
 WGS84 geodetic -> ENU around an origin (the first GPS fix) is pycolmap's GPSTransform. Camera GPS is good
 horizontally and often bad vertically (an altitude that climbs 100 m over a flight at one height), and a
 similarity fitted to bad altitudes tilts the whole model. So up comes from the reconstruction itself (gravity.py), the horizontal part
-(scale, heading, east/north) from a robust 2D fit to the GPS (robust_fit.py), and the GPS altitude is
+(scale, heading, east/north) from a robust 2D fit to every GPS fix (robust_fit.py), and the GPS altitude is
 used for the full 3D fit only when it agrees with that up and with the model's heights (altitude_trust).
-Residuals are reported horizontally and vertically, over the inlier fixes, with the outliers named.
+The model is georegistered whenever the fixes fix scale and heading to within `max_uncertainty` (1 sigma,
+from the residuals and the track's geometry), with a warning above `warn_uncertainty`; poor camera GPS
+(15 m of noise) still gives metric scale, with its uncertainty stated. Residuals are reported horizontally
+and vertically, over the inlier fixes, with the outliers named.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,7 +22,7 @@ import numpy as np
 import pycolmap
 
 from .gravity import CameraAxes, UpEstimate, angle_deg, estimate_up
-from .robust_fit import Similarity3D, fit_similarity_2d, fit_similarity_3d
+from .robust_fit import Similarity3D, Uncertainty, fit_similarity_2d, fit_similarity_3d
 
 WGS84 = pycolmap.GPSTransform(pycolmap.GPSTransformEllipsoid.WGS84)
 
@@ -82,6 +86,18 @@ class Georegistration:
     outliers: list[str] = field(default_factory=list)
     up: dict[str, Any] | None = None  # the cameras' own up (gravity.UpEstimate)
     warnings: list[str] = field(default_factory=list)
+    # 1 sigma, from the residuals and the track's geometry (robust_fit.similarity_uncertainty); also set when
+    # the fixes were too poor to georegister, to say how poor
+    scale_uncertainty: float | None = None  # relative: 0.03 is 3 %
+    heading_uncertainty_deg: float | None = None
+    gps_noise_m: float | None = None  # per axis, estimated from the residuals
+    gps_spread_m: float | None = None  # RMS distance of the kept fixes from their centroid, horizontally
+    gps_residual_correlation: float | None = None  # lag-1 in capture order: consecutive fixes err alike
+
+    @property
+    def units(self) -> str:
+        """What one unit of the published frame is."""
+        return "metres" if self.georegistered else "model units"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,7 +166,8 @@ def level_local_frame(reconstruction: pycolmap.Reconstruction, estimate: UpEstim
                       origin: Origin | None, with_gps: int, log: logging.Logger | None) -> Georegistration:
     """No GPS alignment: make the model upright around its camera centroid (model units), or leave it."""
     if estimate.up is None:
-        warning = f"not georegistered ({reason}) and the cameras do not fix up: the model keeps SfM's frame"
+        warning = (f"not georegistered ({reason}) and the cameras do not fix up: the model keeps SfM's frame "
+                   "(model units)")
         if log:
             log.warning(warning)
         return Georegistration(False, reason, origin, with_gps, frame="model", up=estimate.to_dict(),
@@ -165,6 +182,31 @@ def level_local_frame(reconstruction: pycolmap.Reconstruction, estimate: UpEstim
                            warnings=[warning])
 
 
+def capture_order(names: list[str], manifest_images: list[dict[str, Any]]) -> np.ndarray:
+    """Indices of `names` in capture order: by EXIF capture time where every one has it, else by name."""
+    taken = {r["name"]: r.get("captured_at") for r in manifest_images}
+    if all(taken.get(n) for n in names):
+        return np.array(sorted(range(len(names)), key=lambda i: (str(taken[names[i]]), names[i])), dtype=int)
+    return np.array(sorted(range(len(names)), key=lambda i: names[i]), dtype=int)
+
+
+def uncertainty_text(u: Uncertainty) -> str:
+    return f"scale ±{100 * u.scale:.1f} %, heading ±{u.heading_deg:.1f} deg (1 sigma)"
+
+
+def _with_uncertainty(reg: Georegistration, u: Uncertainty, spread: float, warn: float) -> Georegistration:
+    def finite(value: float) -> float | None:  # an unmeasurable figure is reported as none, never as infinity
+        return value if math.isfinite(value) else None
+
+    reg.scale_uncertainty, reg.heading_uncertainty_deg = finite(u.scale), finite(u.heading_deg)
+    reg.gps_noise_m, reg.gps_spread_m = finite(u.sigma_m), spread
+    reg.gps_residual_correlation = u.residual_correlation
+    if max(u.scale, u.heading_rad) > warn:
+        reg.warnings.append(f"GPS fixes {u.sigma_m:.1f} m noisy per axis over a track spread {spread:.1f} m fix "
+                            f"{uncertainty_text(u)}: above the {100 * warn:g} % this survey warns at")
+    return reg
+
+
 def georegister(
     reconstruction: pycolmap.Reconstruction,
     manifest_images: list[dict[str, Any]],
@@ -173,6 +215,8 @@ def georegister(
     log: logging.Logger | None = None,
     max_altitude_tilt_deg: float = 2.0,
     min_vertical_tolerance_m: float = 3.0,
+    max_uncertainty: float = 0.2,
+    warn_uncertainty: float = 0.05,
 ) -> Georegistration:
     """Transform `reconstruction` in place into ENU metres when enough registered images carry GPS; otherwise
     into an upright local frame. Never into a frame tilted by GPS altitudes that disagree with the cameras."""
@@ -188,34 +232,44 @@ def georegister(
     names = [img.name for img in with_gps]
     src = np.array([img.projection_center() for img in with_gps])
     tgt = np.array([positions[n] for n in names])
-    sim3 = fit_similarity_3d(src, tgt, max_error_m)
+    order = capture_order(names, manifest_images)
+    sim3 = fit_similarity_3d(src, tgt, max_error_m, order)
     if estimate.up is None:
         if origin.altitude_source == "none" or sim3 is None:
             return level_local_frame(reconstruction, estimate, "the cameras do not fix up and the GPS has no "
                                      "usable altitude", origin, len(with_gps), log)
+        u3 = sim3.uncertainty
+        if max(u3.scale, u3.heading_rad) > max_uncertainty:
+            refused = level_local_frame(reconstruction, estimate, f"the GPS fixes fix only {uncertainty_text(u3)}, "
+                                        f"more than the {100 * max_uncertainty:g} % allowed", origin, len(with_gps), log)
+            return _with_uncertainty(refused, u3, _spread(tgt[sim3.inliers, :2]), warn=math.inf)
         return _apply_3d(reconstruction, sim3, names, tgt, origin, estimate,
-                         AltitudeTrust(True, "the cameras do not fix up; the GPS altitude does"), log)
+                         AltitudeTrust(True, "the cameras do not fix up; the GPS altitude does"),
+                         _spread(tgt[sim3.inliers, :2]), warn_uncertainty, log)
     level = rotation_to_z(estimate.up)
     levelled = src @ level.T
-    horizontal = fit_similarity_2d(levelled[:, :2], tgt[:, :2], max_error_m)
+    horizontal = fit_similarity_2d(levelled[:, :2], tgt[:, :2], max_error_m, order)
     if horizontal is None:
         return level_local_frame(reconstruction, estimate, "the GPS positions fix no horizontal alignment", origin,
                                  len(with_gps), log)
     inliers = horizontal.inliers
     h_errors = np.linalg.norm(horizontal.apply(levelled[:, :2]) - tgt[:, :2], axis=1)
-    spread = float(np.sqrt(np.mean(np.sum((tgt[inliers, :2] - tgt[inliers, :2].mean(axis=0)) ** 2, axis=1))))
+    spread = _spread(tgt[inliers, :2])
     h_rms = _rms(h_errors[inliers]) or 0.0
-    if spread < max(5.0, 3.0 * h_rms):
-        return level_local_frame(reconstruction, estimate, f"the GPS fixes spread {spread:.1f} m, too little "
-                                 f"next to their {h_rms:.1f} m residual to fix scale and heading", origin,
-                                 len(with_gps), log)
+    u = horizontal.uncertainty
+    if max(u.scale, u.heading_rad) > max_uncertainty:
+        refused = level_local_frame(
+            reconstruction, estimate, f"the GPS fixes spread {spread:.1f} m with {u.sigma_m:.1f} m of noise per "
+            f"axis fix only {uncertainty_text(u)}, more than the {100 * max_uncertainty:g} % allowed", origin,
+            len(with_gps), log)
+        return _with_uncertainty(refused, u, spread, warn=math.inf)
     heights = horizontal.scale * levelled[:, 2]
     offset = float(np.median(tgt[inliers, 2] - heights[inliers]))
     vertical = tgt[:, 2] - heights - offset
     trust = altitude_trust(origin.altitude_source, estimate, sim3, vertical[inliers], h_rms,
                            max_altitude_tilt_deg, min_vertical_tolerance_m)
     if trust.trusted and sim3 is not None:
-        return _apply_3d(reconstruction, sim3, names, tgt, origin, estimate, trust, log)
+        return _apply_3d(reconstruction, sim3, names, tgt, origin, estimate, trust, spread, warn_uncertainty, log)
     rotation = _rz(horizontal.angle_rad) @ level
     translation = np.array([horizontal.b.real, horizontal.b.imag, offset])
     transform = pycolmap.Sim3d(horizontal.scale, pycolmap.Rotation3d(rotation), translation)
@@ -223,21 +277,29 @@ def georegister(
     reg = _residuals(reconstruction, names, tgt, inliers, altitude_used=False)
     reg.origin, reg.scale, reg.frame = origin, horizontal.scale, "enu_horizontal"
     reg.altitude_reason, reg.up = trust.reason, estimate.to_dict()
-    reg.reason = f"aligned to GPS east/north; up from the cameras ({estimate.source})"
+    reg.reason = f"aligned to GPS east/north, {uncertainty_text(u)}; up from the cameras ({estimate.source})"
     if estimate.flight != "area":
         reg.warnings.append(f"the camera track is a {estimate.flight}: up rests on the cameras alone "
                             f"({estimate.source})")
+    _with_uncertainty(reg, u, spread, warn_uncertainty)
     _log(log, reg)
     return reg
 
 
+def _spread(xy: np.ndarray) -> float:
+    """RMS distance of the points from their centroid."""
+    return float(np.sqrt(np.mean(np.sum((xy - xy.mean(axis=0)) ** 2, axis=1))))
+
+
 def _apply_3d(reconstruction: pycolmap.Reconstruction, sim: Similarity3D, names: list[str], tgt: np.ndarray,
-              origin: Origin, estimate: UpEstimate, trust: AltitudeTrust, log: logging.Logger | None) -> Georegistration:
+              origin: Origin, estimate: UpEstimate, trust: AltitudeTrust, spread: float, warn_uncertainty: float,
+              log: logging.Logger | None) -> Georegistration:
     reconstruction.transform(pycolmap.Sim3d(sim.scale, pycolmap.Rotation3d(sim.rotation), sim.translation))
     reg = _residuals(reconstruction, names, tgt, sim.inliers, altitude_used=True)
     reg.origin, reg.scale, reg.frame = origin, float(sim.scale), "enu"
     reg.altitude_reason, reg.up = trust.reason, estimate.to_dict()
-    reg.reason = "aligned to GPS east, north and altitude"
+    reg.reason = f"aligned to GPS east, north and altitude, {uncertainty_text(sim.uncertainty)}"
+    _with_uncertainty(reg, sim.uncertainty, spread, warn_uncertainty)
     _log(log, reg)
     return reg
 
@@ -264,6 +326,8 @@ def _log(log: logging.Logger | None, reg: Georegistration) -> None:
     if log:
         log.info(f"georegistration ({reg.frame}): {reg.images_with_gps} GPS images, {reg.inliers} inliers, "
                  f"horizontal {reg.residual_horizontal_rms_m:.2f} m RMS, vertical {reg.residual_vertical_rms_m:.2f} "
-                 f"m RMS; altitude {'used' if reg.altitude_used else 'not used'}: {reg.altitude_reason}")
+                 f"m RMS, scale ±{100 * (reg.scale_uncertainty or 0):.1f} %, heading "
+                 f"±{reg.heading_uncertainty_deg or 0:.1f} deg; altitude {'used' if reg.altitude_used else 'not used'}: "
+                 f"{reg.altitude_reason}")
         for warning in reg.warnings:
             log.warning(warning)

@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -141,7 +142,8 @@ def sfm(image_set: Path, output: Path, config: SfmConfig, log: logging.Logger) -
         if model is not None and config.georegister:
             geo = georegister(model, manifest_images, config.georegister_min_images, config.georegister_max_error_m,
                               log, config.georegister_max_altitude_tilt_deg,
-                              config.georegister_min_vertical_tolerance_m)
+                              config.georegister_min_vertical_tolerance_m, config.georegister_max_uncertainty,
+                              config.georegister_warn_uncertainty)
         elif model is not None:
             geo = level_local_frame(model, estimate_up(CameraAxes.of(model)), "disabled by config", origin, 0, log)
         result.seconds["georegistration"] = time.perf_counter() - start
@@ -187,6 +189,11 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
         "georegistration_horizontal_rms_m": _round(geo.residual_horizontal_rms_m),
         "georegistration_vertical_rms_m": _round(geo.residual_vertical_rms_m),
         "gps_outliers": len(geo.outliers),
+        "units": geo.units,
+        "georegistration_scale_uncertainty_pct": _round(100 * geo.scale_uncertainty)
+        if geo.scale_uncertainty is not None else None,
+        "georegistration_heading_uncertainty_deg": _round(geo.heading_uncertainty_deg),
+        "gps_noise_m": _round(geo.gps_noise_m),
     }
     report = {
         "metadata": metadata,
@@ -204,6 +211,7 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
         "gps_consistent", not gps["outliers"],
         gps["reason"] + (": " + ", ".join(gps["outliers"][:20]) if gps["outliers"] else ""),
         blocking=False, metadata={"outliers": gps["outliers"]}))
+    outcomes.append(georegistration_check(geo, config.georegister_warn_uncertainty))
     left_out = report["unregistered_images"]
     outcomes.append(CheckOutcome(
         "all_images_registered", not left_out,
@@ -222,6 +230,23 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
                                                           "top-down view; full size below"))
         metadata["top_down_view"] = md(text)
     return StageReport(metadata, outcomes)
+
+
+def georegistration_check(geo: Georegistration, warn: float) -> CheckOutcome:
+    """A warning in the UI unless the model is in metres with scale and heading known within `warn` (1 sigma)."""
+    metadata = {"georegistered": geo.georegistered, "units": geo.units, "scale_uncertainty": geo.scale_uncertainty,
+                "heading_uncertainty_deg": geo.heading_uncertainty_deg, "threshold": warn}
+    if not geo.georegistered:
+        return CheckOutcome("georegistration", False, f"not georegistered ({geo.reason}): the model is in model "
+                            "units, not metres", blocking=False, metadata=metadata)
+    if geo.scale_uncertainty is None or geo.heading_uncertainty_deg is None:
+        return CheckOutcome("georegistration", False, "georegistered in metres, but the uncertainty of its scale "
+                            "and heading could not be measured", blocking=False, metadata=metadata)
+    text = (f"georegistered in metres: scale ±{100 * geo.scale_uncertainty:.1f} %, heading "
+            f"±{geo.heading_uncertainty_deg:.1f} deg (1 sigma from {geo.inliers} GPS fixes; warn above "
+            f"{100 * warn:g} %, heading in radians)")
+    passed = max(geo.scale_uncertainty, math.radians(geo.heading_uncertainty_deg)) <= warn
+    return CheckOutcome("georegistration", passed, text, blocking=False, metadata=metadata)
 
 
 def _round(value: float | None) -> float | None:

@@ -1,8 +1,8 @@
 // Spaceport viewer: loads /bundle.sog (PlayCanvas SOG v2) with the PlayCanvas engine and orbits around it.
 // The page reports its state on <body data-state="loading|ready|error">, the splat count the engine decoded
 // on <body data-splats>, the download on data-progress (percent), the cameras shown on data-cameras, the
-// screen direction of north on data-north (degrees clockwise from up) and the scale bar's metres per pixel
-// on data-metres-per-pixel; the headless-browser test reads them.
+// screen direction of north on data-north (degrees clockwise from up), the scale bar's metres (or model
+// units) per pixel on data-metres-per-pixel and its unit on data-units; the headless-browser test reads them.
 import * as pc from '/vendor/playcanvas.mjs';
 
 const $ = (id) => document.getElementById(id);
@@ -143,7 +143,11 @@ async function main() {
             if (e.key === 't' || e.key === 'T') orbit.topDown(center);
         });
         showCameras(app, splat, info.cameras ?? [], radius);
-        app.on('update', () => drawOverlays(camera, splat, orbit, canvas));
+        // metres only where the survey's SfM georegistered it; otherwise the model's own units
+        const units = info.georegistered ? 'm' : 'model units';
+        document.body.dataset.units = units;
+        if (!info.georegistered) $('scale').title = 'not georegistered: lengths in the model\'s own units, not metres';
+        app.on('update', () => drawOverlays(camera, splat, orbit, canvas, units));
 
         const count = resource.numSplats;
         $('splats').textContent = count.toLocaleString('en-US');
@@ -199,8 +203,8 @@ function showCameras(app, splat, cameras, radius) {
 }
 
 // The north arrow follows the screen direction of north at the orbit target; the scale bar holds at the
-// target's distance (the splat is in metres when the survey was georegistered).
-function drawOverlays(camera, splat, orbit, canvas) {
+// target's distance, in metres when the survey was georegistered, else in model units.
+function drawOverlays(camera, splat, orbit, canvas, units) {
     const north = splat.getWorldTransform().transformVector(new pc.Vec3(0, 1, 0)).normalize();
     const a = camera.camera.worldToScreen(orbit.target);
     const b = camera.camera.worldToScreen(orbit.target.clone().add(north.mulScalar(orbit.distance * 0.1)));
@@ -211,7 +215,7 @@ function drawOverlays(camera, splat, orbit, canvas) {
     const metresPerPixel = visible / canvas.clientHeight;
     const metres = niceLength(metresPerPixel, 140);
     $('scale-bar').style.width = `${(metres / metresPerPixel).toFixed(1)}px`;
-    $('scale-label').textContent = `${metres >= 1 ? metres : metres.toPrecision(1)} m`;
+    $('scale-label').textContent = `${metres >= 1 ? metres : metres.toPrecision(1)} ${units}`;
     document.body.dataset.metresPerPixel = metresPerPixel.toPrecision(6);
 }
 
