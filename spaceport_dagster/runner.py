@@ -8,6 +8,7 @@ sensors, pools and run retries treat it like any other run.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,10 +22,11 @@ from spaceport_dagster.notify.message import RunSummary
 from spaceport_dagster.partitions import register_dataset
 from spaceport_dagster.presets import PRESET_TAG, stage_presets
 from spaceport_dagster.resources.artifact_store import ArtifactMissing, ArtifactStore
-from spaceport_dagster.resources.owned_dirs import owner_gone, owner_tag
+from spaceport_dagster.resources.owned_dirs import process_alive
 from spaceport_dagster.resources.selection import resources_from_env
 from spaceport_dagster.resources.stage_watch import stop_all
 from spaceport_dagster.run_events import read_run
+from spaceport_dagster.run_launcher import worker_of
 from spaceport_dagster.stage_order import ASSET_ORDER
 
 # The events _collect reads; filtering them in the event log's query skips the stages' log lines on each poll.
@@ -33,7 +35,6 @@ WATCHED_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.ASSET_MATERIALIZ
                   DagsterEventType.STEP_FAILURE}
 
 
-OWNER_TAG = "spaceport/owner"  # "<host>-<pid>" of the `spaceport` process executing the run
 UNFINISHED = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.CANCELING]
 
 
@@ -160,7 +161,7 @@ def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, 
     outcomes = {name: StageOutcome(name) for name in selected}
     with wait_for_dataset(instance, dataset, on_wait=_tell_waiting(dataset)):
         run = create_pipeline_run(instance, dataset, selected, run_config_for(selected, source, preset),
-                                  {PRESET_TAG: preset, OWNER_TAG: owner_tag().lstrip("@"), **(tags or {})})
+                                  {PRESET_TAG: preset, **(tags or {})})
         done = threading.Event()
         errors: list[BaseException] = []
 
@@ -227,15 +228,20 @@ class _sigterm_as_interrupt:
 
 
 def reap_abandoned_runs(instance: DagsterInstance) -> list[str]:
-    """Runs left STARTED by a `spaceport` process of this host that is gone (kill -9): marked failed, and the
-    concurrency-pool slots (the `gpu` pool) held by them or by any finished run freed. Their ids."""
+    """Runs left unfinished by a `spaceport` process of this host that is gone (kill -9): marked failed, and the
+    concurrency-pool slots (the `gpu` pool) held by them or by any finished run freed. Their ids.
+
+    Only a run whose own worker was a `spaceport` command (job_runs.report_run_worker) is judged, by that worker's
+    pid: a run the daemon launched (a re-execution from the UI, a sensor's, a backfill's) is the run monitor's."""
     reaped: list[str] = []
+    host = socket.gethostname()
     for run in instance.get_runs(filters=RunsFilter(statuses=UNFINISHED), limit=200):
-        owner = run.tags.get(OWNER_TAG)
-        if owner and owner_gone("@" + owner):
-            instance.report_run_failed(run, f"the spaceport process running this run ({owner}) is gone (killed); "
-                                            "marked failed by the next run")
-            reaped.append(run.run_id)
+        worker = worker_of(instance, run.run_id)
+        if worker is None or not worker.spaceport_cli or worker.host != host or process_alive(worker.pid):
+            continue
+        instance.report_run_failed(run, f"the spaceport process running this run (pid {worker.pid}) is gone "
+                                        "(killed); marked failed by the next run")
+        reaped.append(run.run_id)
     storage = instance.event_log_storage
     if storage.supports_global_concurrency_limits:
         holders = storage.get_concurrency_run_ids()
