@@ -14,6 +14,9 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRun, EventLogEntry
 from spaceport_dagster.notify.message import CheckFailure, RunSummary, StageSummary
 
 TAG_PARTITION = "dagster/partition"
+# On the observation of an output that failed a blocking check (assets/stage_asset.raise_rejected): its figures,
+# since a rejected output has no materialisation.
+REJECTED_TAG = "spaceport/rejected"
 
 
 def plain(value: Any) -> Any:
@@ -76,6 +79,11 @@ def read_run(records: Iterable[EventLogEntry], summary: RunSummary) -> RunSummar
             materialization = event.event_specific_data.materialization
             name = materialization.asset_key.to_user_string()
             stage(name).metadata = {k: plain(v) for k, v in (materialization.metadata or {}).items()}
+        elif kind == DagsterEventType.ASSET_OBSERVATION:
+            observation = event.event_specific_data.asset_observation
+            if (observation.tags or {}).get(REJECTED_TAG):
+                name = observation.asset_key.to_user_string()
+                stage(name).metadata = {k: plain(v) for k, v in (observation.metadata or {}).items()}
         elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed:

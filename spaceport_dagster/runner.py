@@ -30,7 +30,7 @@ from spaceport_dagster.run_launcher import worker_of
 from spaceport_dagster.stage_order import ASSET_ORDER
 
 # The events _collect reads; filtering them in the event log's query skips the stages' log lines on each poll.
-WATCHED_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.ASSET_MATERIALIZATION,
+WATCHED_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION,
                   DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.STEP_SUCCESS,
                   DagsterEventType.STEP_FAILURE}
 

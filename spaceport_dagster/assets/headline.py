@@ -30,6 +30,21 @@ def rounded(value: float, digits: int = 4) -> float:
     return float(f"{value:.{digits}g}")
 
 
+def rounded_verdict(figures: dict[str, Any]) -> dict[str, Any]:
+    """A check's numbers rounded to what they mean: `value` and `threshold` to the precision of 4 significant
+    digits of the threshold (a verdict against 20.47 dB means nothing finer than 0.01 dB: 22.900572499160784 ->
+    22.9, and a 1e-5 dB wobble against a 1 dB limit is 0.0); every other float to 4 significant digits."""
+    out = {k: rounded(v) if isinstance(v, float) else v for k, v in figures.items()}
+    threshold = figures.get("threshold")
+    if isinstance(threshold, int | float) and not isinstance(threshold, bool) and math.isfinite(threshold) \
+            and threshold != 0:
+        decimals = max(0, 3 - math.floor(math.log10(abs(threshold))))
+        for key in ("value", "threshold"):
+            if isinstance(figures.get(key), float) and math.isfinite(figures[key]):
+                out[key] = round(figures[key], decimals)
+    return out
+
+
 def size_text(count: float) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if count >= scale:
