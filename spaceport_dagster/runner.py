@@ -95,13 +95,17 @@ def missing_inputs(dataset: str, selected: list[str], store: ArtifactStore) -> l
     return sorted(k.to_user_string() for k in needed if not store.exists(dataset, k.to_user_string()))
 
 
-def run_config_for(assets: list[str], source: str | None, preset: str) -> dict[str, Any]:
+def run_config_for(assets: list[str], source: str | None, preset: str,
+                   options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The run config: each asset's stage preset, the source, and stage `options` per asset (e.g. `--cpu`)."""
     presets = stage_presets(preset)
     ops: dict[str, Any] = {}
     for name in assets:
         cfg: dict[str, Any] = {}
         if name in presets:
             cfg["preset"] = presets[name]
+        if (options or {}).get(name):
+            cfg["options"] = dict(options[name])
         if name == "image_set" and source:
             cfg["source"] = source
         ops[name] = {"config": cfg}
@@ -146,7 +150,8 @@ def _tell_waiting(dataset: str) -> Callable[[list[DagsterRun]], None]:
 def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, preset: str = "preview",
                  instance: DagsterInstance | None = None,
                  on_stage: Callable[[StageOutcome], None] | None = None, poll_seconds: float = 0.5,
-                 start: str | None = None, tags: dict[str, str] | None = None) -> PipelineOutcome:
+                 start: str | None = None, tags: dict[str, str] | None = None,
+                 options: dict[str, dict[str, Any]] | None = None) -> PipelineOutcome:
     """Materialise the stages from `start` (default: the first) to `until` (default: the last) for `dataset`.
     Stages before `start` are not run: their published artifacts are read, and must exist (ArtifactMissing).
     Waits while another run of `dataset` is in progress."""
@@ -160,7 +165,7 @@ def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, 
     register_dataset(instance, dataset)
     outcomes = {name: StageOutcome(name) for name in selected}
     with wait_for_dataset(instance, dataset, on_wait=_tell_waiting(dataset)):
-        run = create_pipeline_run(instance, dataset, selected, run_config_for(selected, source, preset),
+        run = create_pipeline_run(instance, dataset, selected, run_config_for(selected, source, preset, options),
                                   {PRESET_TAG: preset, **(tags or {})})
         done = threading.Event()
         errors: list[BaseException] = []

@@ -7,8 +7,9 @@ import inspect
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
+from warnings import catch_warnings, filterwarnings
 
-from dagster import AssetCheckSpec, AssetsDefinition, Config, asset
+from dagster import AssetCheckSpec, AssetsDefinition, Config, PreviewWarning, asset
 from pydantic import Field
 
 from spaceport_dagster.partitions import datasets_partitions
@@ -72,10 +73,12 @@ class SogConfig(StageConfig):
 def check_specs(asset: str, gates: dict[str, str], warnings: dict[str, str] | None = None) -> list[AssetCheckSpec]:
     """Blocking checks for `gates`, non-blocking ones for `warnings` (name -> description); partitioned by
     dataset like their asset, so each result names its dataset in the UI."""
-    specs = [AssetCheckSpec(name, asset=asset, description=text, blocking=True, partitions_def=datasets_partitions)
-             for name, text in gates.items()]
-    specs += [AssetCheckSpec(name, asset=asset, description=text, partitions_def=datasets_partitions)
-              for name, text in (warnings or {}).items()]
+    with catch_warnings():  # partitioned checks are "preview" in Dagster 1.13: said once per check on every load
+        filterwarnings("ignore", category=PreviewWarning)
+        specs = [AssetCheckSpec(name, asset=asset, description=text, blocking=True,
+                                partitions_def=datasets_partitions) for name, text in gates.items()]
+        specs += [AssetCheckSpec(name, asset=asset, description=text, partitions_def=datasets_partitions)
+                  for name, text in (warnings or {}).items()]
     return specs
 
 

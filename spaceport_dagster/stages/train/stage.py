@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from spaceport_dagster.presets import GPU_TRAIN_PRESETS
 from spaceport_dagster.stages.evaluation import PlainScores, score_plain
 from spaceport_dagster.stages.ply import GaussianCloud, read_ply, write_ply
 from spaceport_dagster.stages.render import cloud_to_params, gsplat_available, pick_device, render_view
@@ -174,7 +175,17 @@ def _write_previews(folder: Path, trainer: Trainer, cfg: TrainConfig) -> str:
     return "\n".join(lines)
 
 
+def refuse_gpu_preset_without_gpu(config: dict[str, Any]) -> None:
+    """A GPU preset stops before training on a machine without a GPU (thousands of full-resolution steps would
+    take hours on the CPU without a word), unless the CPU was asked for (`device: cpu`)."""
+    preset = config.get("preset", "standard")
+    if preset in GPU_TRAIN_PRESETS and config.get("device", "auto") == "auto" and not torch.cuda.is_available():
+        raise ValueError(f"preset {preset!r} trains for a GPU and this machine has none: use the preview preset, or "
+                         "SPACEPORT_COMPUTE=sagemaker for a GPU instance, or the option device: cpu to train it here")
+
+
 def run(inputs: dict[str, str], output: Path, config: dict[str, Any], log: logging.Logger) -> StageReport:
     if "export" not in inputs:
         raise ValueError("train needs an input named 'export' (a colmap_export folder with images/ and sparse/0/)")
+    refuse_gpu_preset_without_gpu(config)
     return train(inputs["export"], output, load_config(config), log, inputs.get("resume"), inputs.get("checkpoints"))
