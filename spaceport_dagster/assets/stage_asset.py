@@ -118,9 +118,9 @@ def run_stage_asset(
     metadata["uri"] = MetadataValue.path(location)
     if inputs:
         metadata[INPUT_VERSIONS_KEY] = MetadataValue.json({name: v.as_metadata() for name, v in inputs.items()})
-    links = {f"input {name} ({upstream})": store.version_uri(dataset, upstream)
-             for name, upstream in (artifacts or {}).items()}
-    links.update({("source" if name == "source" else f"source {name}"): uri for name, uri in (sources or {}).items()})
+    # Only locations that stay: the inputs' version folders are removed a day after they are superseded, so the
+    # inputs are named by version (`input versions`), and reached through their own asset pages.
+    links = {("source" if name == "source" else f"source {name}"): uri for name, uri in (sources or {}).items()}
     links["this artifact" if not failed else "rejected output"] = location
     metadata["artifacts"] = MetadataValue.md(links_markdown(links))
     ran_on = ran_on_tag({k: getattr(v, "value", v) for k, v in reported_metadata.items()})

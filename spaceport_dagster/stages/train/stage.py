@@ -127,11 +127,13 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
                     "plain_scoring": round(t_scored - t_written, 2)},
     }
     write_metrics(output / "metrics.json", result.evals, dataclasses.asdict(cfg), summary, plain.as_dict())
-    write_curve(output / "training_curve.png", result.evals, log)
+    write_curve(output / "training_curve.png", result.evals, log,
+                title=f"scored at the training resolution {summary['training_resolution']}; the headline PSNR "
+                      f"is the published PLY at {plain.resolution}")
     checks = quality_checks(cloud, ply_path, plain, coverage, cfg, from_disk=published)
     metadata: dict[str, Any] = {k: v for k, v in summary.items() if v is not None and k != "seconds"}
     metadata["wall_seconds"] = round(time.perf_counter() - t_start, 2)
-    curve = _curve_markdown(result.evals)
+    curve = _curve_markdown(result.evals, metadata["training_resolution"], plain.resolution)
     if curve:
         metadata["training_curve"] = md(curve)
     if previews_md:
@@ -145,18 +147,18 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
     return StageReport(metadata, checks)
 
 
-def _curve_markdown(evals: list[dict[str, Any]]) -> str | None:
-    """The held-out PSNR against the flat mean colour over training, small enough to show inline."""
+def _curve_markdown(evals: list[dict[str, Any]], scored_at: str, headline_at: str) -> str | None:
+    """The held-out PSNR against the flat mean colour over training, small enough to show inline. It is
+    scored at the training resolution (`scored_at`), the headline at the export's (`headline_at`): the caption
+    says both, since the two figures differ."""
     rows = [e for e in evals if e.get("psnr") is not None and e.get("baseline_psnr") is not None
             and np.isfinite(e["psnr"]) and np.isfinite(e["baseline_psnr"])]
     if not rows:
         return None
-    values = [e["psnr"] for e in rows] + [e["baseline_psnr"] for e in rows]
     return curve_svg_markdown([e["step"] for e in rows], {"psnr": [e["psnr"] for e in rows],
                                                           "baseline": [e["baseline_psnr"] for e in rows]},
-                              caption=f"test-view PSNR (blue) against the flat mean colour (orange), "
-                                      f"{min(values):.1f} to {max(values):.1f} dB over steps {rows[0]['step']} to "
-                                      f"{rows[-1]['step']}; training_curve.png has the axes")
+                              caption=f"test views while training (blue; flat mean colour: orange) at "
+                                      f"{scored_at}; the headline is the PLY at {headline_at}")
 
 
 @torch.no_grad()
