@@ -9,6 +9,7 @@ from dagster import MetadataValue
 
 from spaceport_dagster.assets.headline import arrange, rounded
 from spaceport_dagster.assets.stage_asset import published_paths
+from spaceport_dagster.run_events import HEADLINE_FIGURES_KEY, flat_metadata
 from spaceport_dagster.stages.ui_metadata import timings_markdown
 
 
@@ -26,12 +27,16 @@ def test_sogs_bundle_leads_with_size_ratio_and_psnr() -> None:
     assert keys[:4] == ["size", "PSNR", "Gaussians", "ran on"]
     assert out["size"].value == "181.7 kB, 15.2x smaller than the PLY"
     assert out["PSNR"].value == "23.0 dB decoded (-0.02 dB against the PLY)"
-    assert out["Gaussians"].value == "48,213" and out["splats"].value == 48213
-    assert out["ratio"] == 15.17  # the stage's own key stays, rounded
+    assert out["Gaussians"].value == "48,213"
+    # the figures the headline shows are not repeated as rows: one JSON entry keeps them by key, rounded
+    assert not {"splats", "bundle_bytes", "ratio", "psnr_decoded_db", "psnr_drop_db"} & set(out)
+    assert out[HEADLINE_FIGURES_KEY].value == {"splats": 48213, "bundle_bytes": 181_700, "ratio": 15.17,
+                                               "psnr_decoded_db": 23.04, "psnr_drop_db": 0.0213}
+    assert flat_metadata(out)["ratio"] == 15.17 and flat_metadata(out)["ply_bytes"] == 2_755_000
     assert out["timings (s)"].value == {"seconds": {"encode": 0.8}, "timings": {"kmeans": 0.3},
-                                        "seconds_total": 1.23456}
+                                        "seconds_total": 1.235}
     assert out["details"].value == {"file_bytes": {"means_l.webp": 1000}, "roundtrip": {"a": 1}}
-    assert len(out) == 13  # 4 headline + 1 table + 6 figures + timings + details (12 entries reported)
+    assert len(out) == 9  # 4 headline + 1 table + ply_bytes + headline figures + timings + details
 
 
 def test_splat_model_and_sfm_headlines() -> None:

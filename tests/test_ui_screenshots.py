@@ -114,6 +114,23 @@ def dagster_ui(materialised_home: Path) -> Iterator[str]:
         log.close()
 
 
+# Text the page cuts off: an element that hides or scrolls its overflow and holds more than it shows, or that
+# reaches past the window's right edge. (text, scrollWidth, clientWidth) of each.
+CLIPPED = """(() => {
+  const out = [];
+  for (const el of document.querySelectorAll('table *')) {
+    const style = getComputedStyle(el);
+    const hides = ['hidden', 'clip', 'auto', 'scroll'].includes(style.overflowX) || style.textOverflow === 'ellipsis';
+    const text = (el.innerText || '').trim();
+    if (!text) continue;
+    if ((hides && el.scrollWidth > el.clientWidth + 1) || el.getBoundingClientRect().right > window.innerWidth + 1)
+      out.push([text.slice(0, 80), el.scrollWidth, el.clientWidth]);
+  }
+  return out;
+})()"""
+UI_WIDTH = 1600  # the width at which nothing may be cut off (issue 26)
+
+
 def busy_fraction(png: bytes) -> float:
     """Share of pixels that are not the page's plain white background."""
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.int16)
@@ -124,7 +141,7 @@ def test_asset_pages(dagster_ui: str, tmp_path: Path) -> None:
     out = Path(os.environ.get("SPACEPORT_SCREENSHOT_DIR", tmp_path))
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with Browser(1440, 1000, timeout=60) as browser:
+        with Browser(UI_WIDTH, 1000, timeout=60) as browser:
             for name, path, texts in PAGES:
                 browser.goto(dagster_ui + path)
                 condition = " && ".join(f"document.body.innerText.includes({t!r})" for t in texts)
@@ -138,8 +155,10 @@ def test_asset_pages(dagster_ui: str, tmp_path: Path) -> None:
                 time.sleep(1.5)  # let graphs lay out and images decode
                 png = browser.screenshot(out / f"{name}.png")
                 size = Image.open(io.BytesIO(png)).size
-                assert size == (1440, 1000)
+                assert size == (UI_WIDTH, 1000)
                 assert busy_fraction(png) > 0.02, f"{name}: the page looks empty"
+                clipped = browser.evaluate(CLIPPED)
+                assert clipped == [], f"{name}: cut off at {UI_WIDTH} px: {clipped}"
                 if name == "sparse_reconstruction":
                     # the top-down view is on the page without a click ("[Show Markdown]"), decoded, and readable
                     shown = browser.evaluate("[...document.images].filter(i => i.src.startsWith('data:image/webp')"
