@@ -10,7 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from spaceport_dagster.console import print_stage, stage_figures
+from spaceport_dagster.console import print_stage, stage_figures, ui_command
 from spaceport_dagster.home import prepare_home
 from spaceport_dagster.stage_order import ASSET_ORDER
 from spaceport_dagster.stages.dataset_id import InvalidDatasetId, dataset_id_for_source, validate_dataset_id
@@ -116,13 +116,6 @@ def cmd_rerun(args: argparse.Namespace) -> int:
                                    on_stage=print_stage, options=cpu_options(args.cpu)))
 
     return _run_checked(work)
-
-
-def ui_command() -> str:
-    """How to open the UI on this home, as this command was started (`.venv/bin/spaceport`, a SPACEPORT_HOME)."""
-    program = sys.argv[0] if Path(sys.argv[0]).name == "spaceport" else "spaceport"
-    home = os.environ.get("SPACEPORT_HOME")
-    return (f"SPACEPORT_HOME={home} " if home else "") + f"{program} ui"
 
 
 def check_known_dataset(dataset: str) -> None:

@@ -171,7 +171,7 @@ def test_ui_refuses_a_busy_port_in_one_line(spaceport_home: Path, capsys: pytest
 
 
 def test_the_ui_command_printed_after_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    from spaceport_dagster.cli import ui_command
+    from spaceport_dagster.console import ui_command
 
     monkeypatch.setattr(sys, "argv", [".venv/bin/spaceport", "run", "x"])
     monkeypatch.delenv("SPACEPORT_HOME", raising=False)

@@ -81,6 +81,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     out = demo_dir(home)
     ensure_survey(out, args.regenerate, survey_spec(args))
+    from spaceport_dagster.console import ui_command
     from spaceport_dagster.quality_summary import splat_quality_line
     from spaceport_dagster.runner import run_pipeline
 
@@ -93,11 +94,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     line = splat_quality_line(outcome.stages)
     if line:
         print(line)
+    print(f"\nbrowse the run and its assets: {ui_command()}")
     message = outcome.failure_message()
     if message:
         print(f"error: {message}", file=sys.stderr)
         return 1
-    print(f"\nbrowse the run and its assets: spaceport ui   (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     if any(s.asset == "sogs_bundle" and s.status == "ok" for s in outcome.stages):
         print(f"see the splat in a browser: spaceport view {DEMO_DATASET}")
     return 0
