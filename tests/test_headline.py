@@ -46,7 +46,7 @@ def test_splat_model_and_sfm_headlines() -> None:
     assert splat["PSNR"].value == "23.1 dB against 17.8 dB baseline (+5.3 dB) on 4 test views"
     assert splat["coverage"].value == "98.7 % (mean alpha)"
     assert splat["PLY"].value == "28.4 MB" and splat["training"].value == "300 steps on cpu"
-    assert splat["ran on"].value == "this machine (cpu)"
+    assert splat["ran on"].value == "this machine, cpu"
     sfm = arrange("sparse_reconstruction", {"registered": "28/28", "points": 13231, "georegistered": True,
                                             "georegistration_residual_m": 0.4321,
                                             "mean_reprojection_error_px": 0.81234})

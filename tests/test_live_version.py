@@ -50,6 +50,12 @@ def asset_page(instance: DagsterInstance, asset: str, partition: str) -> dict[st
     return result.data["assetOrError"]
 
 
+def observation_entries(instance: DagsterInstance, run_id: str) -> list[tuple[str, object]]:
+    [record] = [e for e in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_OBSERVATION)]
+    metadata = record.dagster_event.event_specific_data.asset_observation.metadata
+    return [(k, getattr(v, "value", v)) for k, v in metadata.items()]
+
+
 def text_entries(materialization: dict[str, Any]) -> dict[str, str]:
     return {e["label"]: e["text"] for e in materialization["metadataEntries"] if "text" in e}
 
@@ -91,6 +97,8 @@ def test_a_gate_failure_leaves_the_published_version_current(published_export, i
     assert observation["runId"] == bad.run_id
     assert {"key": REJECTED_TAG, "value": "true"} in observation["tags"]
     assert f"version {live} stays live" in observation["description"]
+    rejected = next(e for e in observation_entries(instance, bad.run_id) if e[0] == "rejected")[1]
+    assert rejected.startswith("failed min_gaussians: ") and "failed min_gaussians: failed" not in rejected
     assert (store.root / "tiny" / "splat_model.rejected" / bad.run_id / "point_cloud.ply").is_file()
 
     # the CLI's and the notification's reader still sees the rejected figures and the failed gate

@@ -20,7 +20,8 @@ from spaceport_dagster.stages.ui_metadata import INLINE_MARKDOWN_LIMIT
 
 # Per asset, prefixes of figures a stage also shows in a table of its own: folded into `details`, not rows.
 IN_TABLES: dict[str, tuple[str, ...]] = {"sogs_bundle": ("error_",)}
-# Keys that are timings, folded into the one `timings` entry (a stage's own markdown timings table stays).
+# Keys that are timings (and any `seconds_<step>`), folded into the one `timings` entry (a stage's own markdown
+# timings table stays).
 TIMING_KEYS = {"seconds", "seconds_total", "wall_seconds", "train_seconds", "cpu_seconds", "timings"}
 Figures = dict[str, Any]
 
@@ -148,7 +149,7 @@ def where_it_ran(m: Figures) -> str | None:
         if m.get("sagemaker_estimated_cost_usd") is not None:
             text += f", about ${m['sagemaker_estimated_cost_usd']:.3f}"
         return text
-    return "this machine" + (f" ({m['device']})" if m.get("device") else "")
+    return "this machine" + (f", {m['device']}" if m.get("device") else "")
 
 
 def ran_on_tag(m: Figures) -> str:
@@ -206,7 +207,7 @@ def arrange(asset: str, metadata: dict[str, Any]) -> dict[str, Any]:
         raw = plain(value)
         if isinstance(value, MarkdownMetadataValue | PathMetadataValue | UrlMetadataValue):
             pictures[key] = value  # previews, plots, tables and links (a stage's markdown timings table too)
-        elif key in TIMING_KEYS:
+        elif key in TIMING_KEYS or key.startswith("seconds_"):
             timings[key] = rounded_tree(raw)
         elif isinstance(value, JsonMetadataValue) or isinstance(raw, dict | list) or key.startswith(
                 IN_TABLES.get(asset, ())):

@@ -165,6 +165,11 @@ def reports_rejections(fn: Callable[..., MaterializeResult]) -> Callable[..., It
     return asset_fn
 
 
+def gate_text(check: AssetCheckResult) -> str:
+    """What a check found, in its own words (Pipes carries them as the `description` metadata entry)."""
+    return check.description or str(plain((check.metadata or {}).get("description")) or "failed")
+
+
 def raise_rejected(context: AssetExecutionContext, store: ArtifactStore, dataset: str,
                    failed: list[AssetCheckResult], checks: list[AssetCheckResult], metadata: dict[str, Any],
                    location: str) -> None:
@@ -180,7 +185,7 @@ def raise_rejected(context: AssetExecutionContext, store: ArtifactStore, dataset
     except ArtifactMissing:
         live = None
     stays = f"version {live} stays live" if live else "nothing is published yet"
-    gates = "; ".join(f"{c.check_name}: {c.description or 'failed'}" for c in failed)
+    gates = "; ".join(f"{c.check_name}: {gate_text(c)}" for c in failed)
     context.log.error(f"{asset} failed {len(failed)} quality gate(s); output kept at {location}, {stays}")
     events: list[AssetObservation | AssetCheckEvaluation] = [AssetObservation(
         asset_key=context.asset_key, partition=context.partition_key,
@@ -194,6 +199,6 @@ def raise_rejected(context: AssetExecutionContext, store: ArtifactStore, dataset
     raise Rejected(events, Failure(
         description=f"{asset}: quality gate failed: {gates}; output kept at {location}, {stays}",
         metadata={"failed gates": MetadataValue.md("\n".join(
-            f"- **{c.check_name}**: {c.description or 'failed'}" for c in failed)),
+            f"- **{c.check_name}**: {gate_text(c)}" for c in failed)),
             "rejected output": MetadataValue.path(location), "live version": MetadataValue.text(live or "none")},
         allow_retries=False))
