@@ -14,12 +14,18 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .server import Bundle
+from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+
+class Bundle(Protocol):
+    """What is followed: server.Bundle, as far as this module needs it."""
+
+    dataset: str
+    path: str
+    bytes: int
+    version: str
 
 
 class FollowedBundle:
