@@ -229,3 +229,41 @@ def test_the_console_shows_our_own_error_not_the_low_level_cause_it_wraps() -> N
     assert step_error(step) == "S3 failed while publishing image_set of 'x' ..."
     assert step_error(info("DagsterExecutionStepExecutionError", "op failed", boto)) == boto.message.split(
         ": ", 1)[1].strip()  # a foreign error: its innermost cause, as before
+
+
+def test_ui_starts_with_one_line_and_no_warnings(tmp_path: Path) -> None:
+    """`spaceport ui` says where the UI is, then nothing a user cannot act on (Dagster's preview and
+    supersession warnings, its INFO chatter), while the UI answers; Ctrl-C stops it."""
+    import signal
+    import time
+    import urllib.request
+
+    home = tmp_path / "home"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACEPORT_", "DAGSTER_"))}
+    env.update(SPACEPORT_HOME=str(home), PYTHONPATH=str(REPO))
+    ui = subprocess.Popen([sys.executable, "-m", "spaceport_dagster.cli", "ui", "--port", str(port)], env=env,
+                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True,
+                          preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)])
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5)
+                break
+            except OSError:
+                assert ui.poll() is None and time.monotonic() < deadline, "the UI did not come up"
+                time.sleep(1)
+        time.sleep(10)  # the daemon's first sensor ticks
+    finally:
+        os.killpg(ui.pid, signal.SIGINT)
+        try:
+            out, _ = ui.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+            out, _ = ui.communicate()
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert lines[0] == (f"spaceport ui: http://127.0.0.1:{port}/ for home {home} (ready in a few seconds; Ctrl-C "
+                        "stops it)")
+    assert not [line for line in lines if "warning" in line.lower()], lines
