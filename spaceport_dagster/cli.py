@@ -10,7 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from spaceport_dagster.console import print_stage, stage_figures, ui_command
+from spaceport_dagster.console import print_progress, print_stage, stage_figures, ui_command
 from spaceport_dagster.home import prepare_home
 from spaceport_dagster.stage_order import ASSET_ORDER
 from spaceport_dagster.stages.dataset_id import InvalidDatasetId, dataset_id_for_source, validate_dataset_id
@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_artifact_root(default_artifact_root())
         print(f"spaceport: dataset {dataset!r} from {source} (preset {args.preset}); home {home}")
         return report(run_pipeline(dataset, source, until=args.until, preset=args.preset, on_stage=print_stage,
-                                   options=cpu_options(args.cpu)))
+                                   on_progress=print_progress, options=cpu_options(args.cpu)))
 
     return _run_checked(work)
 
@@ -113,7 +113,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
                 raise UsageError(f"dataset {dataset!r} cannot be ingested again: {exc}") from None
         print(f"spaceport: dataset {dataset!r} again from {args.start} (preset {args.preset}); home {home}")
         return report(run_pipeline(dataset, None, start=args.start, until=args.until, preset=args.preset,
-                                   on_stage=print_stage, options=cpu_options(args.cpu)))
+                                   on_stage=print_stage, on_progress=print_progress, options=cpu_options(args.cpu)))
 
     return _run_checked(work)
 

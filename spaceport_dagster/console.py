@@ -35,6 +35,11 @@ def stage_figures(stage: StageOutcome) -> str:
     return ", ".join(parts)
 
 
+def print_progress(line: str) -> None:
+    """A running stage's progress line (runner._ProgressWatch), for `spaceport run` and `spaceport demo`."""
+    print(line, flush=True)
+
+
 def print_stage(stage: StageOutcome) -> None:
     """One progress line per stage event, for `spaceport run` and `spaceport demo`."""
     seconds = f"{stage.seconds:6.1f}s" if stage.seconds is not None else "      "

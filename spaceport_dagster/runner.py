@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from spaceport_dagster.job_runs import create_pipeline_run, execute_pipeline_run
 from spaceport_dagster.notify.message import RunSummary
 from spaceport_dagster.partitions import register_dataset
 from spaceport_dagster.presets import PRESET_TAG, stage_presets
+from spaceport_dagster.progress import StageProgress
 from spaceport_dagster.resources.artifact_store import ArtifactMissing, ArtifactStore
 from spaceport_dagster.resources.owned_dirs import process_alive
 from spaceport_dagster.resources.selection import resources_from_env
@@ -139,6 +141,38 @@ def _collect(instance: DagsterInstance, run_id: str, outcomes: dict[str, StageOu
             on_event(outcome)
 
 
+class _ProgressWatch:
+    """Reads the run's new log lines on each poll and hears of each running stage's progress (progress.py);
+    `on_progress` gets a line per running stage every minute."""
+
+    def __init__(self, instance: DagsterInstance, run_id: str, on_progress: Callable[[str], None]) -> None:
+        self.instance, self.run_id, self.on_progress = instance, run_id, on_progress
+        self.cursor: str | None = None
+        self.stages: dict[str, StageProgress] = {}
+
+    def poll(self, outcomes: dict[str, StageOutcome]) -> None:
+        while True:
+            found = self.instance.get_records_for_run(self.run_id, cursor=self.cursor)
+            self.cursor = found.cursor
+            for record in found.records:
+                entry = record.event_log_entry
+                if not entry.step_key:
+                    continue
+                event = entry.dagster_event
+                if event is not None and event.event_type == DagsterEventType.STEP_START:
+                    self.stages[entry.step_key] = StageProgress(entry.step_key, entry.timestamp)
+                elif event is None and entry.step_key in self.stages:
+                    self.stages[entry.step_key].hear(entry.user_message, entry.timestamp)
+            if not found.has_more:
+                break
+        now = time.time()
+        for asset, progress in self.stages.items():
+            outcome = outcomes.get(asset)
+            if outcome is not None and outcome.status == "running" and progress.due(now):
+                progress.told = now
+                self.on_progress(progress.line(now))
+
+
 def _tell_waiting(dataset: str) -> Callable[[list[DagsterRun]], None]:
     def tell(busy: list[DagsterRun]) -> None:
         runs = ", ".join(r.run_id for r in busy) or "another spaceport process"
@@ -151,7 +185,8 @@ def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, 
                  instance: DagsterInstance | None = None,
                  on_stage: Callable[[StageOutcome], None] | None = None, poll_seconds: float = 0.5,
                  start: str | None = None, tags: dict[str, str] | None = None,
-                 options: dict[str, dict[str, Any]] | None = None) -> PipelineOutcome:
+                 options: dict[str, dict[str, Any]] | None = None,
+                 on_progress: Callable[[str], None] | None = None) -> PipelineOutcome:
     """Materialise the stages from `start` (default: the first) to `until` (default: the last) for `dataset`.
     Stages before `start` are not run: their published artifacts are read, and must exist (ArtifactMissing).
     Waits while another run of `dataset` is in progress."""
@@ -184,9 +219,13 @@ def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, 
         seen: set[tuple[str, str]] = set()
         interrupted: str | None = None
 
+        progress = _ProgressWatch(instance, run_id, on_progress) if on_progress else None
+
         def poll(wait: float) -> bool:
             finished = done.wait(wait)
             _collect(instance, run_id, outcomes, on_stage, seen)
+            if progress is not None and not finished:
+                progress.poll(outcomes)
             return finished
 
         with _sigterm_as_interrupt():

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from spaceport_dagster.console import print_stage
+from spaceport_dagster.console import print_progress, print_stage
 from spaceport_dagster.home import prepare_home
 from spaceport_dagster.stage_order import ASSET_ORDER
 
@@ -88,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     print(f"spaceport demo: dataset {DEMO_DATASET!r} (preset {args.preset}); home {home}", flush=True)
     outcome = run_pipeline(DEMO_DATASET, str(out / "images"), until=args.until, preset=args.preset,
-                           on_stage=print_stage)
+                           on_stage=print_stage, on_progress=print_progress)
     print(f"\npipeline wall time {time.perf_counter() - start:.0f}s; run {outcome.run_id}")
     report_truth(DEMO_DATASET, out)
     line = splat_quality_line(outcome.stages)

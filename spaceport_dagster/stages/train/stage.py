@@ -86,7 +86,7 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
     device = pick_device(cfg.device)
     backend = "gsplat" if gsplat_available(device) else "torch"
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    log.info(f"training on {device_name} with the {backend} rasteriser")
+    log.info(f"training {cfg.steps} steps on {device_name} with the {backend} rasteriser")  # progress.py reads it
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest SSIM convolutions
