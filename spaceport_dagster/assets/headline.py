@@ -22,7 +22,7 @@ from spaceport_dagster.stages.ui_metadata import INLINE_MARKDOWN_LIMIT
 IN_TABLES: dict[str, tuple[str, ...]] = {"sogs_bundle": ("error_",)}
 # Keys that are timings (and any `seconds_<step>`), folded into the one `timings` entry (a stage's own markdown
 # timings table stays).
-TIMING_KEYS = {"seconds", "seconds_total", "wall_seconds", "train_seconds", "cpu_seconds", "timings"}
+TIMING_KEYS = {"seconds", "seconds_total", "wall_seconds", "train_seconds", "cpu_seconds", "psnr_seconds", "timings"}
 Figures = dict[str, Any]
 
 
