@@ -26,15 +26,22 @@ class RunWorker(NamedTuple):
 
 
 def worker_of(instance, run_id: str) -> RunWorker | None:
-    """The run's latest worker, from its "Started process for run" engine event."""
+    """The run's latest worker, from its engine events with a pid ("Started process for run", and the in-process
+    executor's "Executing steps in process", which names the same pid without the host or the mark)."""
+    found: RunWorker | None = None
     for record in reversed(instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)):
         data = record.dagster_event.engine_event_data if record.dagster_event else None
         pid = data.metadata.get("pid") if data is not None else None
-        if pid is not None:
-            host = data.metadata.get("host")
-            cli = data.metadata.get(CLI_WORKER_KEY)
-            return RunWorker(int(pid.value), host.value if host is not None else None, bool(cli and cli.value))
-    return None
+        if pid is None:
+            continue
+        if found is None:
+            found = RunWorker(int(pid.value), None, False)
+        elif int(pid.value) != found.pid:
+            break  # an earlier worker of the same run
+        host, cli = data.metadata.get("host"), data.metadata.get(CLI_WORKER_KEY)
+        found = RunWorker(found.pid, found.host or (host.value if host is not None else None),
+                          found.spaceport_cli or bool(cli is not None and cli.value))
+    return found
 
 
 class LocalRunLauncher(DefaultRunLauncher):

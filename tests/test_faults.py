@@ -175,6 +175,7 @@ def test_a_stage_killed_by_a_signal_is_reported_so(six_photos: Path, tmp_path: P
 HOLDER = """
 import os, sys, time
 from dagster import AssetExecutionContext, DagsterInstance, asset, materialize
+from spaceport_dagster.dagster_private import EngineEventData
 from spaceport_dagster.job_runs import report_run_worker
 from spaceport_dagster.resources.owned_dirs import owner_tag
 
@@ -182,6 +183,9 @@ from spaceport_dagster.resources.owned_dirs import owner_tag
 def training(context: AssetExecutionContext) -> None:
     if sys.argv[2] == "spaceport":  # this process stands for a `spaceport run` executing the run
         report_run_worker(context.instance, context.run)
+        # then, as in a real run, the in-process executor's engine event names the same pid, unmarked
+        context.instance.report_engine_event("Executing steps in process", context.run,
+                                             EngineEventData.in_process(os.getpid()))
     print("holding", flush=True)
     time.sleep(120)
 
