@@ -81,8 +81,10 @@ def launch_backfill(instance: DagsterInstance, assets: list[str] | str, datasets
     known_assets = pipeline_asset_names()
     selected = _split(assets)
     unknown = [a for a in selected if a not in known_assets]
-    if not selected or unknown:
-        raise ValueError(f"unknown asset(s) {unknown or selected}; choose from {', '.join(known_assets)}")
+    if not selected:
+        raise ValueError(f"no assets named; choose from {', '.join(known_assets)}")
+    if unknown:
+        raise ValueError(f"unknown asset(s) {', '.join(unknown)}; choose from {', '.join(known_assets)}")
     if preset is not None and preset not in PIPELINE_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PIPELINE_PRESETS)}")
     existing = instance.get_dynamic_partitions(datasets_partitions.name)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 import warnings
 from pathlib import Path
 
-from spaceport_dagster.console import print_stage, stage_figures
+from spaceport_dagster.console import print_progress, print_stage, stage_figures, ui_command
 from spaceport_dagster.home import prepare_home, workspace_file
 from spaceport_dagster.stage_order import ASSET_ORDER
 from spaceport_dagster.stages.dataset_id import InvalidDatasetId, dataset_id_for_source, validate_dataset_id
@@ -27,6 +29,25 @@ def _check_run_arguments(preset: str, start: str | None, until: str | None) -> N
         select_stages(start, until)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def check_gpu_preset(preset: str, start: str | None, until: str | None, cpu: bool) -> None:
+    """A GPU preset that would train here on a machine without a GPU stops before anything runs (UsageError),
+    unless the user asked for the CPU (`--cpu`)."""
+    from spaceport_dagster.preflight import UsageError, local_training_without_gpu
+    from spaceport_dagster.runner import select_stages
+
+    if cpu or "splat_model" not in select_stages(start, until):
+        return
+    if local_training_without_gpu(preset):
+        raise UsageError(f"preset {preset!r} trains for a GPU and this machine has none (hours on the CPU): use "
+                         "--preset preview, or SPACEPORT_COMPUTE=sagemaker for a GPU instance, or --cpu to train it "
+                         "here anyway")
+
+
+def cpu_options(cpu: bool) -> dict[str, dict[str, str]] | None:
+    """Stage options for `--cpu`: training on the CPU, asked for explicitly."""
+    return {"splat_model": {"device": "cpu"}} if cpu else None
 
 
 def _run_checked(work) -> int:
@@ -61,9 +82,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from spaceport_dagster.resources.storage import default_artifact_root
         from spaceport_dagster.runner import run_pipeline
 
+        check_gpu_preset(args.preset, None, args.until, args.cpu)
         check_artifact_root(default_artifact_root())
         print(f"spaceport: dataset {dataset!r} from {source} (preset {args.preset}); home {home}")
-        return report(run_pipeline(dataset, source, until=args.until, preset=args.preset, on_stage=print_stage))
+        return report(run_pipeline(dataset, source, until=args.until, preset=args.preset, on_stage=print_stage,
+                                   on_progress=print_progress, options=cpu_options(args.cpu)))
 
     return _run_checked(work)
 
@@ -79,7 +102,10 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         from spaceport_dagster.resources.uploads import default_source
         from spaceport_dagster.runner import run_pipeline
 
+        check_gpu_preset(args.preset, args.start, args.until, args.cpu)
         check_artifact_root(default_artifact_root())
+        if args.start != "image_set":  # ingesting again needs the uploads, checked below, not a known dataset
+            check_known_dataset(dataset)
         if args.start == "image_set":
             try:
                 check_stored_uploads(default_source(dataset))
@@ -87,9 +113,27 @@ def cmd_rerun(args: argparse.Namespace) -> int:
                 raise UsageError(f"dataset {dataset!r} cannot be ingested again: {exc}") from None
         print(f"spaceport: dataset {dataset!r} again from {args.start} (preset {args.preset}); home {home}")
         return report(run_pipeline(dataset, None, start=args.start, until=args.until, preset=args.preset,
-                                   on_stage=print_stage))
+                                   on_stage=print_stage, on_progress=print_progress, options=cpu_options(args.cpu)))
 
     return _run_checked(work)
+
+
+def check_known_dataset(dataset: str) -> None:
+    """`dataset` is a partition of this home's instance or has a published artifact (UsageError naming the known
+    datasets otherwise)."""
+    from dagster import DagsterInstance
+
+    from spaceport_dagster.partitions import datasets_partitions
+    from spaceport_dagster.preflight import UsageError
+    from spaceport_dagster.resources.selection import resources_from_env
+
+    with DagsterInstance.get() as instance:
+        known = instance.get_dynamic_partitions(datasets_partitions.name)
+    if dataset in known:
+        return
+    store = resources_from_env()["storage"].store()
+    if not any(store.exists(dataset, asset) for asset in ASSET_ORDER):
+        raise UsageError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(known)) or 'none yet'}")
 
 
 def report(outcome) -> int:
@@ -110,7 +154,7 @@ def report(outcome) -> int:
     if outcome.reaped:
         print(f"note: marked {len(outcome.reaped)} run(s) of a killed spaceport process as failed: "
               + ", ".join(outcome.reaped))
-    print(f"\nrun {outcome.run_id}: see it with `DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev`")
+    print(f"\nrun {outcome.run_id}: see it in the UI with `{ui_command()}`")
     message = outcome.failure_message()
     if message:
         print(f"error: {message}", file=sys.stderr)
@@ -118,11 +162,34 @@ def report(outcome) -> int:
     return 0
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on `host:port` already (binding it fails)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+# Said by `dagster dev` on every start, and nothing a user of `spaceport ui` can act on.
+UI_WARNINGS_IGNORED = ["ignore:Function `dev_command` is superseded:Warning"]
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
-    prepare_home()
-    # Through this interpreter: `.venv/bin/spaceport ui` works without the venv's bin on PATH.
-    os.execv(sys.executable, [sys.executable, "-m", "dagster", "dev", "-w", str(workspace_file()), "-p",
-                              str(args.port)])
+    home = prepare_home()
+    if port_in_use(args.host, args.port):  # dagster dev would start its daemon and code server anyway
+        print(f"error: port {args.port} on {args.host} is in use (another `spaceport ui` or dagster dev?); "
+              "choose another with --port", file=sys.stderr)
+        return 1
+    print(f"spaceport ui: http://{args.host}:{args.port}/ for home {home} (ready in a few seconds; Ctrl-C stops it)",
+          flush=True)
+    # Through this interpreter: `.venv/bin/spaceport ui` works without the venv's bin on PATH. Dagster's own
+    # start-up chatter (INFO lines every sensor tick, warnings about its cursors) stays out; errors show.
+    flags = [item for warning in UI_WARNINGS_IGNORED for item in ("-W", warning)]
+    os.execv(sys.executable, [sys.executable, *flags, "-m", "dagster", "dev", "-w", str(workspace_file()),
+                              "-h", args.host, "-p", str(args.port), "--log-level", "error"])
     return 0
 
 
@@ -194,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", help="dataset id (default: derived from the folder name)")
     run.add_argument("--until", metavar="STAGE", help=f"stop after this asset: {STAGES_HELP}")
     run.add_argument("--preset", default="preview", help="preview (laptop), standard (GPU) or quality")
+    run.add_argument("--cpu", action="store_true", help="train on the CPU even with a GPU preset (slow)")
     run.set_defaults(func=cmd_run)
     rerun = sub.add_parser("rerun", help="materialise a dataset again from one stage on, reading the published "
                                          "artifacts before it (e.g. retrain with another preset)")
@@ -202,9 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"first stage to run again: {STAGES_HELP}")
     rerun.add_argument("--until", metavar="STAGE", help=f"stop after this asset: {STAGES_HELP}")
     rerun.add_argument("--preset", default="preview", help="preview (laptop), standard (GPU) or quality")
+    rerun.add_argument("--cpu", action="store_true", help="train on the CPU even with a GPU preset (slow)")
     rerun.set_defaults(func=cmd_rerun)
     ui = sub.add_parser("ui", help="start the Dagster UI on this home's instance")
     ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     ui.set_defaults(func=cmd_ui)
     submit = sub.add_parser("submit", help="upload a survey to the inbox or the S3 uploads prefix, marker last")
     submit.add_argument("folder", help="folder of photos")

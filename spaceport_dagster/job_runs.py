@@ -77,12 +77,24 @@ def create_pipeline_run(instance: DagsterInstance, dataset: str, assets: list[st
     )
 
 
-def execute_pipeline_run(instance: DagsterInstance, run: DagsterRun) -> DagsterRun:
-    """Execute a run made by create_pipeline_run here, as its run worker; returns the finished run. The worker's
-    pid is logged as `dagster api execute_run` logs it, so the run monitor can tell when the worker died."""
+# Marks the "Started process" event of a run whose worker is a `spaceport` command (run, rerun, demo), so that a
+# later command fails the run when that process is gone (runner.reap_abandoned_runs), and never a run the daemon
+# launched: a re-execution from the UI copies its parent's tags, but it logs its own worker event.
+CLI_WORKER_KEY = "spaceport worker"
+
+
+def report_run_worker(instance: DagsterInstance, run: DagsterRun) -> None:
+    """Log this process as `run`'s worker, as `dagster api execute_run` does (its pid), plus the host and the
+    CLI_WORKER_KEY mark: the run monitor and the next `spaceport` command can tell when the worker died."""
     data = EngineEventData(metadata={**EngineEventData.in_process(os.getpid()).metadata,
-                                     "host": MetadataValue.text(socket.gethostname())})
+                                     "host": MetadataValue.text(socket.gethostname()),
+                                     CLI_WORKER_KEY: MetadataValue.bool(True)})
     instance.report_engine_event(f"Started process for run (pid: {os.getpid()}).", run, data)
+
+
+def execute_pipeline_run(instance: DagsterInstance, run: DagsterRun) -> DagsterRun:
+    """Execute a run made by create_pipeline_run here, as its run worker; returns the finished run."""
+    report_run_worker(instance, run)
     return execute_run(reconstructable_job(), run, instance, raise_on_error=False).dagster_run
 
 

@@ -3,6 +3,7 @@ reachable. Each failure is one line saying what is wrong and what to do (UsageEr
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,17 @@ def check_stored_uploads(source: str) -> None:
     elif not Path(source).is_dir():
         raise UsageError(f"no uploads at {source}; run `spaceport run FOLDER --dataset NAME` (or `spaceport submit`) "
                          "first")
+
+
+def local_training_without_gpu(preset: str) -> bool:
+    """Whether pipeline preset `preset` would train with a GPU preset (`standard`, `quality`) on this machine
+    (SPACEPORT_COMPUTE local) and this machine has no CUDA GPU."""
+    from spaceport_dagster.presets import GPU_TRAIN_PRESETS, stage_presets
+
+    if stage_presets(preset).get("splat_model") not in GPU_TRAIN_PRESETS:
+        return False
+    if os.environ.get("SPACEPORT_COMPUTE", "local") != "local":
+        return False
+    import torch
+
+    return not torch.cuda.is_available()

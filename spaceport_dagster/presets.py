@@ -13,6 +13,11 @@ PIPELINE_PRESETS: dict[str, dict[str, str]] = {
 }
 
 
+# splat_model presets sized for a GPU (thousands of full-resolution steps): refused on a machine without one
+# unless the CPU is asked for (`spaceport run --cpu`, or the stage option `device: cpu`).
+GPU_TRAIN_PRESETS = ("standard", "quality")
+
+
 def stage_presets(name: str) -> dict[str, str]:
     if name not in PIPELINE_PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PIPELINE_PRESETS)}")

@@ -6,7 +6,7 @@ reads the log of the run it executes as it goes) and the notification of a finis
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, EventLogEntry, MetadataValue
@@ -14,11 +14,26 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRun, EventLogEntry
 from spaceport_dagster.notify.message import CheckFailure, RunSummary, StageSummary
 
 TAG_PARTITION = "dagster/partition"
+# On the observation of an output that failed a blocking check (assets/stage_asset.raise_rejected): its figures,
+# since a rejected output has no materialisation.
+REJECTED_TAG = "spaceport/rejected"
+
+
+# The stage's figures that an asset's headline rows show, kept by their own keys in one JSON entry rather than
+# repeated as rows (assets/headline.arrange); flat_metadata puts them back beside the other keys.
+HEADLINE_FIGURES_KEY = "headline figures"
 
 
 def plain(value: Any) -> Any:
     """The value inside a Dagster metadata value (text, number, path, JSON data ...); anything else as it is."""
     return value.value if isinstance(value, MetadataValue) else value
+
+
+def flat_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An asset event's metadata as plain values, with the headline figures back under their own keys."""
+    flat = {k: plain(v) for k, v in (metadata or {}).items()}
+    folded = flat.get(HEADLINE_FIGURES_KEY)
+    return {**flat, **folded} if isinstance(folded, dict) else flat
 
 
 def _first_lines(text: str | None, limit: int = 3) -> str | None:
@@ -75,7 +90,12 @@ def read_run(records: Iterable[EventLogEntry], summary: RunSummary) -> RunSummar
         elif kind == DagsterEventType.ASSET_MATERIALIZATION:
             materialization = event.event_specific_data.materialization
             name = materialization.asset_key.to_user_string()
-            stage(name).metadata = {k: plain(v) for k, v in (materialization.metadata or {}).items()}
+            stage(name).metadata = flat_metadata(materialization.metadata)
+        elif kind == DagsterEventType.ASSET_OBSERVATION:
+            observation = event.event_specific_data.asset_observation
+            if (observation.tags or {}).get(REJECTED_TAG):
+                name = observation.asset_key.to_user_string()
+                stage(name).metadata = flat_metadata(observation.metadata)
         elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed:

@@ -8,7 +8,9 @@ sensors, pools and run retries treat it like any other run.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,20 +22,21 @@ from spaceport_dagster.job_runs import create_pipeline_run, execute_pipeline_run
 from spaceport_dagster.notify.message import RunSummary
 from spaceport_dagster.partitions import register_dataset
 from spaceport_dagster.presets import PRESET_TAG, stage_presets
+from spaceport_dagster.progress import StageProgress
 from spaceport_dagster.resources.artifact_store import ArtifactMissing, ArtifactStore
-from spaceport_dagster.resources.owned_dirs import owner_gone, owner_tag
+from spaceport_dagster.resources.owned_dirs import process_alive
 from spaceport_dagster.resources.selection import resources_from_env
 from spaceport_dagster.resources.stage_watch import stop_all
 from spaceport_dagster.run_events import read_run
+from spaceport_dagster.run_launcher import worker_of
 from spaceport_dagster.stage_order import ASSET_ORDER
 
 # The events _collect reads; filtering them in the event log's query skips the stages' log lines on each poll.
-WATCHED_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.ASSET_MATERIALIZATION,
+WATCHED_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION,
                   DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.STEP_SUCCESS,
                   DagsterEventType.STEP_FAILURE}
 
 
-OWNER_TAG = "spaceport/owner"  # "<host>-<pid>" of the `spaceport` process executing the run
 UNFINISHED = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.CANCELING]
 
 
@@ -94,13 +97,17 @@ def missing_inputs(dataset: str, selected: list[str], store: ArtifactStore) -> l
     return sorted(k.to_user_string() for k in needed if not store.exists(dataset, k.to_user_string()))
 
 
-def run_config_for(assets: list[str], source: str | None, preset: str) -> dict[str, Any]:
+def run_config_for(assets: list[str], source: str | None, preset: str,
+                   options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The run config: each asset's stage preset, the source, and stage `options` per asset (e.g. `--cpu`)."""
     presets = stage_presets(preset)
     ops: dict[str, Any] = {}
     for name in assets:
         cfg: dict[str, Any] = {}
         if name in presets:
             cfg["preset"] = presets[name]
+        if (options or {}).get(name):
+            cfg["options"] = dict(options[name])
         if name == "image_set" and source:
             cfg["source"] = source
         ops[name] = {"config": cfg}
@@ -134,6 +141,38 @@ def _collect(instance: DagsterInstance, run_id: str, outcomes: dict[str, StageOu
             on_event(outcome)
 
 
+class _ProgressWatch:
+    """Reads the run's new log lines on each poll and hears of each running stage's progress (progress.py);
+    `on_progress` gets a line per running stage every minute."""
+
+    def __init__(self, instance: DagsterInstance, run_id: str, on_progress: Callable[[str], None]) -> None:
+        self.instance, self.run_id, self.on_progress = instance, run_id, on_progress
+        self.cursor: str | None = None
+        self.stages: dict[str, StageProgress] = {}
+
+    def poll(self, outcomes: dict[str, StageOutcome]) -> None:
+        while True:
+            found = self.instance.get_records_for_run(self.run_id, cursor=self.cursor)
+            self.cursor = found.cursor
+            for record in found.records:
+                entry = record.event_log_entry
+                if not entry.step_key:
+                    continue
+                event = entry.dagster_event
+                if event is not None and event.event_type == DagsterEventType.STEP_START:
+                    self.stages[entry.step_key] = StageProgress(entry.step_key, entry.timestamp)
+                elif event is None and entry.step_key in self.stages:
+                    self.stages[entry.step_key].hear(entry.user_message, entry.timestamp)
+            if not found.has_more:
+                break
+        now = time.time()
+        for asset, progress in self.stages.items():
+            outcome = outcomes.get(asset)
+            if outcome is not None and outcome.status == "running" and progress.due(now):
+                progress.told = now
+                self.on_progress(progress.line(now))
+
+
 def _tell_waiting(dataset: str) -> Callable[[list[DagsterRun]], None]:
     def tell(busy: list[DagsterRun]) -> None:
         runs = ", ".join(r.run_id for r in busy) or "another spaceport process"
@@ -145,7 +184,9 @@ def _tell_waiting(dataset: str) -> Callable[[list[DagsterRun]], None]:
 def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, preset: str = "preview",
                  instance: DagsterInstance | None = None,
                  on_stage: Callable[[StageOutcome], None] | None = None, poll_seconds: float = 0.5,
-                 start: str | None = None, tags: dict[str, str] | None = None) -> PipelineOutcome:
+                 start: str | None = None, tags: dict[str, str] | None = None,
+                 options: dict[str, dict[str, Any]] | None = None,
+                 on_progress: Callable[[str], None] | None = None) -> PipelineOutcome:
     """Materialise the stages from `start` (default: the first) to `until` (default: the last) for `dataset`.
     Stages before `start` are not run: their published artifacts are read, and must exist (ArtifactMissing).
     Waits while another run of `dataset` is in progress."""
@@ -159,8 +200,8 @@ def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, 
     register_dataset(instance, dataset)
     outcomes = {name: StageOutcome(name) for name in selected}
     with wait_for_dataset(instance, dataset, on_wait=_tell_waiting(dataset)):
-        run = create_pipeline_run(instance, dataset, selected, run_config_for(selected, source, preset),
-                                  {PRESET_TAG: preset, OWNER_TAG: owner_tag().lstrip("@"), **(tags or {})})
+        run = create_pipeline_run(instance, dataset, selected, run_config_for(selected, source, preset, options),
+                                  {PRESET_TAG: preset, **(tags or {})})
         done = threading.Event()
         errors: list[BaseException] = []
 
@@ -178,9 +219,13 @@ def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, 
         seen: set[tuple[str, str]] = set()
         interrupted: str | None = None
 
+        progress = _ProgressWatch(instance, run_id, on_progress) if on_progress else None
+
         def poll(wait: float) -> bool:
             finished = done.wait(wait)
             _collect(instance, run_id, outcomes, on_stage, seen)
+            if progress is not None and not finished:
+                progress.poll(outcomes)
             return finished
 
         with _sigterm_as_interrupt():
@@ -227,15 +272,20 @@ class _sigterm_as_interrupt:
 
 
 def reap_abandoned_runs(instance: DagsterInstance) -> list[str]:
-    """Runs left STARTED by a `spaceport` process of this host that is gone (kill -9): marked failed, and the
-    concurrency-pool slots (the `gpu` pool) held by them or by any finished run freed. Their ids."""
+    """Runs left unfinished by a `spaceport` process of this host that is gone (kill -9): marked failed, and the
+    concurrency-pool slots (the `gpu` pool) held by them or by any finished run freed. Their ids.
+
+    Only a run whose own worker was a `spaceport` command (job_runs.report_run_worker) is judged, by that worker's
+    pid: a run the daemon launched (a re-execution from the UI, a sensor's, a backfill's) is the run monitor's."""
     reaped: list[str] = []
+    host = socket.gethostname()
     for run in instance.get_runs(filters=RunsFilter(statuses=UNFINISHED), limit=200):
-        owner = run.tags.get(OWNER_TAG)
-        if owner and owner_gone("@" + owner):
-            instance.report_run_failed(run, f"the spaceport process running this run ({owner}) is gone (killed); "
-                                            "marked failed by the next run")
-            reaped.append(run.run_id)
+        worker = worker_of(instance, run.run_id)
+        if worker is None or not worker.spaceport_cli or worker.host != host or process_alive(worker.pid):
+            continue
+        instance.report_run_failed(run, f"the spaceport process running this run (pid {worker.pid}) is gone "
+                                        "(killed); marked failed by the next run")
+        reaped.append(run.run_id)
     storage = instance.event_log_storage
     if storage.supports_global_concurrency_limits:
         holders = storage.get_concurrency_run_ids()

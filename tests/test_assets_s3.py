@@ -12,6 +12,7 @@ from spaceport_dagster.partitions import register_dataset
 from spaceport_dagster.resources.artifact_store import open_store
 from spaceport_dagster.resources.compute import LocalStageLauncher
 from spaceport_dagster.resources.storage import StorageResource
+from spaceport_dagster.run_events import flat_metadata
 
 from .conftest import dataset_images
 
@@ -33,10 +34,10 @@ def test_image_set_from_s3_uploads_to_s3_artifacts(bucket: str, aws_env: str, in
         run_config={"ops": {"image_set": {"config": {"source": f"s3://{bucket}/uploads/lund-mini/"}}}},
     )
     assert result.success
-    metadata = result.asset_materializations_for_node("image_set")[0].metadata
-    assert metadata["usable_images"].value == 6
-    assert metadata["refused_files"].value == 1
-    assert metadata["uri"].value == f"s3://{bucket}/artifacts/lund-mini/image_set/"
+    metadata = flat_metadata(result.asset_materializations_for_node("image_set")[0].metadata)
+    assert metadata["usable_images"] == 6
+    assert metadata["refused_files"] == 1
+    assert metadata["uri"] == f"s3://{bucket}/artifacts/lund-mini/image_set/"
     store = open_store(f"s3://{bucket}/artifacts", aws_env)
     manifest = json.loads((store.fetch("lund-mini", "image_set") / "manifest.json").read_text())
     assert [r["name"] for r in manifest["images"]] == names

@@ -101,17 +101,20 @@ def test_the_backfill_title_reaches_the_ui(queued_instance: DagsterInstance, cap
 
 
 BAD_INPUT = [
-    (["--assets", "splat_modle"], "unknown asset(s) ['splat_modle']"),
+    (["--assets", "splat_modle"], "unknown asset(s) splat_modle; choose from"),
     (["--assets", "splat_model", "--datasets", "nowhere"], "unknown dataset(s) nowhere"),
     (["--assets", "splat_model", "--datasets", "Bad Name"], "invalid dataset id 'Bad Name'"),
     (["--assets", "splat_model", "--preset", "ultra"], "unknown preset 'ultra'"),
+    (["--assets", "splat"], "error: unknown asset(s) splat; choose from image_set, sparse_reconstruction,"),
+    (["--assets", ","], "error: no assets named; choose from image_set,"),
 ]
 
 
 def test_backfill_cli_refuses_bad_input(queued_instance: DagsterInstance, capsys: pytest.CaptureFixture) -> None:
     for args, message in BAD_INPUT:
         assert cli_main(["backfill", *args]) == 2, args
-        assert message in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert message in err and "['" not in err and err.count("\n") == 1, err  # no Python list
     assert not queued_instance.get_backfills()
 
 

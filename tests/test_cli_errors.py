@@ -93,17 +93,92 @@ def test_an_unreachable_endpoint_is_one_line_exit_1(photos: Path, spaceport_home
 
 def test_rerun_errors(bucket: str, spaceport_home: Path, monkeypatch: pytest.MonkeyPatch,
                       capsys: pytest.CaptureFixture) -> None:
+    from spaceport_dagster.partitions import register_dataset
+
+    assert main(["rerun", "never-run", "--from", "splat_model"]) == 2
+    assert capsys.readouterr().err == "error: unknown dataset 'never-run'; known: none yet\n"
     assert main(["rerun", "never-run", "--from", "image_set"]) == 2
     assert capsys.readouterr().err.startswith("error: dataset 'never-run' cannot be ingested again: no uploads at ")
-    assert main(["rerun", "never-run", "--from", "splat_model"]) == 2
+    with DagsterInstance.get() as instance:
+        register_dataset(instance, "site-1")
+    assert main(["rerun", "nosuchdataset", "--from", "splat_model"]) == 2
+    assert capsys.readouterr().err == "error: unknown dataset 'nosuchdataset'; known: site-1\n"
+    assert main(["rerun", "site-1", "--from", "splat_model"]) == 2
     assert "has no published colmap_export" in capsys.readouterr().err
-    assert main(["rerun", "never-run", "--from", "nowhere"]) == 2
+    assert main(["rerun", "site-1", "--from", "nowhere"]) == 2
     assert "unknown asset 'nowhere'" in capsys.readouterr().err
     monkeypatch.setenv("SPACEPORT_ARTIFACT_ROOT", "s3://gone-bucket-xyz/artifacts")
-    assert main(["rerun", "never-run", "--from", "splat_model"]) == 2
+    assert main(["rerun", "site-1", "--from", "splat_model"]) == 2
     assert "artifact root (SPACEPORT_ARTIFACT_ROOT) s3://gone-bucket-xyz/artifacts: bucket 'gone-bucket-xyz' " \
            "does not exist" in capsys.readouterr().err
+    assert _registered(spaceport_home) == ["site-1"]
+
+
+def test_a_gpu_preset_without_a_gpu_stops_before_anything_runs(photos: Path, spaceport_home: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    from spaceport_dagster.partitions import register_dataset
+    from spaceport_dagster.runner import run_config_for
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    hint = ("error: preset 'standard' trains for a GPU and this machine has none (hours on the CPU): use --preset "
+            "preview, or SPACEPORT_COMPUTE=sagemaker for a GPU instance, or --cpu to train it here anyway\n")
+    assert main(["run", str(photos), "--preset", "standard"]) == 2
+    assert capsys.readouterr().err == hint
     assert _registered(spaceport_home) == []
+    with DagsterInstance.get() as instance:
+        register_dataset(instance, "site-1")
+    assert main(["rerun", "site-1", "--from", "splat_model", "--preset", "standard"]) == 2
+    assert capsys.readouterr().err == hint
+    assert main(["rerun", "site-1", "--from", "splat_model", "--preset", "quality"]) == 2
+    assert "preset 'quality' trains for a GPU" in capsys.readouterr().err
+    # stopping before training is not a reason to refuse the stages that need no GPU
+    assert main(["rerun", "site-1", "--from", "colmap_export", "--until", "colmap_export", "--preset", "standard"]) == 2
+    assert "has no published image_set, sparse_reconstruction, which colmap_export reads" in capsys.readouterr().err
+    # `--cpu` asks for the CPU explicitly: the training stage gets device cpu
+    config = run_config_for(["splat_model"], None, "standard", {"splat_model": {"device": "cpu"}})
+    assert config["ops"]["splat_model"]["config"] == {"preset": "standard", "options": {"device": "cpu"}}
+
+
+def test_the_train_stage_refuses_a_gpu_preset_without_a_gpu(tmp_path: Path) -> None:
+    """A run from the UI's launchpad with the standard preset: the stage stops before loading anything."""
+    import torch
+
+    from spaceport_dagster.stages.train.stage import refuse_gpu_preset_without_gpu
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="^preset 'standard' trains for a GPU and this machine has none"):
+        refuse_gpu_preset_without_gpu({"preset": "standard"})
+    with pytest.raises(ValueError, match="preset 'quality'"):
+        refuse_gpu_preset_without_gpu({"preset": "quality", "device": "auto"})
+    refuse_gpu_preset_without_gpu({"preset": "standard", "device": "cpu"})  # asked for explicitly
+    refuse_gpu_preset_without_gpu({"preset": "preview"})
+
+
+def test_ui_refuses_a_busy_port_in_one_line(spaceport_home: Path, capsys: pytest.CaptureFixture) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["ui", "--port", str(port)]) == 1  # returned: dagster dev never started (no daemon)
+    assert capsys.readouterr().err == (f"error: port {port} on 127.0.0.1 is in use (another `spaceport ui` or "
+                                       "dagster dev?); choose another with --port\n")
+
+
+def test_the_ui_command_printed_after_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spaceport_dagster.console import ui_command
+
+    monkeypatch.setattr(sys, "argv", [".venv/bin/spaceport", "run", "x"])
+    monkeypatch.delenv("SPACEPORT_HOME", raising=False)
+    assert ui_command() == ".venv/bin/spaceport ui"
+    monkeypatch.setenv("SPACEPORT_HOME", "/data/home")
+    monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/spaceport_dagster/cli.py", "run", "x"])
+    assert ui_command() == "SPACEPORT_HOME=/data/home spaceport ui"
 
 
 def _cli(args: list[str], home: Path) -> subprocess.CompletedProcess:
@@ -154,3 +229,41 @@ def test_the_console_shows_our_own_error_not_the_low_level_cause_it_wraps() -> N
     assert step_error(step) == "S3 failed while publishing image_set of 'x' ..."
     assert step_error(info("DagsterExecutionStepExecutionError", "op failed", boto)) == boto.message.split(
         ": ", 1)[1].strip()  # a foreign error: its innermost cause, as before
+
+
+def test_ui_starts_with_one_line_and_no_warnings(tmp_path: Path) -> None:
+    """`spaceport ui` says where the UI is, then nothing a user cannot act on (Dagster's preview and
+    supersession warnings, its INFO chatter), while the UI answers; Ctrl-C stops it."""
+    import signal
+    import time
+    import urllib.request
+
+    home = tmp_path / "home"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACEPORT_", "DAGSTER_"))}
+    env.update(SPACEPORT_HOME=str(home), PYTHONPATH=str(REPO))
+    ui = subprocess.Popen([sys.executable, "-m", "spaceport_dagster.cli", "ui", "--port", str(port)], env=env,
+                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True,
+                          preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)])
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5)
+                break
+            except OSError:
+                assert ui.poll() is None and time.monotonic() < deadline, "the UI did not come up"
+                time.sleep(1)
+        time.sleep(10)  # the daemon's first sensor ticks
+    finally:
+        os.killpg(ui.pid, signal.SIGINT)
+        try:
+            out, _ = ui.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+            out, _ = ui.communicate()
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert lines[0] == (f"spaceport ui: http://127.0.0.1:{port}/ for home {home} (ready in a few seconds; Ctrl-C "
+                        "stops it)")
+    assert not [line for line in lines if "warning" in line.lower()], lines

@@ -106,12 +106,15 @@ def test_curve_svg_is_inline_and_follows_the_values() -> None:
     text = curve_svg_markdown(steps, {"psnr": rising, "baseline": flat}, caption="legend")
     assert len(text) < INLINE_MARKDOWN_LIMIT and text.endswith("\n\nlegend")
     svg = base64.b64decode(re.search(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", text).group(1)).decode()
+    assert "d='M52 6V104H354'" in svg  # the y axis on the left, the x axis below
+    assert ">22.0 dB</text>" in svg and ">12.0 dB</text>" in svg  # the y range's ends, with the unit
+    assert ">step 0</text>" in svg and ">3000</text>" in svg
     lines = re.findall(r"points='([^']+)'", svg)
     assert len(lines) == 2
     first = [tuple(map(int, p.split(","))) for p in lines[0].split()]
     second = [tuple(map(int, p.split(","))) for p in lines[1].split()]
-    assert first[0][0] == 4 and first[-1][0] == 356  # from the first step to the last
-    assert first[0][1] == 116 and first[-1][1] == 4  # rises from the bottom (12 dB) to the top (22 dB)
-    assert len({y for _, y in second}) == 1 and second[0][1] == round(116 - 3 / 10 * 112)  # flat at 15 dB
+    assert first[0][0] == 52 and first[-1][0] == 354  # from the first step to the last
+    assert first[0][1] == 104 and first[-1][1] == 6  # rises from the bottom (12 dB) to the top (22 dB)
+    assert len({y for _, y in second}) == 1 and second[0][1] == round(104 - 3 / 10 * 98)  # flat at 15 dB
     with pytest.raises(ValueError, match="at least one step"):
         curve_svg_markdown([], {"psnr": []})

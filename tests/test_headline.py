@@ -9,6 +9,7 @@ from dagster import MetadataValue
 
 from spaceport_dagster.assets.headline import arrange, rounded
 from spaceport_dagster.assets.stage_asset import published_paths
+from spaceport_dagster.run_events import HEADLINE_FIGURES_KEY, flat_metadata
 from spaceport_dagster.stages.ui_metadata import timings_markdown
 
 
@@ -26,12 +27,16 @@ def test_sogs_bundle_leads_with_size_ratio_and_psnr() -> None:
     assert keys[:4] == ["size", "PSNR", "Gaussians", "ran on"]
     assert out["size"].value == "181.7 kB, 15.2x smaller than the PLY"
     assert out["PSNR"].value == "23.0 dB decoded (-0.02 dB against the PLY)"
-    assert out["Gaussians"].value == "48,213" and out["splats"].value == 48213
-    assert out["ratio"] == 15.17  # the stage's own key stays, rounded
+    assert out["Gaussians"].value == "48,213"
+    # the figures the headline shows are not repeated as rows: one JSON entry keeps them by key, rounded
+    assert not {"splats", "bundle_bytes", "ratio", "psnr_decoded_db", "psnr_drop_db"} & set(out)
+    assert out[HEADLINE_FIGURES_KEY].value == {"splats": 48213, "bundle_bytes": 181_700, "ratio": 15.17,
+                                               "psnr_decoded_db": 23.04, "psnr_drop_db": 0.0213}
+    assert flat_metadata(out)["ratio"] == 15.17 and flat_metadata(out)["ply_bytes"] == 2_755_000
     assert out["timings (s)"].value == {"seconds": {"encode": 0.8}, "timings": {"kmeans": 0.3},
-                                        "seconds_total": 1.23456}
+                                        "seconds_total": 1.235}
     assert out["details"].value == {"file_bytes": {"means_l.webp": 1000}, "roundtrip": {"a": 1}}
-    assert len(out) == 13  # 4 headline + 1 table + 6 figures + timings + details (12 entries reported)
+    assert len(out) == 9  # 4 headline + 1 table + ply_bytes + headline figures + timings + details
 
 
 def test_splat_model_and_sfm_headlines() -> None:
@@ -41,7 +46,7 @@ def test_splat_model_and_sfm_headlines() -> None:
     assert splat["PSNR"].value == "23.1 dB against 17.8 dB baseline (+5.3 dB) on 4 test views"
     assert splat["coverage"].value == "98.7 % (mean alpha)"
     assert splat["PLY"].value == "28.4 MB" and splat["training"].value == "300 steps on cpu"
-    assert splat["ran on"].value == "this machine (cpu)"
+    assert splat["ran on"].value == "this machine, cpu"
     sfm = arrange("sparse_reconstruction", {"registered": "28/28", "points": 13231, "georegistered": True,
                                             "georegistration_residual_m": 0.4321,
                                             "mean_reprojection_error_px": 0.81234})
@@ -82,7 +87,8 @@ def test_a_published_sogs_bundle_leads_with_the_viewer_command() -> None:
 
     published = with_viewer_link("demo", {"size": MetadataValue.text("181.7 kB"), "published": True})
     assert list(published)[0] == "view"
-    assert published["view"].value == "`spaceport view demo`, then open <http://127.0.0.1:8080/>"
+    assert published["view"].value.startswith("`spaceport view demo` serves it in the browser and prints its address")
+    assert "http" not in published["view"].value  # no fixed address that may not be the viewer's
     rejected = {"size": MetadataValue.text("181.7 kB"), "published": False}
     assert with_viewer_link("demo", rejected) == rejected  # nothing to view: the bundle was not published
 

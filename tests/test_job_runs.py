@@ -21,6 +21,7 @@ from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_ite
 from spaceport_dagster.home import workspace_file
 from spaceport_dagster.job_runs import JOB_NAME, LOCATION_NAME
 from spaceport_dagster.resources.artifact_store import LocalArtifactStore
+from spaceport_dagster.run_events import flat_metadata
 from spaceport_dagster.run_launcher import LocalRunLauncher
 
 from .conftest import REPO, dataset_images
@@ -63,7 +64,7 @@ def test_two_runs_of_one_dataset_take_turns(spaceport_home: Path, tmp_path: Path
         assert store.manifest("twice", "image_set")["run_id"] == second.dagster_run.run_id
         event = instance.get_latest_materialization_event(AssetKey("image_set"))
         assert event.run_id == second.dagster_run.run_id and event.dagster_event.partition == "twice"
-        assert event.asset_materialization.metadata["usable_images"].value == 6
+        assert flat_metadata(event.asset_materialization.metadata)["usable_images"] == 6
         checks = instance.get_event_records(EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION))
         mine = [r.event_log_entry.dagster_event.event_specific_data for r in checks
                 if r.event_log_entry.run_id == second.dagster_run.run_id]

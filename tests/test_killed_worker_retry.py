@@ -67,7 +67,7 @@ def test_a_killed_workers_retry_run_goes_through_to_the_end(spaceport_home: Path
     with DagsterInstance.get() as instance:
         [run] = instance.get_runs(RunsFilter(tags={"dagster/partition": DATASET}))
         assert run.status == DagsterRunStatus.STARTED and run.job_name == JOB_NAME
-        pid, _host = worker_of(instance, run.run_id)
+        pid = worker_of(instance, run.run_id).pid
         assert pid == worker.pid  # the run's worker, as the run logged it
         os.kill(pid, signal.SIGKILL)  # only the worker: its stage follows it through its lifeline
         worker.communicate(timeout=30)

@@ -25,6 +25,12 @@ def test_stage_selection_runs_in_pipeline_order():
 
 
 def test_rerun_refuses_when_an_input_was_never_published(spaceport_home: Path, capsys: pytest.CaptureFixture):
+    from dagster import DagsterInstance
+
+    from spaceport_dagster.partitions import register_dataset
+
+    with DagsterInstance.get() as instance:
+        register_dataset(instance, "tiny")  # a known dataset whose run stopped before colmap_export
     assert main(["rerun", "tiny", "--from", "sogs_bundle"]) == 2
     err = capsys.readouterr().err
     assert "dataset 'tiny' has no published colmap_export, splat_model, which sogs_bundle reads" in err

@@ -17,6 +17,7 @@ from spaceport_dagster.assets.sparse_reconstruction import sparse_reconstruction
 from spaceport_dagster.partitions import register_dataset
 from spaceport_dagster.resources.artifact_store import S3ArtifactStore
 from spaceport_dagster.resources.selection import resources_from_env
+from spaceport_dagster.run_events import flat_metadata
 
 pytest.register_assert_rewrite("tests.sagemaker_fixtures")  # it is also a plugin (below)
 from .sagemaker_fixtures import ROLE, copy_photos  # noqa: E402
@@ -72,11 +73,11 @@ def test_partition_through_sfm_and_export_on_sagemaker(sagemaker, sagemaker_env,
     assert {f["path"] for f in images["files"]} == {f"images/{p.name}" for p in upload.iterdir()} | {"manifest.json"}
     assert output["S3Output"]["S3Uri"].endswith(f"/image_set/{images['version']}/")
     mat = result.asset_materializations_for_node("image_set")[0]
-    assert mat.metadata["sagemaker_job_name"].value == name
-    assert mat.metadata["sagemaker_instance_type"].value == "ml.c6i.xlarge"
-    billable = mat.metadata["sagemaker_billable_seconds"].value
+    assert flat_metadata(mat.metadata)["sagemaker_job_name"] == name
+    assert flat_metadata(mat.metadata)["sagemaker_instance_type"] == "ml.c6i.xlarge"
+    billable = flat_metadata(mat.metadata)["sagemaker_billable_seconds"]
     assert billable > 0
-    assert abs(mat.metadata["sagemaker_estimated_cost_usd"].value - round(billable / 3600 * 0.204, 4)) < 1e-9
+    assert abs(flat_metadata(mat.metadata)["sagemaker_estimated_cost_usd"] - round(billable / 3600 * 0.204, 4)) < 1e-9
     # the container's output reached the run log through CloudWatch
     assert any("running stage ingest" in line for line in sagemaker.jobs[name].log_lines)
     logged = [e.user_message for e in instance.all_logs(result.run_id)]
@@ -106,7 +107,7 @@ def test_partition_through_sfm_and_export_on_sagemaker(sagemaker, sagemaker_env,
     assert model.num_reg_images() == 18 and model.num_points3D() >= 1000
     assert {c.model.name for c in model.cameras.values()} == {"PINHOLE"}
     sfm_meta = result.asset_materializations_for_node("sparse_reconstruction")[0].metadata
-    assert sfm_meta["sagemaker_job_name"].value == sfm["ProcessingJobName"]
+    assert flat_metadata(sfm_meta)["sagemaker_job_name"] == sfm["ProcessingJobName"]
     # every job's scratch (uploaded sources, Pipes context and messages) is gone
     assert not s3.list_objects_v2(Bucket=bucket, Prefix="spaceport/_sagemaker/").get("KeyCount")
 
@@ -140,8 +141,8 @@ def test_training_job_path_with_spot_and_model_archive(sagemaker, sagemaker_env,
     assert {f["path"] for f in manifest["files"]} == {f"images/{p.name}" for p in upload.iterdir()} | {"manifest.json"}
     assert not s3.list_objects_v2(Bucket=bucket, Prefix="spaceport/_sagemaker/").get("KeyCount")
     mat = result.asset_materializations_for_node("image_set")[0]
-    assert mat.metadata["sagemaker_job_kind"].value == "training"
-    assert mat.metadata["sagemaker_spot"].value is True
-    billable = mat.metadata["sagemaker_billable_seconds"].value
+    assert flat_metadata(mat.metadata)["sagemaker_job_kind"] == "training"
+    assert flat_metadata(mat.metadata)["sagemaker_spot"] is True
+    billable = flat_metadata(mat.metadata)["sagemaker_billable_seconds"]
     assert billable >= 1
-    assert mat.metadata["sagemaker_estimated_cost_usd"].value == round(billable / 3600 * 1.408, 4)
+    assert flat_metadata(mat.metadata)["sagemaker_estimated_cost_usd"] == round(billable / 3600 * 1.408, 4)

@@ -12,6 +12,7 @@ from spaceport_dagster.partitions import register_dataset
 from spaceport_dagster.resources.artifact_store import LocalArtifactStore
 from spaceport_dagster.resources.compute import LocalStageLauncher
 from spaceport_dagster.resources.storage import StorageResource
+from spaceport_dagster.run_events import flat_metadata
 from spaceport_dagster.stages.ply import read_ply
 from spaceport_dagster.stages.train.synthetic import write_synthetic_export
 
@@ -45,9 +46,12 @@ def test_splat_model_trains_publishes_and_clears_its_checkpoints(published_expor
     assert checks["min_gaussians"] and checks["finite_parameters"] and checks["ply_readable"]
     assert checks["beats_mean_colour_baseline"]
     metadata = result.asset_materializations_for_node("splat_model")[0].metadata
-    assert metadata["published"].value is True and metadata["steps"].value == 45
+    figures = flat_metadata(metadata)
+    assert figures["published"] is True and figures["steps"] == 45
     folder = store.fetch("tiny", "splat_model")
-    assert len(read_ply(folder / "point_cloud.ply")) == metadata["gaussians"].value
+    assert len(read_ply(folder / "point_cloud.ply")) == figures["gaussians"]
+    # each headline figure is one row, not repeated by the stage's raw key
+    assert "gaussians" not in metadata and metadata["Gaussians"].value == f"{figures['gaussians']:,}"
     assert {"cameras.json", "metrics.json", "training_curve.png"} <= {p.name for p in folder.iterdir()}
     # the curve and a preview are short enough for the UI to show without a click, right after the headline
     keys = list(metadata)
@@ -78,7 +82,7 @@ def test_checkpoints_are_keyed_by_the_upstream_version(published_export, instanc
     result = _train(instance, resources, {**TINY, "steps": 20}, ["splat_model"])
     assert result.success
     metadata = result.asset_materializations_for_node("splat_model")[0].metadata
-    assert "resumed_from" not in metadata and metadata["steps"].value == 20
+    assert "resumed_from" not in metadata and flat_metadata(metadata)["steps"] == 20
     assert not first.exists()  # the superseded survey's checkpoints are gone, not kept for a mistaken resume
 
 

@@ -114,6 +114,23 @@ def dagster_ui(materialised_home: Path) -> Iterator[str]:
         log.close()
 
 
+# Text the page cuts off: an element that hides or scrolls its overflow and holds more than it shows, or that
+# reaches past the window's right edge. (text, scrollWidth, clientWidth) of each.
+CLIPPED = """(() => {
+  const out = [];
+  for (const el of document.querySelectorAll('table *')) {
+    const style = getComputedStyle(el);
+    const hides = ['hidden', 'clip', 'auto', 'scroll'].includes(style.overflowX) || style.textOverflow === 'ellipsis';
+    const text = (el.innerText || '').trim();
+    if (!text) continue;
+    if ((hides && el.scrollWidth > el.clientWidth + 1) || el.getBoundingClientRect().right > window.innerWidth + 1)
+      out.push([text.slice(0, 80), el.scrollWidth, el.clientWidth]);
+  }
+  return out;
+})()"""
+UI_WIDTH = 1600  # the width at which nothing may be cut off (issue 26)
+
+
 def busy_fraction(png: bytes) -> float:
     """Share of pixels that are not the page's plain white background."""
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.int16)
@@ -124,7 +141,7 @@ def test_asset_pages(dagster_ui: str, tmp_path: Path) -> None:
     out = Path(os.environ.get("SPACEPORT_SCREENSHOT_DIR", tmp_path))
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with Browser(1440, 1000, timeout=60) as browser:
+        with Browser(UI_WIDTH, 1000, timeout=60) as browser:
             for name, path, texts in PAGES:
                 browser.goto(dagster_ui + path)
                 condition = " && ".join(f"document.body.innerText.includes({t!r})" for t in texts)
@@ -138,8 +155,10 @@ def test_asset_pages(dagster_ui: str, tmp_path: Path) -> None:
                 time.sleep(1.5)  # let graphs lay out and images decode
                 png = browser.screenshot(out / f"{name}.png")
                 size = Image.open(io.BytesIO(png)).size
-                assert size == (1440, 1000)
+                assert size == (UI_WIDTH, 1000)
                 assert busy_fraction(png) > 0.02, f"{name}: the page looks empty"
+                clipped = browser.evaluate(CLIPPED)
+                assert clipped == [], f"{name}: cut off at {UI_WIDTH} px: {clipped}"
                 if name == "sparse_reconstruction":
                     # the top-down view is on the page without a click ("[Show Markdown]"), decoded, and readable
                     shown = browser.evaluate("[...document.images].filter(i => i.src.startsWith('data:image/webp')"
@@ -151,3 +170,54 @@ def test_asset_pages(dagster_ui: str, tmp_path: Path) -> None:
                     assert broken == 0
     except BrowserUnavailable as exc:
         pytest.skip(str(exc))
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}})
+                                     .encode(), headers={"Content-Type": "application/json"})
+    answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+    assert not answer.get("errors"), answer["errors"]
+    return answer["data"]
+
+
+DEMO_RUNS = """query { runsOrError(filter: {tags: [{key: "dagster/partition", value: "demo"}]}) {
+  ... on Runs { results { runId status tags { key value } } } } }"""
+REEXECUTE = """mutation Reexecute($parent: String!) {
+  launchPipelineReexecution(reexecutionParams: {parentRunId: $parent, strategy: ALL_STEPS}) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  } }"""
+RUN = """query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status tags { key value } } } }"""
+
+
+def test_reexecuting_a_demo_run_from_the_ui_succeeds(dagster_ui: str, materialised_home: Path) -> None:
+    """The UI's "Re-execute" of the run `spaceport demo` made (its process long gone): the daemon launches it and
+    it succeeds, and a `spaceport` command starting meanwhile (which fails the runs of killed spaceport
+    processes) leaves it alone."""
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    from spaceport_dagster.runner import reap_abandoned_runs
+
+    [parent] = graphql(dagster_ui, DEMO_RUNS)["runsOrError"]["results"]
+    assert parent["status"] == "SUCCESS"
+    launched = graphql(dagster_ui, REEXECUTE, {"parent": parent["runId"]})["launchPipelineReexecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    deadline = time.monotonic() + 1200
+    reaped_while_running = None
+    while True:
+        run = graphql(dagster_ui, RUN, {"id": run_id})["runOrError"]
+        if run["status"] == "STARTED" and reaped_while_running is None:
+            with DagsterInstance.from_config(str(materialised_home)) as instance:
+                reaped_while_running = reap_abandoned_runs(instance)
+                assert instance.get_run_by_id(run_id).status == DagsterRunStatus.STARTED
+        if run["status"] in ("SUCCESS", "FAILURE", "CANCELED") or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert run["status"] == "SUCCESS", (run, (materialised_home / "dagster-dev.log").read_text()[-3000:])
+    assert reaped_while_running == []
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags["dagster/parent_run_id"] == parent["runId"] and tags["dagster/partition"] == "demo"
+    assert "spaceport/owner" not in tags

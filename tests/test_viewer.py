@@ -274,3 +274,70 @@ def test_scale_bar_says_model_units_for_a_survey_that_is_not_georegistered(sog_f
         assert browser.evaluate("document.getElementById('scale-label').textContent") == "2 model units"
         assert browser.evaluate("document.body.dataset.units") == "model units"
         assert "not georegistered" in browser.evaluate("document.getElementById('scale').title")
+
+
+def test_serves_a_newly_published_bundle_without_a_restart(sog_file: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run publishes a new sogs_bundle while `spaceport view` runs: the next requests get it (its bytes, its
+    version), and the open page names the newer version and offers to load it."""
+    from spaceport_dagster.resources.artifact_store import LocalArtifactStore
+    from spaceport_dagster.stages.sog.writer import write_sog
+
+    engine_or_skip()
+    monkeypatch.setenv("SPACEPORT_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    store = LocalArtifactStore(tmp_path / "artifacts", retention_s=0)  # the old version is deleted on publish
+
+    def publish(data: bytes) -> str:
+        with store.staging("site-7", "sogs_bundle") as staging:
+            (staging.local_dir / "site-7.sog").write_bytes(data)
+            store.publish(staging)
+        return store.manifest("site-7", "sogs_bundle")["version"]
+
+    first = publish(sog_file.read_bytes())
+    newer_file = tmp_path / "newer.sog"
+    write_sog(terrain_cloud(2_000, seed=1), newer_file)
+    if find_chromium() is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium)")
+    server, bundle = start_server("site-7", port=0)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert bundle.version == first
+        with Browser(800, 600, timeout=60) as browser:
+            browser.goto(f"{base}/")
+            browser.wait_for("['ready', 'error'].includes(document.body.dataset.state)", timeout=180)
+            assert browser.evaluate("document.getElementById('version').textContent") == first
+            assert browser.evaluate("document.getElementById('newer').hidden") is True
+            second = publish(newer_file.read_bytes())
+            assert second != first and not (tmp_path / "artifacts" / "site-7" / f".sogs_bundle.{first}").exists()
+            time.sleep(2.1)  # the server looks at most every 2 s
+            info = json.loads(urllib.request.urlopen(f"{base}/api/info").read())
+            assert info["version"] == second and info["splats"] == 2_000
+            assert urllib.request.urlopen(f"{base}/bundle.sog").read() == newer_file.read_bytes()
+            browser.wait_for(f"document.body.dataset.newerVersion === {second!r}", timeout=30)
+            assert browser.evaluate("document.getElementById('newer').hidden") is False
+            browser.evaluate("document.getElementById('load-newer').click()")
+            time.sleep(1)
+            browser.wait_for("['ready', 'error'].includes(document.body.dataset.state)", timeout=180)
+            assert browser.evaluate("document.body.dataset.state") == "ready"
+            assert browser.evaluate("document.getElementById('version').textContent") == second
+            assert browser.evaluate("document.body.dataset.splats") == "2000"
+    except BrowserUnavailable as exc:
+        pytest.skip(str(exc))
+    finally:
+        server.shutdown()
+
+
+def test_view_names_a_missing_file_and_a_busy_port(sog_file: Path, tmp_path: Path) -> None:
+    engine_or_skip()
+    with pytest.raises(ViewerSetupError, match=r"^missing\.sog: no such file$"):
+        resolve_bundle("missing.sog")
+    with pytest.raises(ViewerSetupError, match="neither a .sog file nor a dataset id"):
+        resolve_bundle("Not_A_Dataset")
+    server, _ = start_server(str(sog_file), port=0)
+    try:
+        port = server.server_address[1]
+        with pytest.raises(ViewerSetupError, match=rf"^cannot listen on 127\.0\.0\.1:{port}: .*; choose another "
+                                                   r"with --port$"):
+            start_server(str(sog_file), port=port)
+    finally:
+        server.shutdown()

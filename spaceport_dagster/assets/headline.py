@@ -15,11 +15,14 @@ from typing import Any
 
 from dagster import JsonMetadataValue, MarkdownMetadataValue, MetadataValue, PathMetadataValue, UrlMetadataValue
 
-from spaceport_dagster.run_events import plain
+from spaceport_dagster.run_events import HEADLINE_FIGURES_KEY, plain
 from spaceport_dagster.stages.ui_metadata import INLINE_MARKDOWN_LIMIT
 
-# Keys that are timings, folded into the one `timings` entry (a stage's own markdown timings table stays).
-TIMING_KEYS = {"seconds", "seconds_total", "wall_seconds", "train_seconds", "cpu_seconds", "timings"}
+# Per asset, prefixes of figures a stage also shows in a table of its own: folded into `details`, not rows.
+IN_TABLES: dict[str, tuple[str, ...]] = {"sogs_bundle": ("error_",)}
+# Keys that are timings (and any `seconds_<step>`), folded into the one `timings` entry (a stage's own markdown
+# timings table stays).
+TIMING_KEYS = {"seconds", "seconds_total", "wall_seconds", "train_seconds", "cpu_seconds", "psnr_seconds", "timings"}
 Figures = dict[str, Any]
 
 
@@ -28,6 +31,21 @@ def rounded(value: float, digits: int = 4) -> float:
     if not math.isfinite(value) or value == 0:
         return value
     return float(f"{value:.{digits}g}")
+
+
+def rounded_verdict(figures: dict[str, Any]) -> dict[str, Any]:
+    """A check's numbers rounded to what they mean: `value` and `threshold` to the precision of 4 significant
+    digits of the threshold (a verdict against 20.47 dB means nothing finer than 0.01 dB: 22.900572499160784 ->
+    22.9, and a 1e-5 dB wobble against a 1 dB limit is 0.0); every other float to 4 significant digits."""
+    out = {k: rounded(v) if isinstance(v, float) else v for k, v in figures.items()}
+    threshold = figures.get("threshold")
+    if isinstance(threshold, int | float) and not isinstance(threshold, bool) and math.isfinite(threshold) \
+            and threshold != 0:
+        decimals = max(0, 3 - math.floor(math.log10(abs(threshold))))
+        for key in ("value", "threshold"):
+            if isinstance(figures.get(key), float) and math.isfinite(figures[key]):
+                out[key] = round(figures[key], decimals)
+    return out
 
 
 def size_text(count: float) -> str:
@@ -142,7 +160,7 @@ def where_it_ran(m: Figures) -> str | None:
         if m.get("sagemaker_estimated_cost_usd") is not None:
             text += f", about ${m['sagemaker_estimated_cost_usd']:.3f}"
         return text
-    return "this machine" + (f" ({m['device']})" if m.get("device") else "")
+    return "this machine" + (f", {m['device']}" if m.get("device") else "")
 
 
 def ran_on_tag(m: Figures) -> str:
@@ -161,25 +179,52 @@ def _shown_inline(value: Any) -> bool:
             and len(value.value) < INLINE_MARKDOWN_LIMIT)
 
 
+class _Reading(dict):
+    """The stage's figures, noting which keys a headline builder looked at."""
+
+    def __init__(self, figures: Figures) -> None:
+        super().__init__(figures)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+
 def arrange(asset: str, metadata: dict[str, Any]) -> dict[str, Any]:
-    """The stage's metadata in reading order, with the headline figures first (see the module's docstring)."""
-    values = {k: plain(v) for k, v in metadata.items()}
+    """The stage's metadata in reading order, with the headline figures first (see the module's docstring).
+    The figures a headline row shows are not repeated as rows: they are kept, rounded, in the one JSON entry
+    HEADLINE_FIGURES_KEY for whoever reads them by key (run_events.flat_metadata)."""
+    values = _Reading({k: plain(v) for k, v in metadata.items()})
     head: dict[str, Any] = {k: MetadataValue.text(v) for k, v in HEADLINES.get(asset, lambda m: {})(values).items()}
     ran = where_it_ran(values)
     if ran:
         head["ran on"] = MetadataValue.text(ran)
+    shown = {k for k in values.read if k in metadata} if head else set()
     pictures: dict[str, Any] = {}
     figures: dict[str, Any] = {}
+    headline_figures: dict[str, Any] = {}
     timings: dict[str, Any] = {}
     details: dict[str, Any] = {}
     for key, value in metadata.items():
         raw = plain(value)
         if isinstance(value, MarkdownMetadataValue | PathMetadataValue | UrlMetadataValue):
             pictures[key] = value  # previews, plots, tables and links (a stage's markdown timings table too)
-        elif key in TIMING_KEYS:
-            timings[key] = raw
-        elif isinstance(value, JsonMetadataValue) or isinstance(raw, dict | list):
-            details[key] = raw
+        elif key in TIMING_KEYS or key.startswith("seconds_"):
+            timings[key] = rounded_tree(raw)
+        elif isinstance(value, JsonMetadataValue) or isinstance(raw, dict | list) or key.startswith(
+                IN_TABLES.get(asset, ())):
+            details[key] = rounded_tree(raw)
+        elif key in shown:
+            headline_figures[key] = rounded_tree(raw)
         elif isinstance(raw, float):
             figures[key] = rounded(raw)
         else:
@@ -187,8 +232,21 @@ def arrange(asset: str, metadata: dict[str, Any]) -> dict[str, Any]:
     inline = {k: v for k, v in pictures.items() if _shown_inline(v)}
     pictures = {**inline, **{k: v for k, v in pictures.items() if k not in inline}}
     out: dict[str, Any] = {**head, **pictures, **{k: v for k, v in figures.items() if k not in head}}
+    if headline_figures:
+        out[HEADLINE_FIGURES_KEY] = MetadataValue.json(headline_figures)
     if timings:
         out["timings (s)"] = MetadataValue.json(timings)
     if details:
         out["details"] = MetadataValue.json(details)
     return out
+
+
+def rounded_tree(value: Any) -> Any:
+    """`value` with every float in it rounded (`rounded`): JSON entries read as well as rows."""
+    if isinstance(value, float):
+        return rounded(value)
+    if isinstance(value, dict):
+        return {k: rounded_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded_tree(v) for v in value]
+    return value

@@ -10,14 +10,14 @@ from spaceport_dagster.resources.storage import StorageResource
 from .stage_asset import run_stage_asset
 from .stage_config import SogConfig, pipeline_asset
 
-VIEWER_URL = "http://127.0.0.1:8080/"  # where `spaceport view` serves by default (viewer/server.py)
-
 
 def with_viewer_link(dataset: str, metadata: dict[str, Any]) -> dict[str, Any]:
-    """A published bundle's metadata leads with the command that opens it in the viewer, and its address."""
+    """A published bundle's metadata leads with the command that opens it in the viewer. No address: the
+    viewer may not run, or run on another port; the command prints where it serves."""
     if not metadata.get("published"):
         return metadata
-    return {"view": MetadataValue.md(f"`spaceport view {dataset}`, then open <{VIEWER_URL}>"), **metadata}
+    return {"view": MetadataValue.md(f"`spaceport view {dataset}` serves it in the browser and prints its address "
+                                     "(it follows newer published versions)"), **metadata}
 
 
 @pipeline_asset(

@@ -3,14 +3,18 @@ of the stage's options."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
+from warnings import catch_warnings, filterwarnings
 
-from dagster import AssetCheckSpec, AssetsDefinition, Config, asset
+from dagster import AssetCheckSpec, AssetsDefinition, Config, PreviewWarning, asset
 from pydantic import Field
 
 from spaceport_dagster.partitions import datasets_partitions
+
+from .stage_asset import reports_rejections
 
 # The stages' own preset names (their PRESETS dicts; tests/test_stage_config.py keeps the two in step). Listed
 # here so that loading the definitions never imports a stage's heavy dependencies.
@@ -32,6 +36,11 @@ class SogPreset(Enum):
     preview = "preview"
     standard = "standard"
 
+
+# Under every asset's description in the UI: what the page's latest materialisation means.
+LIVE_VERSION_NOTE = ("The latest materialization is the live version (its `artifact version`, what readers and "
+                     "`spaceport view` get). An output that fails a blocking check is never materialized: its run "
+                     "fails, its figures are an observation marked `spaceport/rejected`, and the live version stays.")
 
 PRESET_HELP = "named preset of the stage's options; none for the stage default"
 
@@ -64,18 +73,22 @@ class SogConfig(StageConfig):
 def check_specs(asset: str, gates: dict[str, str], warnings: dict[str, str] | None = None) -> list[AssetCheckSpec]:
     """Blocking checks for `gates`, non-blocking ones for `warnings` (name -> description); partitioned by
     dataset like their asset, so each result names its dataset in the UI."""
-    specs = [AssetCheckSpec(name, asset=asset, description=text, blocking=True, partitions_def=datasets_partitions)
-             for name, text in gates.items()]
-    specs += [AssetCheckSpec(name, asset=asset, description=text, partitions_def=datasets_partitions)
-              for name, text in (warnings or {}).items()]
+    with catch_warnings():  # partitioned checks are "preview" in Dagster 1.13: said once per check on every load
+        filterwarnings("ignore", category=PreviewWarning)
+        specs = [AssetCheckSpec(name, asset=asset, description=text, blocking=True,
+                                partitions_def=datasets_partitions) for name, text in gates.items()]
+        specs += [AssetCheckSpec(name, asset=asset, description=text, partitions_def=datasets_partitions)
+                  for name, text in (warnings or {}).items()]
     return specs
 
 
 def pipeline_asset(*, gates: dict[str, str], warnings: dict[str, str] | None = None,
                    **asset_args: Any) -> Callable[[Callable[..., Any]], AssetsDefinition]:
     """`@asset` for a stage of the pipeline: named after the function, partitioned by dataset, with blocking
-    checks for `gates` and non-blocking ones for `warnings` (check_specs); `asset_args` go to `@asset`."""
+    checks for `gates` and non-blocking ones for `warnings` (check_specs); `asset_args` go to `@asset`. An output that
+fails a gate is a failed step, not a materialisation (stage_asset.reports_rejections)."""
     def decorate(fn: Callable[..., Any]) -> AssetsDefinition:
-        return asset(name=fn.__name__, partitions_def=datasets_partitions,
-                     check_specs=check_specs(fn.__name__, gates, warnings), **asset_args)(fn)
+        description = inspect.cleandoc(fn.__doc__ or "") + "\n\n" + LIVE_VERSION_NOTE
+        return asset(name=fn.__name__, partitions_def=datasets_partitions, description=description,
+                     check_specs=check_specs(fn.__name__, gates, warnings), **asset_args)(reports_rejections(fn))
     return decorate

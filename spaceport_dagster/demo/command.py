@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from spaceport_dagster.console import print_stage
+from spaceport_dagster.console import print_progress, print_stage
 from spaceport_dagster.home import prepare_home
 from spaceport_dagster.stage_order import ASSET_ORDER
 
@@ -81,23 +81,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     out = demo_dir(home)
     ensure_survey(out, args.regenerate, survey_spec(args))
+    from spaceport_dagster.console import ui_command
     from spaceport_dagster.quality_summary import splat_quality_line
     from spaceport_dagster.runner import run_pipeline
 
     start = time.perf_counter()
     print(f"spaceport demo: dataset {DEMO_DATASET!r} (preset {args.preset}); home {home}", flush=True)
     outcome = run_pipeline(DEMO_DATASET, str(out / "images"), until=args.until, preset=args.preset,
-                           on_stage=print_stage)
+                           on_stage=print_stage, on_progress=print_progress)
     print(f"\npipeline wall time {time.perf_counter() - start:.0f}s; run {outcome.run_id}")
     report_truth(DEMO_DATASET, out)
     line = splat_quality_line(outcome.stages)
     if line:
         print(line)
+    print(f"\nbrowse the run and its assets: {ui_command()}")
     message = outcome.failure_message()
     if message:
         print(f"error: {message}", file=sys.stderr)
         return 1
-    print(f"\nbrowse the run and its assets: spaceport ui   (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     if any(s.asset == "sogs_bundle" and s.status == "ok" for s in outcome.stages):
         print(f"see the splat in a browser: spaceport view {DEMO_DATASET}")
     return 0

@@ -78,9 +78,13 @@ def inline_picture_markdown(image: Image.Image, alt: str, caption: str = "") -> 
     raise ValueError(f"no thumbnail of {alt!r} fits in {INLINE_MARKDOWN_LIMIT} characters of markdown")
 
 
+CURVE_MARGINS = (52, 6, 6, 16)  # left (y labels), right, top, bottom (x labels), pixels
+
+
 def curve_svg_markdown(steps: list[float], series: dict[str, list[float]], alt: str = "training curve",
-                       caption: str = "", width: int = 360, height: int = 120) -> str:
-    """Lines of `series` against `steps` as a small SVG (one colour each, shared y range), inline in the UI.
+                       caption: str = "", width: int = 360, height: int = 120, unit: str = "dB") -> str:
+    """Lines of `series` against `steps` as a small SVG (one colour each, shared y range), inline in the UI,
+    with axes: the y range's ends in `unit` on the left, the first and last step below.
 
     Every series has one value per step; points are thinned until the markdown is under the inline limit.
     """
@@ -91,17 +95,26 @@ def curve_svg_markdown(steps: list[float], series: dict[str, list[float]], alt: 
     lo, hi = min(values), max(values)
     x0, x1 = min(steps), max(steps)
     span_x, span_y = (x1 - x0) or 1.0, (hi - lo) or 1.0
+    left, right, top, bottom = CURVE_MARGINS
+    plot_w, plot_h = width - left - right, height - top - bottom
+    end = "text-anchor='end'"
+    axes = (f"<style>text{{font:10px sans-serif;fill:#555}}</style>"
+            f"<path d='M{left} {top}V{top + plot_h}H{left + plot_w}' fill='none' stroke='#999'/>"
+            f"<text x='{left - 3}' y='{top + 8}' {end}>{hi:.1f} {unit}</text>"
+            f"<text x='{left - 3}' y='{top + plot_h}' {end}>{lo:.1f} {unit}</text>"
+            f"<text x='{left}' y='{height - 3}'>step {x0:g}</text>"
+            f"<text x='{left + plot_w}' y='{height - 3}' {end}>{x1:g}</text>")
     for stride in range(1, len(steps) + 1):
         keep = sorted(set(range(0, len(steps), stride)) | {len(steps) - 1})
         lines = []
         for colour, ys in zip(colours, series.values(), strict=False):
-            pts = " ".join(f"{round(4 + (steps[i] - x0) / span_x * (width - 8))},"
-                           f"{round(height - 4 - (ys[i] - lo) / span_y * (height - 8))}" for i in keep)
-            lines.append(f"<polyline points='{pts}' fill='none' stroke='{colour}' stroke-width='2'/>")
+            pts = " ".join(f"{round(left + (steps[i] - x0) / span_x * plot_w)},"
+                           f"{round(top + plot_h - (ys[i] - lo) / span_y * plot_h)}" for i in keep)
+            lines.append(f"<polyline points='{pts}' fill='none' stroke='{colour}'/>")
         svg = (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}'>"
-               f"<rect width='100%' height='100%' fill='white' stroke='#ccc'/>{''.join(lines)}</svg>")
-        text = f"![{alt}](data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode('ascii')})" + (
+               f"<rect width='100%' height='100%' fill='#fff'/>{axes}{''.join(lines)}</svg>")
+        text_md = f"![{alt}](data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode('ascii')})" + (
             f"\n\n{caption}" if caption else "")
-        if len(text) < INLINE_MARKDOWN_LIMIT:
-            return text
+        if len(text_md) < INLINE_MARKDOWN_LIMIT:
+            return text_md
     raise ValueError(f"the curve does not fit in {INLINE_MARKDOWN_LIMIT} characters of markdown")

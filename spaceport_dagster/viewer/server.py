@@ -2,13 +2,17 @@
 
 Routes: `/` the page, `/viewer.js` its script, `/vendor/playcanvas.mjs` the pinned engine from
 `tools/node/node_modules` (installed by scripts/install-viewer.sh, never committed), `/api/info` facts
-about the bundle (name, bytes, splat count from its meta.json, the plain test-view PSNR the SOG stage measured
-for it, the camera positions, whether its survey was georegistered), `/bundle.sog` the bundle itself. The page renders on black, the background the quality gates use.
+about the bundle (name, version, bytes, splat count from its meta.json, the plain test-view PSNR the SOG stage
+measured for it, the camera positions, whether its survey was georegistered), `/bundle.sog` the bundle itself. The
+page renders on black, the background the quality gates use. The server follows what is published
+(viewer/follow.py): a new version of the dataset's sogs_bundle (or a changed .sog file) is served from the next
+request on, and the page offers to load it.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -21,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+
+from .follow import FollowedBundle
 
 STATIC = Path(__file__).with_name("static")
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +48,7 @@ class Bundle:
     quality: dict | None = None  # the bundle's plain test-view figures (see bundle_quality)
     cameras: list[dict] | None = None  # where the photos were taken, in the splat's frame (see camera_positions)
     georegistered: bool | None = None  # the survey's SfM put it in metres (None: not known; see sfm_georegistered)
+    version: str = ""  # the published version (a .sog file: its size and modification time); see follow.py
 
 
 def bundle_quality(sog: Path) -> dict | None:
@@ -126,15 +133,40 @@ def sog_splat_count(path: Path) -> int:
     return int(meta["count"])
 
 
+def missing_file(target: str) -> bool:
+    """Whether `target` names a file (a path to a .sog, or anything with a slash) rather than a dataset id."""
+    return target.endswith(".sog") or os.sep in target
+
+
+def file_version(path: Path) -> str:
+    """A .sog file's version: its size and modification time, which a rewrite changes."""
+    stat = path.stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def published_version(target: str) -> str:
+    """The version `resolve_bundle(target)` would give now, without reading the bundle."""
+    given = Path(target)
+    if given.is_file():
+        return file_version(given)
+    from spaceport_dagster.resources.artifact_store import open_store
+    from spaceport_dagster.resources.storage import default_artifact_root
+
+    store = open_store(default_artifact_root(), os.environ.get("AWS_ENDPOINT_URL"))
+    return str(store.manifest(target, "sogs_bundle")["version"])
+
+
 def resolve_bundle(target: str) -> Bundle:
     """A `.sog` file path as given, or the published sogs_bundle of dataset `target` in the artifact store."""
     given = Path(target)
-    if target.endswith(".sog") and given.is_file():
+    if given.is_file():
         path = given.resolve()
         # a bundle in an artifact folder (<root>/<dataset>/sogs_bundle/): its survey's sparse_reconstruction beside it
         return Bundle(path.stem, str(path), path.stat().st_size, sog_splat_count(path), str(path), robust_frame(path),
                       bundle_quality(path), camera_positions(path),
-                      sfm_georegistered(path.parent.parent / "sparse_reconstruction" / "report.json"))
+                      sfm_georegistered(path.parent.parent / "sparse_reconstruction" / "report.json"), file_version(path))
+    if missing_file(target):
+        raise ViewerSetupError(f"{target}: no such file")
     from spaceport_dagster.resources.artifact_store import ArtifactMissing, open_store
     from spaceport_dagster.resources.storage import default_artifact_root
     from spaceport_dagster.stages.dataset_id import InvalidDatasetId, validate_dataset_id
@@ -142,9 +174,10 @@ def resolve_bundle(target: str) -> Bundle:
     try:
         dataset = validate_dataset_id(target)
     except InvalidDatasetId as exc:
-        raise ViewerSetupError(str(exc)) from None
+        raise ViewerSetupError(f"{target!r} is neither a .sog file nor a dataset id: {exc}") from None
     store = open_store(default_artifact_root(), os.environ.get("AWS_ENDPOINT_URL"))
     try:
+        version = store.manifest(dataset, "sogs_bundle")["version"]
         folder = store.fetch(dataset, "sogs_bundle")
     except ArtifactMissing as exc:
         raise ViewerSetupError(f"{exc}; materialise it first (spaceport run / spaceport demo)") from None
@@ -156,16 +189,15 @@ def resolve_bundle(target: str) -> Bundle:
     except ArtifactMissing:
         georegistered = None
     return Bundle(dataset, str(path), path.stat().st_size, sog_splat_count(path), store.uri(dataset, "sogs_bundle"),
-                  robust_frame(path), bundle_quality(path), camera_positions(path), georegistered)
+                  robust_frame(path), bundle_quality(path), camera_positions(path), georegistered, version)
 
 
-def make_handler(bundle: Bundle, engine: Path) -> type[BaseHTTPRequestHandler]:
+def make_handler(followed: FollowedBundle, engine: Path) -> type[BaseHTTPRequestHandler]:
     files = {
         "/": (STATIC / "index.html", "text/html; charset=utf-8"),
         "/index.html": (STATIC / "index.html", "text/html; charset=utf-8"),
         "/viewer.js": (STATIC / "viewer.js", "text/javascript; charset=utf-8"),
         "/vendor/playcanvas.mjs": (engine, "text/javascript; charset=utf-8"),
-        "/bundle.sog": (Path(bundle.path), "application/octet-stream"),
     }
 
     class Handler(BaseHTTPRequestHandler):
@@ -190,8 +222,11 @@ def make_handler(bundle: Bundle, engine: Path) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             route = self.path.split("?", 1)[0]
             if route == "/api/info":
+                bundle = followed.current()
                 info = {**asdict(bundle), "path": Path(bundle.path).name, "engine": f"playcanvas {PLAYCANVAS_VERSION}"}
                 self._send(json.dumps(info).encode(), "application/json")
+            elif route == "/bundle.sog":
+                self._send(followed.read(), "application/octet-stream")
             elif route in files:
                 path, content_type = files[route]
                 self._send(path.read_bytes(), content_type)
@@ -206,11 +241,15 @@ def make_handler(bundle: Bundle, engine: Path) -> type[BaseHTTPRequestHandler]:
 def start_server(target: str, host: str = "127.0.0.1", port: int = 8080) -> tuple[ThreadingHTTPServer, Bundle]:
     """Serve in a background thread; port 0 picks a free one (see `server.server_address`)."""
     engine = playcanvas_module()
-    bundle = resolve_bundle(target)
-    server = ThreadingHTTPServer((host, port), make_handler(bundle, engine))
+    followed = FollowedBundle(target, resolve_bundle, published_version)
+    try:
+        server = ThreadingHTTPServer((host, port), make_handler(followed, engine))
+    except OSError as exc:
+        raise ViewerSetupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                               + ("; choose another with --port" if exc.errno == errno.EADDRINUSE else "")) from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, bundle
+    return server, followed.current()
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -224,7 +263,8 @@ def cmd_view(args: argparse.Namespace) -> int:
         return 2
     host, port = server.server_address[:2]
     url = f"http://{host}:{port}/"
-    print(f"spaceport view: {bundle.dataset}: {bundle.splats:,} splats, {bundle.bytes / 1e6:.2f} MB from {bundle.source}")
+    print(f"spaceport view: {bundle.dataset}: {bundle.splats:,} splats, {bundle.bytes / 1e6:.2f} MB from {bundle.source}"
+          f" (version {bundle.version}; a newer published one is served when it appears)")
     print(f"open {url}  (Ctrl-C to stop)", flush=True)
     if args.open:
         webbrowser.open(url)

@@ -55,8 +55,9 @@ def data_uri(image: Image.Image, max_width: int = 480) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def write_curve(path: Path, evals: list[dict[str, Any]], log: logging.Logger) -> bool:
-    """Held-out PSNR (and the mean-colour baseline) and train loss against steps."""
+def write_curve(path: Path, evals: list[dict[str, Any]], log: logging.Logger, title: str = "") -> bool:
+    """Held-out PSNR (and the mean-colour baseline) and train loss against steps; `title` says at what
+    resolution they were scored."""
     try:
         import matplotlib
 
@@ -82,6 +83,8 @@ def write_curve(path: Path, evals: list[dict[str, Any]], log: logging.Logger) ->
                  label="train loss")
         ax2.set_ylabel("train loss")
     ax.legend(loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

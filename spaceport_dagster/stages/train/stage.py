@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from spaceport_dagster.presets import GPU_TRAIN_PRESETS
 from spaceport_dagster.stages.evaluation import PlainScores, score_plain
 from spaceport_dagster.stages.ply import GaussianCloud, read_ply, write_ply
 from spaceport_dagster.stages.render import cloud_to_params, gsplat_available, pick_device, render_view
@@ -86,7 +87,7 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
     device = pick_device(cfg.device)
     backend = "gsplat" if gsplat_available(device) else "torch"
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    log.info(f"training on {device_name} with the {backend} rasteriser")
+    log.info(f"training {cfg.steps} steps on {device_name} with the {backend} rasteriser")  # progress.py reads it
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest SSIM convolutions
@@ -133,11 +134,13 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
                     "plain_scoring": round(t_scored - t_written, 2)},
     }
     write_metrics(output / "metrics.json", result.evals, dataclasses.asdict(cfg), summary, plain.as_dict())
-    write_curve(output / "training_curve.png", result.evals, log)
+    write_curve(output / "training_curve.png", result.evals, log,
+                title=f"scored at the training resolution {summary['training_resolution']}; the headline PSNR "
+                      f"is the published PLY at {plain.resolution}")
     checks = quality_checks(cloud, ply_path, plain, coverage, cfg, from_disk=published)
     metadata: dict[str, Any] = {k: v for k, v in summary.items() if v is not None and k != "seconds"}
     metadata["wall_seconds"] = round(time.perf_counter() - t_start, 2)
-    curve = _curve_markdown(result.evals)
+    curve = _curve_markdown(result.evals, metadata["training_resolution"], plain.resolution)
     if curve:
         metadata["training_curve"] = md(curve)
     if previews_md:
@@ -151,18 +154,18 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
     return StageReport(metadata, checks)
 
 
-def _curve_markdown(evals: list[dict[str, Any]]) -> str | None:
-    """The held-out PSNR against the flat mean colour over training, small enough to show inline."""
+def _curve_markdown(evals: list[dict[str, Any]], scored_at: str, headline_at: str) -> str | None:
+    """The held-out PSNR against the flat mean colour over training, small enough to show inline. It is
+    scored at the training resolution (`scored_at`), the headline at the export's (`headline_at`): the caption
+    says both, since the two figures differ."""
     rows = [e for e in evals if e.get("psnr") is not None and e.get("baseline_psnr") is not None
             and np.isfinite(e["psnr"]) and np.isfinite(e["baseline_psnr"])]
     if not rows:
         return None
-    values = [e["psnr"] for e in rows] + [e["baseline_psnr"] for e in rows]
     return curve_svg_markdown([e["step"] for e in rows], {"psnr": [e["psnr"] for e in rows],
                                                           "baseline": [e["baseline_psnr"] for e in rows]},
-                              caption=f"test-view PSNR (blue) against the flat mean colour (orange), "
-                                      f"{min(values):.1f} to {max(values):.1f} dB over steps {rows[0]['step']} to "
-                                      f"{rows[-1]['step']}; training_curve.png has the axes")
+                              caption=f"test views while training (blue; flat mean colour: orange) at "
+                                      f"{scored_at}; the headline is the PLY at {headline_at}")
 
 
 @torch.no_grad()
@@ -181,7 +184,17 @@ def _write_previews(folder: Path, trainer: Trainer, cfg: TrainConfig) -> str:
     return "\n".join(lines)
 
 
+def refuse_gpu_preset_without_gpu(config: dict[str, Any]) -> None:
+    """A GPU preset stops before training on a machine without a GPU (thousands of full-resolution steps would
+    take hours on the CPU without a word), unless the CPU was asked for (`device: cpu`)."""
+    preset = config.get("preset", "standard")
+    if preset in GPU_TRAIN_PRESETS and config.get("device", "auto") == "auto" and not torch.cuda.is_available():
+        raise ValueError(f"preset {preset!r} trains for a GPU and this machine has none: use the preview preset, or "
+                         "SPACEPORT_COMPUTE=sagemaker for a GPU instance, or the option device: cpu to train it here")
+
+
 def run(inputs: dict[str, str], output: Path, config: dict[str, Any], log: logging.Logger) -> StageReport:
     if "export" not in inputs:
         raise ValueError("train needs an input named 'export' (a colmap_export folder with images/ and sparse/0/)")
+    refuse_gpu_preset_without_gpu(config)
     return train(inputs["export"], output, load_config(config), log, inputs.get("resume"), inputs.get("checkpoints"))

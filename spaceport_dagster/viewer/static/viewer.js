@@ -89,6 +89,9 @@ async function main() {
     if (info.quality) $('psnr').title = `${info.quality.views} test views at ${info.quality.resolution}, plain renders`;
     document.body.dataset.bundleBytes = info.bytes;
     document.title = `${info.dataset} · Spaceport viewer`;
+    $('version').textContent = info.version;
+    document.body.dataset.version = info.version;
+    watchForNewer(info.version);
 
     const canvas = $('canvas');
     const app = new pc.Application(canvas, { graphicsDeviceOptions: { antialias: false } });
@@ -217,6 +220,21 @@ function drawOverlays(camera, splat, orbit, canvas, units) {
     $('scale-bar').style.width = `${(metres / metresPerPixel).toFixed(1)}px`;
     $('scale-label').textContent = `${metres >= 1 ? metres : metres.toPrecision(1)} ${units}`;
     document.body.dataset.metresPerPixel = metresPerPixel.toPrecision(6);
+}
+
+// The server follows what is published (viewer/follow.py); the page offers the newer version once it appears.
+function watchForNewer(shown, seconds = 5) {
+    $('load-newer').addEventListener('click', () => window.location.reload());
+    setInterval(async () => {
+        try {
+            const latest = (await (await fetch('/api/info')).json()).version;
+            $('newer').hidden = latest === shown;
+            $('newer-version').textContent = latest;
+            document.body.dataset.newerVersion = latest === shown ? '' : latest;
+        } catch (error) {
+            // the server stopped: nothing newer to offer
+        }
+    }, seconds * 1000);
 }
 
 main().catch(fail);
