@@ -33,6 +33,7 @@ from spaceport_dagster.dagster_private import (  # no public API for these; the 
     RemoteRepositoryOrigin,
     execute_run,
     location_origins_from_yaml_paths,
+    shield_compute_log_helpers,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +86,7 @@ def execute_pipeline_run(instance: DagsterInstance, run: DagsterRun) -> DagsterR
     data = EngineEventData(metadata={**EngineEventData.in_process(os.getpid()).metadata,
                                      "host": MetadataValue.text(socket.gethostname())})
     instance.report_engine_event(f"Started process for run (pid: {os.getpid()}).", run, data)
+    shield_compute_log_helpers()  # Ctrl-C to the terminal's process group: no tracebacks from Dagster's helpers
     return execute_run(reconstructable_job(), run, instance, raise_on_error=False).dagster_run
 
 
