@@ -7,6 +7,10 @@ mixes 29 real photos with every hostile form (pixel modes, names, a comment segm
 GPS on another continent for 12 of 25 fixes) run to colmap_export; the command-line errors; and the faults
 (kill -9 / SIGTERM / SIGINT of `spaceport run`, kill -9 of a stage, a frozen stage, an S3 outage during a
 publish, a lost bucket, tampered artifacts), on real processes killed by pid and a real moto server.
+Issue 27's cases: symlink loops in a folder and an inbox upload, Ctrl-C to the whole process group, e-mail
+injection (submit, inbox and S3 markers, a run's notify tag read back from moto's SES), a 200 KB marker of
+nested `[`, submit / SageMaker copies of an upload linking to /etc/passwd, and the first 10 brighton_beach
+photos without EXIF (16-bit PNG, RGBA PNG, 16-bit TIFF) SfM'd several times against the upright gate.
 Prints one line per case (PASS/FAIL and what was seen) and "N of M passed"; exit 1 when any case fails.
 """
 
@@ -487,11 +491,15 @@ def s3_cases(cat: Catalogue, photos: Path) -> None:
             nxt = cli(["run", str(photos), "--dataset", "six", "--until", "image_set"], home, **root)
             manifest2 = json.loads(client.get_object(Bucket="outage", Key="art/six/image_set/_SUCCESS")["Body"].read())
             after = {k.split("/")[3] for k in keys("art/six/image_set/")} - {"_SUCCESS"}
+            # the superseded version stays readable for the retention period (SPACEPORT_VERSION_RETENTION_HOURS,
+            # since issue 14); the half-uploaded one, never published, must be gone
             ok = (outcome.passed and first_error and manifest["version"] == published["version"]
-                  and nxt.returncode == 0 and after == {manifest2["version"]})
+                  and nxt.returncode == 0 and bool(half) and not half & after
+                  and after <= {manifest2["version"], published["version"]})
             return Outcome(ok, f"names the upload's connection error: {first_error}; previous version still "
                                f"published: {manifest['version'] == published['version']}; half-uploaded prefixes "
-                               f"after the failure: {len(half)}, after the next publish: {len(after - {manifest2['version']})}; "
+                               f"after the failure: {len(half)}, after the next publish: {len(half & after)} (the "
+                               f"superseded version kept for the retention: {published['version'] in after}); "
                                f"{outcome.seen}")
 
         cat.case("fault", "S3 outage during publish (moto server stopped)", outage)
@@ -539,6 +547,300 @@ def tamper_cases(cat: Catalogue, home: Path) -> None:
     tamper("_SUCCESS manifest cut", manifest, lambda b: b[: len(b) // 2], "manifest is not valid JSON")
 
 
+# ---------------------------------------------------------------- issue 27: links, no GPS, Ctrl-C, injection
+
+BRIGHTON = REPO.parent / "shared" / "datasets" / "brighton_beach" / "images"
+CRLF = ["pilot@example.org\nBcc: victim@evil.example", "pilot@example.org\r\nBcc: victim@evil.example"]
+INVALID = ["@", "pilot@", "a@b@example.org", "pilot @example.org", "pilot@exa mple.org", "Pilot <pilot@example.org>",
+           "pilot@example", "a@example.org, b@example.org"]
+LOOP = "symbolic link loop (not followed)"
+UPWARD = "symbolic link to the upload folder or a folder above it (a loop; not followed)"
+TICK = """
+import json, sys
+from dagster import DagsterInstance, build_sensor_context
+from spaceport_dagster.sensors.inbox import inbox_sensor
+from spaceport_dagster.sensors.s3_uploads import s3_uploads_sensor
+sensor = s3_uploads_sensor if sys.argv[1] == "s3" else inbox_sensor
+result = sensor(build_sensor_context(instance=DagsterInstance.ephemeral()))
+print(json.dumps({"requests": [[r.partition_key, r.tags.get("spaceport/notify")] for r in
+                               (getattr(result, "run_requests", None) or [])],
+                  "skip": getattr(result, "skip_message", None)}))
+"""
+
+
+def loop_links(folder: Path) -> dict[str, str]:
+    (folder / "a.jpg").symlink_to("b.jpg")
+    (folder / "b.jpg").symlink_to("a.jpg")
+    (folder / "loop").symlink_to(".")
+    (folder / "up").symlink_to("..")
+    (folder / "dangling.jpg").symlink_to("gone.jpg")
+    return {"a.jpg": LOOP, "b.jpg": LOOP, "loop": UPWARD, "up": UPWARD, "dangling.jpg": "broken symbolic link"}
+
+
+def copy_lund(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True)
+    for n in range(1, count + 1):
+        shutil.copy(lund(n), folder / f"{n:02d}.jpg")
+    return folder
+
+
+def tick(kind: str, home: Path, **extra: str) -> tuple[dict[str, Any], str]:
+    """One evaluation of the inbox or S3 upload sensor, in a process of its own: its requests, and its log."""
+    done = subprocess.run([sys.executable, "-c", TICK, kind], env=env_for(home, **extra), text=True,
+                          capture_output=True, timeout=300)
+    lines = done.stdout.strip().splitlines()
+    return (json.loads(lines[-1]) if done.returncode == 0 and lines else {"error": done.stderr[-400:]}), done.stderr
+
+
+def manifest_of(home: Path, dataset: str) -> dict[str, Any]:
+    path = home / "artifacts" / dataset / "image_set" / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def link_cases(cat: Catalogue) -> None:
+    home = cat.work / "links-home"
+
+    def folder_upload() -> Outcome:
+        upload = copy_lund(cat.work / "looped", 10)
+        links = loop_links(upload)
+        done = cli(["run", str(upload), "--dataset", "looped", "--until", "image_set"], home)
+        manifest = manifest_of(home, "looped")
+        refused = {r["source"]: r["reason"] for r in manifest.get("refused", [])}
+        ok = (done.returncode == 0 and "Traceback" not in done.stdout + done.stderr and refused == links
+              and len(manifest.get("images", [])) == 10 and all((upload / n).is_symlink() for n in links))
+        return Outcome(ok, f"exit {done.returncode}; {len(manifest.get('images', []))} photos stored; refused "
+                           f"{refused or done.stderr.strip().splitlines()[-1:]}")
+
+    cat.case("links", "symlink loops, ../, a dangling link beside 10 photos", folder_upload)
+
+    def inbox_upload() -> Outcome:
+        inbox = home / "inbox" / "looped-inbox"
+        copy_lund(inbox, 10)
+        links = loop_links(inbox)
+        (inbox / "_READY").write_bytes(b"")
+        ticked, _ = tick("inbox", home)
+        done = cli(["rerun", "looped-inbox", "--from", "image_set", "--until", "image_set"], home)  # reads the inbox
+        manifest = manifest_of(home, "looped-inbox")
+        refused = {r["source"]: r["reason"] for r in manifest.get("refused", [])}
+        ok = (ticked.get("requests") == [["looped-inbox", None]] and done.returncode == 0 and refused == links
+              and len(manifest.get("images", [])) == 10)
+        return Outcome(ok, f"sensor requests {ticked.get('requests', ticked)}; ingest of the inbox upload exit "
+                           f"{done.returncode}, {len(manifest.get('images', []))} photos, {len(refused)} links refused "
+                           "by name")
+
+    cat.case("links", "the same links in an inbox upload", inbox_upload)
+
+
+def no_gps_cases(cat: Catalogue, runs: dict[str, int]) -> None:
+    """The first 10 brighton_beach photos without EXIF (so without GPS), SfM'd several times: the upright gate
+    must never refuse them. Also counts the runs the rule before issue 27 would have refused."""
+    import re
+
+    def convert(kind: str, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        for src in sorted(BRIGHTON.iterdir())[:10]:
+            with Image.open(src) as image:
+                rgb = image.convert("RGB")
+            if kind == "rgba":
+                rgb.convert("RGBA").save(folder / f"{src.stem}.png")
+            else:  # Pillow writes 16 bits per sample for one channel only
+                grey = np.asarray(rgb.convert("L"), dtype=np.uint16) * 257
+                Image.fromarray(grey).save(folder / f"{src.stem}.{'png' if kind == 'png16' else 'tif'}")
+
+    def old_rule_refuses(description: str) -> bool:
+        if not description.startswith("nadir survey"):
+            return False
+        angles = [float(a) for a in re.findall(r"(?:from straight down|camera plane tilted) ([\d.]+) deg",
+                                               description)]
+        return any(a > 5.0 for a in angles)
+
+    for kind, count in runs.items():
+        label = {"png16": "16-bit grey PNG", "tif16": "16-bit grey TIFF", "rgba": "RGBA PNG"}[kind]
+
+        def check(kind: str = kind, count: int = count) -> Outcome:
+            home, upload = cat.work / f"nogps-{kind}", cat.work / f"nogps-{kind}-photos"
+            convert(kind, upload)
+            seen, failed, old, frames = [], 0, 0, set()
+            for i in range(count):
+                args = (["run", str(upload), "--dataset", kind, "--until", "sparse_reconstruction"] if i == 0 else
+                        ["rerun", kind, "--from", "sparse_reconstruction", "--until", "sparse_reconstruction"])
+                done = cli(args, home, timeout=1800)
+                report_path = home / "artifacts" / kind / "sparse_reconstruction" / "report.json"
+                if done.returncode != 0 or not report_path.is_file():
+                    failed += 1
+                    seen.append(f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
+                    continue
+                report = json.loads(report_path.read_text())
+                upright = next(c for c in report["checks"] if c["name"] == "upright")
+                frames.add(report["georegistration"]["frame"])
+                old += old_rule_refuses(upright["description"])
+                seen.append(("pass" if upright["passed"] else "warn") + ": " + upright["description"][:90])
+            ok = failed == 0 and frames == {"local_upright"}
+            return Outcome(ok, f"{count - failed} of {count} SfM runs published ({frames}); the rule before "
+                               f"issue 27 would have refused {old}; " + " | ".join(seen))
+
+        cat.case("gate", f"no GPS, {label}: upright never refuses ({count} SfM runs)", check)
+
+
+def ctrl_c_group_case(cat: Catalogue, photos: Path) -> None:
+    def check() -> Outcome:
+        home, tmpdir = cat.work / "ctrl-c-group", cat.work / "ctrl-c-group-tmp"
+        tmpdir.mkdir(parents=True)
+        proc = subprocess.Popen([sys.executable, "-m", "spaceport_dagster.cli", "run", str(photos), "--dataset", "six",
+                                 "--until", "sparse_reconstruction"], env=env_for(home, TMPDIR=str(tmpdir)),
+                                text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        stage = stage_pid(tmpdir, "sfm", timeout=300)
+        time.sleep(2.0)
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: every process of the foreground group
+        out, err = proc.communicate(timeout=120)
+        gone = seconds_until_gone(stage, 5)
+        time.sleep(2.0)
+        helpers = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_names(p, home)]
+        leftovers = [p.name for p in tmpdir.glob("spaceport-stage-*")] + \
+                    [p.name for p in (home / "artifacts" / "six").iterdir() if p.name.endswith(".tmp")]
+        outcome = one_line_error((proc.returncode, out, err), 130, "run interrupted (Ctrl-C)")
+        statuses = run_statuses(home)
+        ok = (outcome.passed and "KeyboardInterrupt" not in err and gone is not None and statuses == ["FAILURE"]
+              and not leftovers and not helpers)
+        return Outcome(ok, f"{outcome.seen}; stage gone: {gone is not None}; runs {statuses}; leftovers "
+                           f"{leftovers}; helper processes left {helpers}")
+
+    cat.case("fault", "Ctrl-C to the whole process group mid-SfM", check)
+
+
+def _cmdline_names(proc: Path, folder: Path) -> bool:
+    try:
+        return str(folder) in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+
+
+def injection_cases(cat: Catalogue, photos: Path, endpoint: str) -> None:
+    import boto3
+
+    s3env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+             "AWS_DEFAULT_REGION": "us-east-1"}
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket="hostile")
+
+    def keys(prefix: str) -> list[str]:
+        out = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket="hostile", Prefix=prefix):
+            out += [o["Key"] for o in page.get("Contents", [])]
+        return sorted(out)
+
+    def submit_refuses(addresses: list[str], name: str) -> Outcome:
+        home = cat.work / f"email-{name}"
+        seen, bad = [], []
+        for address in addresses:
+            for target in ([], ["--to", "s3://hostile/up"]):
+                done = cli(["submit", str(photos), "--dataset", name, "--email", address, *target], home, **s3env)
+                outcome = one_line_error(done, 2, "not an email address")
+                seen.append(outcome.seen.split(": ", 1)[-1][:70])
+                if not outcome.passed:
+                    bad.append(f"{address!r} to {target or 'inbox'}: {outcome.seen}")
+        written = [p.name for p in (home / "inbox").glob("*")] + keys(f"up/{name}/")
+        return Outcome(not bad and not written, "; ".join(bad) or f"{len(seen)} submits refused (inbox and S3), "
+                                                                  f"exit 2, one line each, e.g. {seen[0]}; written: "
+                                                                  f"{written}")
+
+    cat.case("security", "submit --email with a line break (\\n, \\r\\n)", lambda: submit_refuses(CRLF, "crlf"))
+    cat.case("security", "submit --email with 8 invalid addresses", lambda: submit_refuses(INVALID, "invalid"))
+
+    def markers(kind: str) -> Outcome:
+        home = cat.work / f"markers-{kind}"
+        bodies = {"crlf": json.dumps({"email": CRLF[1]}).encode(), "spaces": json.dumps({"email": "a b@x.org"}).encode(),
+                  "nested": b"[" * 200_000, "deep": b"[" * 10_000,  # over the size bound; under it, too deep
+                  "good": json.dumps({"email": "pilot@example.org"}).encode()}
+        extra: dict[str, str] = {}
+        for name, body in bodies.items():
+            if kind == "inbox":
+                folder = home / "inbox" / name
+                folder.mkdir(parents=True)
+                shutil.copy(lund(1), folder / "01.jpg")
+                (folder / "dataset.json").write_bytes(body)
+            else:
+                client.put_object(Bucket="hostile", Key=f"markers/{name}/01.jpg", Body=lund(1).read_bytes())
+                client.put_object(Bucket="hostile", Key=f"markers/{name}/dataset.json", Body=body)
+                extra = {**s3env, "SPACEPORT_UPLOADS": "s3://hostile/markers"}
+        ticked, log = tick(kind, home, **extra)
+        named = {name: any(f"/{name}/dataset.json: dataset.json" in line and "skipped" in line
+                           for line in log.splitlines()) for name in ("crlf", "spaces", "nested", "deep")}
+        ok = (ticked.get("requests") == [["good", "pilot@example.org"]] and all(named.values())
+              and "RecursionError" not in log and "could not scan" not in log)
+        reasons = [line.split("dataset.json: ", 1)[-1][:80] for line in log.splitlines() if "skipped" in line]
+        return Outcome(ok, f"requests {ticked.get('requests', ticked)}; refused by name: {named}; reasons: {reasons}")
+
+    cat.case("security", "inbox markers: line break, spaces, 200 KB / 10 KB of '[', a good one", lambda: markers("inbox"))
+    cat.case("security", "S3 markers: the same five", lambda: markers("s3"))
+
+    def notify_tag() -> Outcome:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.ses import ses_backends
+
+        code = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+import boto3
+from dagster import DagsterInstance, materialize
+from spaceport_dagster.resources.notifications import NotifierResource
+from spaceport_dagster.sensors.run_status import notify_on_success
+from tests.test_notifications import STAND_INS, _finish_context
+instance = DagsterInstance.ephemeral()
+instance.add_dynamic_partitions("datasets", ["harbour"])
+tag = "pilot@example.org\\nBcc: victim@evil.example,ops@example.org"
+result = materialize(STAND_INS, instance=instance, partition_key="harbour", tags={{"spaceport/notify": tag}})
+boto3.client("ses").verify_email_identity(EmailAddress="spaceport@example.org")
+notify_on_success(_finish_context(instance, result.run_id, NotifierResource(channel="ses",
+                                                                            sender="spaceport@example.org")))
+"""
+        sent = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+        before = len(sent)
+        home = cat.work / "notify-home"
+        home.mkdir()
+        done = subprocess.run([sys.executable, "-c", code], env=env_for(home, **s3env), text=True,
+                              capture_output=True, timeout=600)
+        new = sent[before:]
+        to = [m.destinations for m in new]
+        ok = (done.returncode == 0 and len(new) == 1 and new[0].destinations["ToAddresses"] == ["ops@example.org"]
+              and "contains a line break" in done.stderr)
+        return Outcome(ok, f"exit {done.returncode}; SES destinations {to}; warned: "
+                           f"{'contains a line break' in done.stderr}")
+
+    cat.case("security", "a run's notify tag with a line break", notify_tag)
+
+    def submit_links() -> Outcome:
+        home = cat.work / "links-submit"
+        upload = copy_lund(cat.work / "linked-upload", 6)
+        (upload / "passwd").symlink_to("/etc/passwd")
+        (upload / "etc").symlink_to("/etc")
+        loop_links(upload)
+        inbox = cli(["submit", str(upload), "--dataset", "linked"], home)
+        s3 = cli(["submit", str(upload), "--dataset", "linked", "--to", "s3://hostile/up"], home, **s3env)
+        launcher = subprocess.run([sys.executable, "-c", f"""
+from pathlib import Path
+from spaceport_dagster.resources.artifact_store import S3ArtifactStore
+from spaceport_dagster.resources.sagemaker.launcher import SageMakerStageLauncher
+SageMakerStageLauncher._upload_source(S3ArtifactStore("s3://hostile/art"), Path({str(upload)!r}), "art/job/")
+"""], env=env_for(home, **s3env), text=True, capture_output=True, timeout=300)
+        copied = sorted(p.name for p in (home / "inbox" / "linked").iterdir())
+        photos = [f"{n:02d}.jpg" for n in range(1, 7)]
+        on_s3 = [k.rsplit("/", 1)[-1] for k in keys("up/linked/")]
+        by_launcher = [k.rsplit("/", 1)[-1] for k in keys("art/job/")]
+        passwd = Path("/etc/passwd").read_bytes()
+        leaked = [k for k in keys("") if client.get_object(Bucket="hostile", Key=k)["Body"].read() == passwd]
+        leaked += [n for n in copied if (home / "inbox" / "linked" / n).read_bytes() == passwd]
+        warned = sorted(line.removeprefix("warning: left behind ").split(": ", 1)[0]
+                        for line in inbox.stderr.splitlines() if line.startswith("warning: left behind"))
+        ok = (inbox.returncode == s3.returncode == launcher.returncode == 0 and copied == [*photos, "dataset.json"]
+              and on_s3 == sorted([*photos, "dataset.json"]) and by_launcher == photos and not leaked
+              and warned == sorted(["passwd", "etc", "a.jpg", "b.jpg", "loop", "up", "dangling.jpg"]))
+        return Outcome(ok, f"inbox {len(copied)} files, S3 {len(on_s3)}, SageMaker copy {len(by_launcher)}; "
+                           f"/etc/passwd copied: {leaked}; left behind and named: {warned}")
+
+    cat.case("security", "submit / SageMaker copy of an upload linking to /etc/passwd", submit_links)
+
+
 # ---------------------------------------------------------------- main
 
 def main() -> int:
@@ -546,6 +848,8 @@ def main() -> int:
     parser.add_argument("--only", default="", help="run only cases whose 'group/name' starts with this")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--no-gps-runs", type=int, default=4, help="SfM runs of each GPS-less survey (16-bit PNG, "
+                                                                  "RGBA PNG; the TIFF runs twice)")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the moto server's request log
     work = Path(tempfile.mkdtemp(prefix="spaceport-catalogue-"))
@@ -575,6 +879,16 @@ def main() -> int:
         hung_stage_case(cat, photos)
         s3_cases(cat, photos)
         tamper_cases(cat, hostile_home)
+        # issue 27: the rest of the catalogue
+        link_cases(cat)
+        ctrl_c_group_case(cat, photos)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            injection_cases(cat, photos, f"http://127.0.0.1:{port}")
+        finally:
+            server.stop()
+        no_gps_cases(cat, {"png16": args.no_gps_runs, "rgba": args.no_gps_runs, "tif16": 2})
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -227,6 +227,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
              if report.parts_sent or report.parts_skipped else "")
           + f" in {report.seconds:.1f}s")
     print(f"  marker {report.marker}: the upload sensor starts a run on its next tick")
+    for name, why in report.left_behind:  # what ingest would refuse unread: never copied
+        print(f"warning: left behind {name}: {why}", file=sys.stderr)
     return 0
 
 

@@ -17,14 +17,23 @@ replace it here and nowhere else.
   types are not exported.
 - The error `PipesSubprocessClient` raises for a stage that exits non-zero (`DagsterPipesExecutionError`): the
   local launcher turns it into a Failure naming the stage's own reason; nothing public names that case.
+- The helpers Dagster's compute-log capture starts for each step (`compute_logs.execute_posix_tail`: `tail -F`
+  and a Python `watch_orphans` process per stream): they are started in the terminal's process group, so a
+  Ctrl-C to the group printed a `KeyboardInterrupt` traceback from each `watch_orphans` under our one line.
+  `shield_compute_log_helpers` has that module start its children in a process group of their own; nothing
+  public starts or configures them.
 Not here any more: storing an asset backfill by hand (`PartitionBackfill`, `make_new_backfill_id`).
 `spaceport backfill` now runs the UI's own GraphQL mutation `launchPartitionBackfill` through Dagster's
 `dagster-graphql` command (in-process against workspace.yaml, no webserver); see backfill.py.
 """
 
+import subprocess
+import types
+
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 from dagster._core.errors import DagsterPipesExecutionError
 from dagster._core.events import EngineEventData
+from dagster._core.execution import compute_logs as _compute_logs
 from dagster._core.execution.api import execute_run
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
@@ -41,4 +50,26 @@ __all__ = [
     "WorkerStatus",
     "execute_run",
     "location_origins_from_yaml_paths",
+    "shield_compute_log_helpers",
 ]
+
+
+class _OwnProcessGroup(types.ModuleType):
+    """`subprocess` as compute_logs sees it: Popen starts each child in a new process group (Python 3.11's
+    `process_group=0`, safe in threads unlike a preexec_fn), so a SIGINT or SIGTERM sent to the terminal's or
+    the `spaceport` process group does not reach Dagster's log-mirroring helpers. They still end as before:
+    terminated when the step's capture closes, or by `watch_orphans` once their parent is gone."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args: object, **kwargs: object) -> subprocess.Popen:  # noqa: N802 (subprocess's name)
+        kwargs.setdefault("process_group", 0)
+        return subprocess.Popen(*args, **kwargs)  # type: ignore[call-overload]
+
+
+def shield_compute_log_helpers() -> None:
+    """Start Dagster's compute-log helpers (`tail -F`, `watch_orphans`) in their own process group (idempotent)."""
+    if not isinstance(_compute_logs.subprocess, _OwnProcessGroup):
+        _compute_logs.subprocess = _OwnProcessGroup("subprocess")

@@ -33,6 +33,7 @@ from spaceport_dagster.dagster_private import (  # no public API for these; the 
     RemoteRepositoryOrigin,
     execute_run,
     location_origins_from_yaml_paths,
+    shield_compute_log_helpers,
 )
 from spaceport_dagster.home import DEFINITIONS_MODULE, LOCATION_NAME, workspace_file
 
@@ -95,6 +96,7 @@ def report_run_worker(instance: DagsterInstance, run: DagsterRun) -> None:
 def execute_pipeline_run(instance: DagsterInstance, run: DagsterRun) -> DagsterRun:
     """Execute a run made by create_pipeline_run here, as its run worker; returns the finished run."""
     report_run_worker(instance, run)
+    shield_compute_log_helpers()  # Ctrl-C to the terminal's process group: no tracebacks from Dagster's helpers
     return execute_run(reconstructable_job(), run, instance, raise_on_error=False).dagster_run
 
 

@@ -1,5 +1,9 @@
 """`spaceport submit`: put a survey where the upload sensors look, then write the marker last.
 
+What is uploaded is exactly what ingest would read (stages/upload_files.py): links out of the folder, to
+folders, broken or looping links and FIFOs stay behind and are named (`SubmitReport.left_behind`); nothing a
+link points to outside the folder is ever copied. Addresses (`--email`) are checked by emails.py.
+
 Local inbox: each file is copied to a hidden temporary name, its SHA-256 checked, then renamed into place.
 S3: small files in one PUT, big ones in multipart uploads; every request carries Content-MD5 and a SHA-256
 checksum (S3 verifies both) and the returned ETags are checked here too. Re-running the command resumes:
@@ -23,15 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from spaceport_dagster.sensors.markers import MARKER_NAMES, OPTIONS_FILE
+from spaceport_dagster.emails import InvalidEmail, validate_addresses
+from spaceport_dagster.sensors.markers import OPTIONS_FILE
 from spaceport_dagster.stages.dataset_id import validate_dataset_id
 from spaceport_dagster.stages.s3uri import is_s3_uri, s3_client, split_s3_uri
+from spaceport_dagster.stages.upload_files import UploadFile, UploadFiles, open_regular, upload_files
 
 MIB = 1024 * 1024
 PART_SIZE = 8 * MIB  # S3 needs at least 5 MiB for every part but the last
 MULTIPART_THRESHOLD = 16 * MIB
 JOBS = 4  # files uploaded at once to S3
-SKIPPED_NAMES = {".DS_Store", "Thumbs.db", *MARKER_NAMES}
 TEMP_PREFIX = "._spaceport-"  # ingest ignores '._*' names
 
 
@@ -53,20 +58,16 @@ class SubmitReport:
     marker: str = ""
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    left_behind: list[tuple[str, str]] = field(default_factory=list)  # (name, why): not files of the upload
 
 
 Progress = Callable[[str, SubmitReport], None]
 
 
-def survey_files(folder: Path) -> list[tuple[str, Path]]:
-    """Every file to upload, as (relative '/'-path, path); hidden files and markers stay behind."""
-    out = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if not path.is_file() or any(p.startswith(".") for p in rel.parts) or path.name in SKIPPED_NAMES:
-            continue
-        out.append((rel.as_posix(), path))
-    return out
+def survey_files(folder: Path) -> UploadFiles:
+    """The files to upload: exactly the files of the upload as ingest reads them (stages/upload_files.py); links
+    out of the folder, to folders, broken or looping links and non-regular files stay behind, named."""
+    return upload_files(folder)
 
 
 def _chunks(handle: BinaryIO, size: int) -> Iterator[bytes]:
@@ -76,7 +77,7 @@ def _chunks(handle: BinaryIO, size: int) -> Iterator[bytes]:
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:
         for chunk in _chunks(handle, 4 * MIB):
             digest.update(chunk)
     return digest.hexdigest()
@@ -84,7 +85,7 @@ def sha256_file(path: Path) -> str:
 
 def expected_etag(path: Path, part_size: int = PART_SIZE, threshold: int = MULTIPART_THRESHOLD) -> str:
     """The ETag S3 gives this file when uploaded our way: MD5, or MD5 of the part MD5s plus '-<parts>'."""
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:
         if path.stat().st_size <= threshold:
             return hashlib.md5(handle.read()).hexdigest()
         digests = [hashlib.md5(chunk).digest() for chunk in _chunks(handle, part_size)]
@@ -107,17 +108,17 @@ def marker_document(dataset: str, report: SubmitReport, email: list[str], preset
 
 
 # ---------------------------------------------------------------------------------------------- local inbox
-def _submit_local(files: list[tuple[str, Path]], dest: Path, report: SubmitReport, progress: Progress | None) -> None:
-    for rel, path in files:
+def _submit_local(files: list[UploadFile], dest: Path, report: SubmitReport, progress: Progress | None) -> None:
+    for item in files:
+        rel, path, size = item.name, item.path, item.size
         target = dest / rel
-        size = path.stat().st_size
         digest = sha256_file(path)
         if target.is_file() and target.stat().st_size == size and sha256_file(target) == digest:
             report.skipped += 1
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             temp = target.with_name(TEMP_PREFIX + target.name)
-            with path.open("rb") as src, temp.open("wb") as out:
+            with open_regular(path) as src, temp.open("wb") as out:
                 for chunk in _chunks(src, 4 * MIB):
                     out.write(chunk)
             if sha256_file(temp) != digest:
@@ -192,13 +193,13 @@ class S3Target:
                       lock: threading.Lock) -> None:
         whole = hashlib.sha256()  # the file's SHA-256, from the same read as the part digests
         digests = []
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             for chunk in _chunks(handle, self.part_size):
                 whole.update(chunk)
                 digests.append((hashlib.md5(chunk).digest(), hashlib.sha256(chunk).digest()))
         upload_id, done = self._open_upload(key, digests, whole.hexdigest())
         completed = []
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             for number, (md5, sha) in enumerate(digests, start=1):
                 chunk = handle.read(self.part_size)
                 if done.get(number) == md5.hex():
@@ -224,18 +225,19 @@ class S3Target:
             raise ChecksumMismatch(f"s3://{self.bucket}/{key}: ETag {response['ETag']} != expected {want}")
 
 
-def _submit_s3(files: list[tuple[str, Path]], target: S3Target, report: SubmitReport,
+def _submit_s3(files: list[UploadFile], target: S3Target, report: SubmitReport,
                progress: Progress | None, jobs: int) -> None:
     lock = threading.Lock()
 
-    def one(rel: str, path: Path) -> None:
+    def one(item: UploadFile) -> None:
+        rel, path, size = item.name, item.path, item.size
         key = target.prefix + rel
-        size = path.stat().st_size
         sent = 0
         if target.already_there(key, path):
             outcome = "skipped"
         elif size <= target.threshold:
-            data = path.read_bytes()
+            with open_regular(path) as handle:
+                data = handle.read()
             target.put_small(key, data, {"sha256": hashlib.sha256(data).hexdigest()})
             outcome, sent = "uploaded", size
         else:
@@ -249,13 +251,18 @@ def _submit_s3(files: list[tuple[str, Path]], target: S3Target, report: SubmitRe
 
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
     try:
-        for future in as_completed([pool.submit(one, rel, path) for rel, path in files]):
+        for future in as_completed([pool.submit(one, item) for item in files]):
             future.result()  # the first failure stops the submit; files not started are left for the re-run
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ----------------------------------------------------------------------------------------------- entry point
+def _behind(refused: list[tuple[str, str]], limit: int = 5) -> str:
+    shown = "; ".join(f"{name}: {why}" for name, why in refused[:limit])
+    return shown + (f"; and {len(refused) - limit} more" if len(refused) > limit else "")
+
+
 def submit(folder: str | Path, dataset: str, *, email: list[str] | None = None, preset: str | None = None,
            target: str | None = None, part_size: int = PART_SIZE, multipart_threshold: int = MULTIPART_THRESHOLD,
            progress: Progress | None = None, client: Any | None = None, jobs: int = JOBS) -> SubmitReport:
@@ -266,22 +273,24 @@ def submit(folder: str | Path, dataset: str, *, email: list[str] | None = None, 
     validate_dataset_id(dataset)
     if preset is not None and preset not in PIPELINE_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PIPELINE_PRESETS)}")
-    emails = [e.strip() for e in (email or []) if e.strip()]
-    bad = [e for e in emails if "@" not in e]
-    if bad:
-        raise ValueError(f"not an email address: {', '.join(bad)}")
+    try:
+        emails = validate_addresses(email or [], "--email")
+    except InvalidEmail as exc:
+        raise ValueError(str(exc)) from None
     source = Path(folder).expanduser()
     if not source.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
-    files = survey_files(source)
+    listing = survey_files(source)
+    files = listing.files
     if not files:
-        raise FileNotFoundError(f"{folder} holds no files to submit")
+        behind = f" (left behind: {_behind(listing.refused)})" if listing.refused else ""
+        raise FileNotFoundError(f"{folder} holds no files to submit{behind}")
     if part_size < 5 * MIB:
         raise ValueError("S3 multipart parts must be at least 5 MiB")
     root = (target or uploads_root()).rstrip("/")
     started = time.monotonic()
-    report = SubmitReport(dataset, f"{root}/{dataset}/", files=len(files),
-                          bytes_total=sum(p.stat().st_size for _, p in files))
+    report = SubmitReport(dataset, f"{root}/{dataset}/", files=len(files), bytes_total=listing.bytes,
+                          left_behind=list(listing.refused))
     if is_s3_uri(root):
         bucket, prefix = split_s3_uri(root + "/")
         s3 = S3Target(client or s3_client(), bucket, f"{prefix}{dataset}/", part_size, multipart_threshold)

@@ -81,6 +81,48 @@ def test_an_interrupted_run_stops_its_stage_and_ends(sig: int, six_photos: Path,
     assert not list(scratch.glob("spaceport-stage-*"))  # TMPDIR of the stage removed
 
 
+def test_ctrl_c_to_the_whole_process_group_shows_one_line(six_photos: Path, tmp_path: Path, scratch: Path) -> None:
+    """Issue 27: a terminal's Ctrl-C reaches every process of the foreground group, Dagster's compute-log helpers
+    (`tail -F`, `watch_orphans`) included; each `watch_orphans` printed a KeyboardInterrupt traceback under our
+    one line. They now run in a process group of their own: the user sees one line."""
+    home = tmp_path / "home"
+    env = {**os.environ, "SPACEPORT_HOME": str(home), "DAGSTER_HOME": str(home), "TMPDIR": str(scratch),
+           "PYTHONPATH": str(REPO)}
+    env.pop("SPACEPORT_ARTIFACT_ROOT", None)
+    proc = subprocess.Popen([sys.executable, "-m", "spaceport_dagster.cli", "run", str(six_photos), "--until",
+                             "sparse_reconstruction"], env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)  # a group of its own, as a shell's job
+    stage = stage_pid(scratch, "sfm")
+    time.sleep(2.0)  # mid-stage, the step's log capture (and its helpers) running
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+    out, err = proc.communicate(timeout=90)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 130, err
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
+    assert len(lines) == 1 and lines[0].startswith("error: run interrupted (Ctrl-C)"), lines
+    assert _wait_gone(stage)
+    assert [r.status for r in _runs(home)] == [DagsterRunStatus.FAILURE]
+    assert not [p for p in (home / "artifacts" / "six").iterdir() if p.name.endswith(".tmp")]
+    assert not list(scratch.glob("spaceport-stage-*"))
+    deadline = time.time() + 10  # the helpers end too (their watcher notices a parent gone within a second)
+    while _processes_naming(home) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _processes_naming(home)
+
+
+def _processes_naming(folder: Path) -> list[str]:
+    """Command lines of live processes that name `folder` (a `tail -F` of a compute log under it, ...)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if entry.name.isdigit() and str(folder) in line:
+            found.append(line)
+    return found
+
+
 def test_kill_9_of_spaceport_kills_its_stage_and_the_next_run_cleans_up(six_photos: Path, tmp_path: Path,
                                                                         scratch: Path) -> None:
     home = tmp_path / "home"

@@ -16,6 +16,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from spaceport_dagster.emails import InvalidEmail, validate_addresses
 from spaceport_dagster.notify.message import Notification
 
 from .storage import spaceport_home
@@ -65,9 +66,15 @@ class NotifierResource(ConfigurableResource):
     def _send_ses(self, note: Notification) -> dict[str, Any]:
         if not note.to:
             return {"error": "no notification address for this dataset (dataset.json 'email'); recorded locally"}
+        try:  # every address checked again, whoever built the message; SES gets a list, never a joined string
+            to = validate_addresses(note.to, "notification recipients")
+        except InvalidEmail as exc:
+            return {"error": f"{exc}; not sent, recorded locally"}
         sender = self.sender_now()
         if not sender:
             return {"error": "SES sender not configured (SPACEPORT_NOTIFY_FROM); recorded locally"}
+        if any(c in sender for c in "\r\n"):
+            return {"error": "SES sender (SPACEPORT_NOTIFY_FROM) contains a line break; not sent, recorded locally"}
         import boto3
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -75,7 +82,7 @@ class NotifierResource(ConfigurableResource):
         try:
             response = client.send_email(
                 Source=sender,
-                Destination={"ToAddresses": list(note.to)},
+                Destination={"ToAddresses": to},
                 Message={"Subject": {"Data": note.subject, "Charset": "UTF-8"},
                          "Body": {"Text": {"Data": note.text, "Charset": "UTF-8"}}},
             )

@@ -55,7 +55,7 @@ class InboxUploads:
         if not path.is_file():
             return None
         with path.open("rb") as handle:
-            return handle.read(MAX_OPTIONS_BYTES)
+            return handle.read(MAX_OPTIONS_BYTES + 1)  # one byte more: parse_options refuses a larger marker
 
     def source(self, dataset: str) -> str:
         return str(self.folder / dataset)

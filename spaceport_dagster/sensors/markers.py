@@ -12,13 +12,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from spaceport_dagster.emails import InvalidEmail, validate_addresses
 from spaceport_dagster.presets import PIPELINE_PRESETS
 from spaceport_dagster.stages.dataset_id import InvalidDatasetId, validate_dataset_id
 
 MARKER_NAMES = ("_READY", "dataset.json")
 OPTIONS_FILE = "dataset.json"
 CURSOR_VERSION = 1
-MAX_OPTIONS_BYTES = 1 << 20  # dataset.json is small; never read more
+MAX_OPTIONS_BYTES = 64 * 1024  # dataset.json is a few hundred bytes; a larger one is refused, never parsed
+MAX_OPTIONS_DEPTH = 8  # nesting of arrays and objects; ours is 2 (an object holding a list of addresses)
 
 
 @dataclass(frozen=True)
@@ -67,25 +69,62 @@ class InvalidOptions(ValueError):
     pass
 
 
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in the JSON text `raw` (brackets inside strings not counted), found
+    without parsing: the parser recurses once per level, so a deep text must be refused before it is parsed."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # closing quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
 def parse_options(raw: bytes | None) -> UploadOptions:
+    """`dataset.json` (at most MAX_OPTIONS_BYTES; a reader passes one byte more when there is more), or
+    InvalidOptions with the reason. Bounded in size and nesting before it is parsed, so no marker can make a
+    sensor tick fail (a deep one would raise RecursionError in the parser)."""
     if raw is None or not raw.strip():
         return UploadOptions()
+    if len(raw) > MAX_OPTIONS_BYTES:
+        raise InvalidOptions(f"dataset.json is larger than {MAX_OPTIONS_BYTES // 1024} KiB (it holds a few options)")
+    depth = json_depth(raw)
+    if depth > MAX_OPTIONS_DEPTH:
+        raise InvalidOptions(f"dataset.json nests {depth} levels deep (at most {MAX_OPTIONS_DEPTH})")
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidOptions(f"dataset.json is not valid JSON: {exc}") from exc
+    except RecursionError:  # not reached with the depth bound; kept so that no marker can fail a tick
+        raise InvalidOptions("dataset.json nests too deeply") from None
     if not isinstance(data, dict):
         raise InvalidOptions("dataset.json must hold a JSON object")
-    email = data.get("email") or data.get("notify_email") or []
-    emails = [email] if isinstance(email, str) else email
-    if not isinstance(emails, list) or not all(isinstance(e, str) and "@" in e for e in emails):
-        raise InvalidOptions(f"dataset.json 'email' must be an address or a list of addresses, got {email!r}")
+    key = "email" if "email" in data else "notify_email"
+    email = data.get(key)
+    emails = [] if email is None else [email] if isinstance(email, str) else email
+    if not isinstance(emails, list):
+        raise InvalidOptions(f"dataset.json {key!r} must be an address or a list of addresses, got {email!r}")
+    try:
+        emails = validate_addresses(emails, f"dataset.json {key!r}")
+    except InvalidEmail as exc:
+        raise InvalidOptions(str(exc)) from None
     preset = data.get("preset")
     if preset is not None and preset not in PIPELINE_PRESETS:
         raise InvalidOptions(f"dataset.json 'preset' {preset!r} is unknown; choose one of {', '.join(PIPELINE_PRESETS)}")
     known = {"email", "notify_email", "preset", "dataset", "files", "bytes", "submitted_at", "client", "title"}
-    return UploadOptions(email=[e.strip() for e in emails], preset=preset,
-                         unknown=sorted(k for k in data if k not in known))
+    return UploadOptions(email=emails, preset=preset, unknown=sorted(k for k in data if k not in known))
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dagster import (
     run_status_sensor,
 )
 
+from spaceport_dagster.emails import InvalidEmail, validate_addresses
 from spaceport_dagster.notify.message import Notification, build_notification
 from spaceport_dagster.resources.notifications import NotifierResource
 from spaceport_dagster.resources.uploads import uploads_root
@@ -27,8 +28,14 @@ from .upload_sensor import TAG_NOTIFY
 def _addresses(context: RunStatusSensorContext, dataset: str) -> list[str]:
     """The run's tag (set by the upload sensor), else the dataset's `dataset.json` (e.g. for backfill runs)."""
     tagged = context.dagster_run.tags.get(TAG_NOTIFY, "")
-    if tagged:
-        return [a.strip() for a in tagged.split(",") if a.strip()]
+    if tagged:  # anyone who launches a run can set the tag: each address is checked again here
+        addresses: list[str] = []
+        for value in tagged.split(","):
+            try:
+                addresses += validate_addresses([value], f"run tag {TAG_NOTIFY}")
+            except InvalidEmail as exc:
+                context.log.warning(f"no notification to that address: {exc}")
+        return addresses
     try:
         from .inbox import InboxUploads
         from .s3_uploads import S3Uploads

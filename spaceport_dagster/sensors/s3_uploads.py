@@ -50,8 +50,9 @@ class S3Uploads:
 
     def read_options(self, dataset: str) -> bytes | None:
         try:
+            # one byte more than the limit, so that parse_options can refuse a larger marker
             obj = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}{dataset}/{OPTIONS_FILE}",
-                                         Range=f"bytes=0-{MAX_OPTIONS_BYTES - 1}")
+                                         Range=f"bytes=0-{MAX_OPTIONS_BYTES}")
         except self.client.exceptions.NoSuchKey:
             return None
         return obj["Body"].read()

@@ -84,8 +84,18 @@ def evaluate_uploads(context: SensorEvaluationContext, location: UploadLocation,
             context.log.info(f"{limits.max_runs} runs requested this tick; the rest wait for the next tick")
             break
         last_key = marker.key
+        previous = cursor.done.get(marker.key)
         cursor.done[marker.key] = marker.version
-        request = _request_for(context, location, marker, started, default_preset)
+        try:
+            request = _request_for(context, location, marker, started, default_preset)
+        except Exception as exc:  # one upload's problem (a read that failed) never fails the others' tick
+            if previous is None:
+                cursor.done.pop(marker.key, None)
+            else:
+                cursor.done[marker.key] = previous
+            context.log.error(f"skipped {location.root}/{marker.key} this tick: {type(exc).__name__}: {exc}; "
+                              "it is tried again on the next tick")
+            continue
         if request is None:
             continue
         requests.append(request)

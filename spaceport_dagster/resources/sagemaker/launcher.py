@@ -28,6 +28,7 @@ from dagster import (
     Failure,
     MetadataValue,
     PipesClientCompletedInvocation,
+    get_dagster_logger,
     open_pipes_session,
 )
 
@@ -37,6 +38,7 @@ from spaceport_dagster.resources.pipes_messages import describe
 from spaceport_dagster.stages.config import ConfigError
 from spaceport_dagster.stages.options import validate_options
 from spaceport_dagster.stages.s3uri import is_s3_uri, list_keys, split_s3_uri
+from spaceport_dagster.stages.upload_files import open_regular, upload_files
 
 from .costs import estimate_cost
 from .logs import CloudWatchForwarder
@@ -186,14 +188,20 @@ class SageMakerStageLauncher(StageLauncher):
 
     @staticmethod
     def _upload_source(store: S3ArtifactStore, folder: Path, key_prefix: str) -> str:
-        """A local upload folder is copied to the job's scratch prefix (read-only use of the source)."""
+        """A local upload folder is copied to the job's scratch prefix (read-only use of the source): the files of
+        the upload as ingest reads them (stages/upload_files.py), never what a link out of it points to."""
         if not folder.is_dir():
             raise Failure(f"source {folder} is not a folder; a SageMaker job reads its inputs from S3")
-        files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
-        if not files:
+        listing = upload_files(folder)
+        if not listing.files:
             raise Failure(f"source {folder} holds no files")
-        for path in files:
-            store.client.upload_file(str(path), store.bucket, key_prefix + path.relative_to(folder).as_posix())
+        if listing.refused:
+            get_dagster_logger().warning(
+                f"source {folder}: left behind (not copied to S3) " + "; ".join(f"{n}: {why}" for n, why in
+                                                                                listing.refused[:20]))
+        for item in listing.files:
+            with open_regular(item.path) as handle:
+                store.client.upload_fileobj(handle, store.bucket, key_prefix + item.name)
         return f"s3://{store.bucket}/{key_prefix}"
 
     # -- the job

@@ -86,10 +86,12 @@ def largest(models: list[pycolmap.Reconstruction]) -> pycolmap.Reconstruction | 
 
 
 def checks(config: SfmConfig, registered: int, total: int, points: int, reproj: float | None,
-           n_models: int, model: pycolmap.Reconstruction | None = None) -> list[CheckOutcome]:
+           n_models: int, model: pycolmap.Reconstruction | None = None, gps_up: bool = True) -> list[CheckOutcome]:
+    """`gps_up`: the model's up came from GPS altitudes (georegistered with `altitude_used`), not from its own
+    cameras."""
     fraction = registered / total if total else 0.0
     none = "" if n_models else " (mapping produced no model: the images share too few matches)"
-    upright = (upright_check(measure_uprightness(CameraAxes.of(model)), config.max_upright_deg)
+    upright = (upright_check(measure_uprightness(CameraAxes.of(model)), config.max_upright_deg, gps_up)
                if model is not None and registered >= 3 else
                CheckOutcome("upright", False, f"{registered} registered image(s): too few to judge which way is up"
                             f"{none}", metadata={"measured": False}))
@@ -205,7 +207,8 @@ def _report(output: Path, config: SfmConfig, manifest_images: list[dict[str, Any
             {model.image(i).name for i in model.reg_image_ids()} if model is not None else set())),
         **result.extra,
     }
-    outcomes = checks(config, registered, total, points, reproj, metadata["models"], model)
+    outcomes = checks(config, registered, total, points, reproj, metadata["models"], model,
+                      geo.georegistered and geo.altitude_used)
     gps = result.extra.get("gps_consensus", {"outliers": [], "reason": "GPS not examined"})
     outcomes.append(CheckOutcome(  # reported with or without GPS: every declared check must report
         "gps_consistent", not gps["outliers"],
