@@ -24,6 +24,9 @@ from spaceport_dagster.stages.evaluation import PlainScores, score_plain
 from spaceport_dagster.stages.ply import GaussianCloud, read_ply, write_ply
 from spaceport_dagster.stages.render import cloud_to_params, gsplat_available, pick_device, render_view
 from spaceport_dagster.stages.report import StageReport, md
+from spaceport_dagster.stages.tiles.options import split_tile
+from spaceport_dagster.stages.tiles.restrict import restrict_scene
+from spaceport_dagster.stages.tiles.spec import TileSpec
 from spaceport_dagster.stages.ui_metadata import curve_svg_markdown, inline_picture_markdown
 
 from .checks import quality_checks
@@ -79,7 +82,7 @@ def score_published(cloud: GaussianCloud, scene: Scene, baseline: torch.Tensor,
 
 
 def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resume: str | None = None,
-          checkpoints: str | None = None) -> StageReport:
+          checkpoints: str | None = None, tile: TileSpec | None = None) -> StageReport:
     t_start = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
@@ -90,6 +93,9 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
         torch.cuda.reset_peak_memory_stats(device)
         torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest SSIM convolutions
     scene = load_scene(export, cfg.max_long_side, cfg.test_every, device, log, cfg.validation_every)
+    if tile is not None:  # one tile of a tiled training (stages/tiles): its photos and SfM points only
+        scene = restrict_scene(scene, tile, export, log, free_unused=cfg.coarse_factor == 1)
+        (output / "tile.json").write_text(json.dumps(tile.as_dict(), indent=1))
     t_loaded = time.perf_counter()
     trainer = Trainer(scene, cfg, device, log)
     ckpt_dir = Path(checkpoints) if checkpoints else output / "checkpoints"
@@ -120,7 +126,7 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
         "train_views": len(scene.train), "validation_views": len(scene.val), "test_views": len(scene.test),
         "training_resolution": f"{scene.views[0].width}x{scene.views[0].height}",
         "resumed_from": result.resumed_from, "stopped_early": result.stopped_early,
-        "scene_fills_photos": coverage.fills,
+        "scene_fills_photos": coverage.fills, **({"tile": tile.label} if tile else {}),
         "seconds": {"load": round(t_loaded - t_start, 2), "train_loop": round(result.train_seconds, 2),
                     "to_ply_written": round(t_written - t_start, 2), "ply_write": round(t_written - t_trained, 2),
                     "plain_scoring": round(t_scored - t_written, 2)},
@@ -177,4 +183,6 @@ def _write_previews(folder: Path, trainer: Trainer, cfg: TrainConfig) -> str:
 def run(inputs: dict[str, str], output: Path, config: dict[str, Any], log: logging.Logger) -> StageReport:
     if "export" not in inputs:
         raise ValueError("train needs an input named 'export' (a colmap_export folder with images/ and sparse/0/)")
-    return train(inputs["export"], output, load_config(config), log, inputs.get("resume"), inputs.get("checkpoints"))
+    options, tile = split_tile(config)
+    return train(inputs["export"], output, load_config(options), log, inputs.get("resume"), inputs.get("checkpoints"),
+                 tile)
