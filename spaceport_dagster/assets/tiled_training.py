@@ -44,7 +44,6 @@ from spaceport_dagster.resources.selection import EnvironmentStageLauncher
 from spaceport_dagster.resources.storage import StorageResource
 from spaceport_dagster.stages.colmap_io import Model, read_model
 from spaceport_dagster.stages.s3uri import split_s3_uri
-from spaceport_dagster.stages.tiles.partition import TileOptions, choose_tile_count, partition
 from spaceport_dagster.stages.tiles.spec import TileSpec
 
 from .stage_asset import pin_input_versions, run_stage_asset, stage_limits
@@ -61,7 +60,7 @@ class TilingOptions:
     budget_megapixels: float = 600.0  # automatic: the most training pixels one tile (one GPU) takes
     min_photos_per_tile: int = 150  # automatic: spread over parallel GPUs only when each tile gets this many
     parallel: int = 0  # tiles at once; 0: one per GPU locally (one at a time without), all at once on SageMaker
-    margin: float = 0.2
+    margin: float = 0.5  # photo footprints (stages/tiles/partition.py)
     seam: str = "trim"
 
 
@@ -126,6 +125,8 @@ def plan_tiles(context: AssetExecutionContext, store: ArtifactStore, dataset: st
     """The tiles to train, or None for one ordinary training."""
     if options.tiles == 1:
         return None
+    # stage code that imports torch: only when a run plans, never when the definitions load
+    from spaceport_dagster.stages.tiles.partition import TileOptions, choose_tile_count, partition
     from spaceport_dagster.stages.train.config import load_config
 
     cfg = load_config(train_config)

@@ -153,6 +153,11 @@ def merge(export: str, tiles: list[tuple[TileSpec, Path]], output: Path, cfg: Tr
     return StageReport(metadata, checks)
 
 
+def load_stage_config(config: dict[str, Any]) -> TrainConfig:
+    """The gates and evaluation settings of the merged splat: the train config the tiles used."""
+    return load_config(split_seam(config)[0])
+
+
 def run(inputs: dict[str, str], output: Path, config: dict[str, Any], log: logging.Logger) -> StageReport:
     if "export" not in inputs:
         raise ValueError("merge needs an input named 'export' (the colmap_export the tiles trained on)")

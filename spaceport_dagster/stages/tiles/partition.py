@@ -28,14 +28,16 @@ MAX_TILES = 64
 
 @dataclass
 class TileOptions:
-    margin: float = 0.2  # the expanded cell grows each side by this fraction of the core cell's extent
-    min_view_fraction: float = 0.25  # share of a photo's observed points in the expanded cell for it to train there
+    # the expanded cell grows each side by this many photo footprints (the median ground extent of a photo's
+    # observed SfM points): a photo that sees the core's edge then shows little ground the tile has no points for
+    margin: float = 0.5
+    min_view_fraction: float = 0.5  # share of a photo's observed points in the expanded cell for it to train there
     test_every: int = 8
     max_long_side: int = 1600  # the training resolution (train preset), for the pixel budget
 
     def __post_init__(self) -> None:
-        if not 0 <= self.margin <= 2:
-            raise ValueError(f"tile margin must be within 0..2 (a fraction of the cell), not {self.margin}")
+        if not 0 <= self.margin <= 4:
+            raise ValueError(f"tile margin must be within 0..4 photo footprints, not {self.margin}")
         if not 0 < self.min_view_fraction <= 1:
             raise ValueError(f"min_view_fraction must be within (0, 1], not {self.min_view_fraction}")
 
@@ -68,6 +70,14 @@ class Footprints:
         _, test = split_indices(len(images), test_every)
         return cls(names, np.asarray(mp), xy, set(test))
 
+    def median_extent(self) -> tuple[float, float]:
+        """The median ground extent of one photo (x, y), from the 5th to the 95th percentile of its points."""
+        spans = [np.percentile(xy, 95, axis=0) - np.percentile(xy, 5, axis=0) for xy in self.observed_xy if len(xy) >= 10]
+        if not spans:
+            return 0.0, 0.0
+        median = np.median(np.stack(spans), axis=0)
+        return float(median[0]), float(median[1])
+
 
 def _cut(xy: np.ndarray, weights: np.ndarray, k: int, region: Cell) -> list[Cell]:
     if k == 1:
@@ -88,15 +98,6 @@ def _cut(xy: np.ndarray, weights: np.ndarray, k: int, region: Cell) -> list[Cell
     return _cut(xy, weights, left, first) + _cut(xy, weights, k - left, second)
 
 
-def extent(cell: Cell, lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
-    """The cell's width and height, its open sides closed at the survey's bounds (`lo`, `hi`)."""
-    x0 = lo[0] if cell.xmin is None else cell.xmin
-    x1 = hi[0] if cell.xmax is None else cell.xmax
-    y0 = lo[1] if cell.ymin is None else cell.ymin
-    y1 = hi[1] if cell.ymax is None else cell.ymax
-    return max(x1 - x0, 0.0), max(y1 - y0, 0.0)
-
-
 def partition(model: Model, k: int, options: TileOptions) -> list[TileSpec]:
     """K tiles of `model`; ValueError when a tile would have no training photo."""
     if not 1 <= k <= MAX_TILES:
@@ -104,12 +105,11 @@ def partition(model: Model, k: int, options: TileOptions) -> list[TileSpec]:
     xy = model.points.xyz[:, :2]
     weights = np.maximum(model.points.track_lengths.astype(np.float64), 1.0)
     cells = _cut(xy, weights, k, Cell())
-    lo, hi = np.percentile(xy, [0.5, 99.5], axis=0)
     foot = Footprints.of(model, options.test_every, options.max_long_side)
+    fx, fy = foot.median_extent()
     tiles = []
     for index, core in enumerate(cells, start=1):
-        width, height = extent(core, lo, hi)
-        expanded = core.grown(options.margin * width, options.margin * height)
+        expanded = core.grown(options.margin * fx, options.margin * fy)
         photos = [foot.names[i] for i, seen in enumerate(foot.observed_xy) if i not in foot.test and len(seen)
                   and expanded.contains(seen).mean() >= options.min_view_fraction]
         if not photos:

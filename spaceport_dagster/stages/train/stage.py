@@ -180,6 +180,11 @@ def _write_previews(folder: Path, trainer: Trainer, cfg: TrainConfig) -> str:
     return "\n".join(lines)
 
 
+def load_stage_config(config: dict[str, Any]) -> TrainConfig:
+    """The typed config of `config`, whose tile spec (if any) is checked too (stages/options.py)."""
+    return load_config(split_tile(config)[0])
+
+
 def run(inputs: dict[str, str], output: Path, config: dict[str, Any], log: logging.Logger) -> StageReport:
     if "export" not in inputs:
         raise ValueError("train needs an input named 'export' (a colmap_export folder with images/ and sparse/0/)")
