@@ -111,3 +111,24 @@ def test_tile_spec_round_trips_and_refuses_bad_specs() -> None:
         TileSpec.from_dict({k: v for k, v in spec.as_dict().items() if k != "core"})
     with pytest.raises(ValueError, match=r"a cell is \[xmin, xmax, ymin, ymax\]"):
         Cell.from_list([0.0, 1.0])
+
+
+def test_merging_the_tile_files_streams_the_same_splat_as_merging_in_memory(tmp_path) -> None:
+    from spaceport_dagster.stages.ply import read_ply, write_ply
+    from spaceport_dagster.stages.tiles.merge import merge_files
+
+    left = TileSpec(1, 2, Cell(xmax=0.0), Cell(xmax=1.0), ["a"])
+    right = TileSpec(2, 2, Cell(xmin=0.0), Cell(xmin=-1.0), ["b"])
+    rng = np.random.default_rng(3)
+    a, b = cloud(rng.uniform(-3, 1, (500, 3))), cloud(rng.uniform(-1, 3, (400, 3)))
+    a.scales[:50] = np.log(0.5)  # some footprints past the margin
+    write_ply(tmp_path / "a.ply", a)
+    write_ply(tmp_path / "b.ply", b)
+    expected, expected_stats = merge_clouds([a, b], [left, right])
+    stats, size = merge_files([(left, tmp_path / "a.ply"), (right, tmp_path / "b.ply")], tmp_path / "m.ply",
+                              chunk_rows=64)
+    merged = read_ply(tmp_path / "m.ply")
+    assert stats == expected_stats and any(t.seam_trimmed for t in stats.tiles)
+    assert size == (tmp_path / "m.ply").stat().st_size
+    np.testing.assert_array_equal(merged.means, expected.means)
+    np.testing.assert_array_equal(merged.scales, expected.scales)

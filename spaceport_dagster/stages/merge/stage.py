@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from spaceport_dagster.stages.ply import read_ply, write_ply
+from spaceport_dagster.stages.ply import read_ply
 from spaceport_dagster.stages.render import cloud_to_params, gsplat_available, pick_device, render_view
 from spaceport_dagster.stages.report import StageReport, md
-from spaceport_dagster.stages.tiles.merge import MergeStats, merge_clouds
+from spaceport_dagster.stages.tiles.merge import MergeStats, merge_files
 from spaceport_dagster.stages.tiles.options import split_seam
 from spaceport_dagster.stages.tiles.spec import TileSpec
 from spaceport_dagster.stages.train.checks import quality_checks
@@ -109,12 +109,11 @@ def merge(export: str, tiles: list[tuple[TileSpec, Path]], output: Path, cfg: Tr
     t_start = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
     specs = [spec for spec, _ in tiles]
-    clouds = [read_ply(folder / "point_cloud.ply") for _, folder in tiles]
-    merged, stats = merge_clouds(clouds, specs, seam)  # type: ignore[arg-type]
     ply_path = output / "point_cloud.ply"
-    ply_bytes = write_ply(ply_path, merged)
+    stats, ply_bytes = merge_files([(spec, folder / "point_cloud.ply") for spec, folder in tiles], ply_path,
+                                   seam)  # type: ignore[arg-type]
     t_merged = time.perf_counter()
-    published = read_ply(ply_path)
+    merged = published = read_ply(ply_path)  # read back once: scored here, checked by check_ply
     device = pick_device(cfg.device)
     scene = load_scene(export, cfg.max_long_side, cfg.test_every, device, log, cfg.validation_every)
     check_no_test_view(specs, scene)
