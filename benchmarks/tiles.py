@@ -51,7 +51,7 @@ def worker(job: dict[str, Any]) -> int:
 
 def train_process(export: Path, output: Path, config: dict[str, Any], gpu: str | None, log_file: Path) -> dict[str, Any]:
     job = {"export": str(export), "output": str(output), "config": config, "tile": "tile" in config}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     start = time.perf_counter()
@@ -128,7 +128,7 @@ def main() -> int:
         finally:
             slots.put(gpu)
         print(f"{tile.label}: {row['process_wall_s']} s on GPU {gpu}", flush=True)
-        return {"tile": tile.index, "photos": len(tile.photos), **row}
+        return {**row, "tile": tile.index, "photos": len(tile.photos)}
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(len(gpus), 1)) as pool:

@@ -20,8 +20,9 @@ from spaceport_dagster.stages.tiles.partition import TileOptions, partition
 
 pytestmark = pytest.mark.slow
 LOG = logging.getLogger("test_tiles_demo")
-PREVIEW = {"preset": "preview", "steps": 200, "refine_stop_iter": 180, "eval_every": 200, "checkpoint_every": 0,
-           "previews": 0}
+# the preview preset on a shorter schedule and fewer seed points, the same for the single training and every tile
+PREVIEW = {"preset": "preview", "steps": 150, "refine_stop_iter": 120, "max_init_points": 8000, "eval_every": 150,
+           "checkpoint_every": 0, "previews": 0}
 
 
 @pytest.fixture(scope="module")

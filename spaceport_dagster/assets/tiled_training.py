@@ -129,15 +129,15 @@ def plan_tiles(context: AssetExecutionContext, store: ArtifactStore, dataset: st
     from spaceport_dagster.stages.tiles.partition import TileOptions, choose_tile_count, partition
     from spaceport_dagster.stages.train.config import load_config
 
-    cfg = load_config(train_config)
-    tile_options = TileOptions(margin=options.margin, test_every=cfg.test_every, max_long_side=cfg.max_long_side)
     try:
+        cfg = load_config(dict(train_config))
+        tile_options = TileOptions(margin=options.margin, test_every=cfg.test_every, max_long_side=cfg.max_long_side)
         model = read_export_model(store, dataset)
-    except Exception as exc:  # the train stage reads the export itself and says what is wrong with it
+    except Exception as exc:  # the train stage reads its config and the export itself and says what is wrong
         if options.tiles == 0:
-            context.log.warning(f"tiling not considered: the export's model could not be read ({exc})")
+            context.log.warning(f"tiling not considered: {type(exc).__name__}: {exc}")
             return None
-        raise Failure(f"cannot plan {options.tiles} tiles: the export's model could not be read: {exc}") from exc
+        raise Failure(f"cannot plan {options.tiles} tiles for {dataset!r}: {type(exc).__name__}: {exc}") from exc
     k = options.tiles
     if k == 0:
         slots = len(slots_for(launcher, options, 64))
