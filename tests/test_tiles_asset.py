@@ -35,7 +35,7 @@ pytest_plugins = ("tests.sagemaker_fixtures",)  # the sagemaker, sagemaker_env f
 
 DATASET = "tiny"
 # two tiles of the synthetic ring survey, each a few checkpointed steps
-OPTIONS = {k: v for k, v in TINY.items() if k != "preset"} | {"steps": 90, "checkpoint_every": 30, "eval_every": 90}
+OPTIONS = {k: v for k, v in TINY.items() if k != "preset"} | {"steps": 60, "checkpoint_every": 20, "eval_every": 60}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,8 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def _materialize(instance: DagsterInstance, resources: dict, tiles: int):
-    config = {"preset": "preview", "options": OPTIONS, "tiles": tiles}
+def _materialize(instance: DagsterInstance, resources: dict, tiles: int, **options: object):
+    config = {"preset": "preview", "options": {**OPTIONS, **options}, "tiles": tiles}
     return materialize(PIPELINE_ASSETS, selection=[AssetKey("splat_model")], instance=instance, partition_key=DATASET,
                        resources=resources, raise_on_error=False,
                        run_config={"ops": {"splat_model": {"config": config}}})
@@ -141,7 +141,7 @@ def test_tiles_run_as_parallel_sagemaker_training_jobs_and_merge(
     store = S3ArtifactStore(sagemaker_env["SPACEPORT_ARTIFACT_ROOT"], cache_dir=tmp_path / "cache")
     publish_files(store, DATASET, "colmap_export", _files(synthetic_export))
     register_dataset(instance, DATASET)
-    result = _materialize(instance, resources_from_env(), tiles=k)
+    result = _materialize(instance, resources_from_env(), tiles=k, steps=30, checkpoint_every=0, eval_every=30)
     assert result.success, _failure(result)
     created = sagemaker.created("training")
     tiles = [r for r in created if r["Environment"]["SPACEPORT_STAGE"] == "train"]
