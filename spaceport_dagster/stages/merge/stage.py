@@ -131,7 +131,7 @@ def merge(export: str, tiles: list[tuple[TileSpec, Path]], output: Path, cfg: Tr
         f"CPU ({torch.get_num_threads()} threads)"
     wall = time.perf_counter() - t_start
     summary = {
-        "steps": max((r["steps"] or 0) for r in rows), "tiles": len(rows), "wall_seconds": round(wall, 2),
+        "steps": max((r["steps"] or 0) for r in rows), "tile_count": len(rows), "wall_seconds": round(wall, 2),
         "merge_seconds": round(t_merged - t_start, 2), "gaussians": len(merged), **plain.summary(),
         "scored_on": "test views" if scene.test else "training views", "ply_bytes": ply_bytes,
         "device": device_name, "backend": "gsplat" if gsplat_available(device) else "torch",
