@@ -281,7 +281,7 @@ def run_tiled_asset(context: AssetExecutionContext, storage: StorageResource, co
     dataset = context.partition_key
     store = storage.store()
     launcher = base_launcher(compute)
-    pinned = pin_input_versions(context, store, dataset, EXPORT)
+    pinned = pin_input_versions(context, store, dataset, EXPORT, announce=False)  # the training's own step says it
     tiles = plan_tiles(context, store, dataset, train_config, options, launcher)
     if tiles is None:
         return None
