@@ -10,7 +10,8 @@ stage code only, so it runs without dagster (or dagster_pipes) installed.
     python benchmarks/tiles.py --export EXPORT_DIR --preset standard --tiles 4 \\
         --json benchmarks/results/h100_tiles_standard.json
 
-Options: `--steps N` overrides the preset's steps (single and every tile alike); `--gpus 0,1,2,3` chooses the
+Options: `--steps N` overrides the preset's steps (single and every tile alike), `--tile-steps N` the tiles'
+alone (steps / K: the same total steps as the single training); `--gpus 0,1,2,3` chooses the
 GPUs (default: every visible one); `--margin` (photo footprints) as the asset's default; `--workdir` keeps
 the outputs (default: a temporary folder, kept and printed).
 """
@@ -80,7 +81,9 @@ def main() -> int:
     parser.add_argument("--export", type=Path)
     parser.add_argument("--preset", default="standard")
     parser.add_argument("--tiles", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=0, help="steps of the single training and every tile")
+    parser.add_argument("--tile-steps", type=int, default=0,
+                        help="steps of each tile instead (e.g. steps / K: the same total steps as the single one)")
     parser.add_argument("--margin", type=float, default=0.5)
     parser.add_argument("--gpus", default="", help="comma-separated GPU ids (default: every visible GPU)")
     parser.add_argument("--options", default="{}", help="JSON train options for both (e.g. '{\"seed\": 1}')")
@@ -116,6 +119,7 @@ def main() -> int:
         single = train_process(args.export, single_out, config, first_gpu, workdir / "single.log")
     print(f"single: {single['process_wall_s']} s, PSNR {single['psnr']:.2f} dB", flush=True)
 
+    tile_config = {**config, **({"steps": args.tile_steps} if args.tile_steps else {})}
     slots: Queue[str | None] = Queue()
     for gpu in (gpus or [None]):
         slots.put(gpu)
@@ -123,7 +127,7 @@ def main() -> int:
     def one(tile: Any) -> dict[str, Any]:
         gpu = slots.get()
         try:
-            row = train_process(args.export, workdir / tile.key, {**config, "tile": tile.as_dict()}, gpu,
+            row = train_process(args.export, workdir / tile.key, {**tile_config, "tile": tile.as_dict()}, gpu,
                                 workdir / f"{tile.key}.log")
         finally:
             slots.put(gpu)
@@ -137,7 +141,7 @@ def main() -> int:
     merge_start = time.perf_counter()
     inputs = {"export": str(args.export), **{t.key: str(workdir / t.key) for t in tiles}}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    report = merge(inputs, workdir / "merged", {**config, "seam": "trim"}, logging.getLogger("merge"))
+    report = merge(inputs, workdir / "merged", {**tile_config, "seam": "trim"}, logging.getLogger("merge"))
     merge_wall = time.perf_counter() - merge_start
     merged = json.loads((workdir / "merged" / "metrics.json").read_text())["summary"]
     longest = max(r["process_wall_s"] for r in tile_rows)
@@ -149,7 +153,8 @@ def main() -> int:
         "tiles_ran": "in parallel, one per GPU" if parallel else "one after the other",
         "single": single, "tile_runs": tile_rows, "merged": merged,
         "merge_stage_wall_s": round(merge_wall, 1), "merge_seconds": merged["merge_seconds"],
-        "tiles_wall_s": round(tiles_wall, 1),
+        "tiles_wall_s": round(tiles_wall, 1), "single_steps": single["steps"],
+        "tile_steps_total": sum(r["steps"] for r in tile_rows),
         "projected_k_gpu_wall_s": round(longest + merge_wall, 1),
         "measured_tiled_wall_s": round(tiles_wall + merge_wall, 1) if parallel else None,
         "psnr_difference_db": round(merged["psnr"] - single["psnr"], 3),
