@@ -257,7 +257,7 @@ def test_stage_option_loaders_refuse_typos_for_every_stage() -> None:
     from spaceport_dagster.stages.config import ConfigError
     from spaceport_dagster.stages.options import LOADERS, validate_options
 
-    assert set(LOADERS) == {"ingest", "sfm", "export", "train", "sog"}
+    assert set(LOADERS) == {"ingest", "sfm", "export", "train", "merge", "sog"}
     for stage in LOADERS:
         validate_options(stage, {})  # the defaults are valid
         with pytest.raises(ConfigError, match=rf"^stage {stage}: .*no option\(s\) stpes"):

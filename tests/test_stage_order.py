@@ -51,7 +51,7 @@ def test_every_stage_runs_from_its_stage_module() -> None:
     """Each stage package's command line (`python -m spaceport_dagster.stages.<name>`) runs `stage.run`: one
     name for the entry module, so a reader finds every stage's start in the same place."""
     packages = sorted(p.parent for p in (ROOT / "spaceport_dagster" / "stages").glob("*/__main__.py"))
-    assert [p.name for p in packages] == ["export", "ingest", "sfm", "sog", "train"]
+    assert [p.name for p in packages] == ["export", "ingest", "merge", "sfm", "sog", "train"]
     for package in packages:
         main = (package / "__main__.py").read_text()
         assert "from .stage import run" in main, package.name

@@ -7,6 +7,7 @@ from spaceport_dagster.resources.storage import StorageResource
 
 from .stage_asset import run_stage_asset
 from .stage_config import TrainConfig, pipeline_asset
+from .tiled_training import TilingOptions, run_tiled_asset
 
 
 @pipeline_asset(
@@ -31,6 +32,11 @@ def splat_model(
 ) -> MaterializeResult:
     """Gaussians initialised from the SfM points, trained with every 8th image held out as a test view; writes
     the standard INRIA PLY, test-view previews, metrics and a training curve. The headline figures are the PLY
-    rendered as a viewer shows it."""
+    rendered as a viewer shows it. A large survey trains as spatial tiles, merged into the same outputs
+    (tiled_training.py)."""
+    tiling = TilingOptions(config.tiles, config.tile_budget_megapixels, parallel=config.tile_parallel)
+    tiled = run_tiled_asset(context, storage, compute, config.stage_config(), tiling)
+    if tiled is not None:
+        return tiled
     return run_stage_asset(context, storage, compute, stage="train", artifacts={"export": "colmap_export"},
                            config=config.stage_config(), resumable=True)

@@ -61,7 +61,7 @@ def stage_limits(context: AssetExecutionContext, asset: str) -> tuple[float, flo
 
 
 def pin_input_versions(context: AssetExecutionContext, store: ArtifactStore, dataset: str,
-                       artifacts: dict[str, str]) -> dict[str, InputVersion]:
+                       artifacts: dict[str, str], announce: bool = True) -> dict[str, InputVersion]:
     """Pin every upstream artifact in `store` to the version this run published (else the current one), so the
     stage reads that version whatever is published meanwhile. Failure when it is not there any more."""
     asset = context.asset_key.to_user_string()
@@ -79,8 +79,9 @@ def pin_input_versions(context: AssetExecutionContext, store: ArtifactStore, dat
             raise Failure(f"{asset} reads {upstream} version {found.version}, published by run {found.run_id}, "
                           f"but: {exc}") from None
         pinned[upstream] = found
-        context.log.info(f"{asset} reads {upstream} version {found.version} "
-                         f"({'published by run ' + found.run_id if found.run_id else 'the published version'})")
+        if announce:
+            context.log.info(f"{asset} reads {upstream} version {found.version} "
+                             f"({'published by run ' + found.run_id if found.run_id else 'the published version'})")
     return pinned
 
 

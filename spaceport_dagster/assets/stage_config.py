@@ -64,6 +64,13 @@ class SfmConfig(StageConfig):
 
 class TrainConfig(StageConfig):
     preset: TrainPreset | None = Field(default=None, description=PRESET_HELP)
+    tiles: int = Field(default=0, ge=0, le=64, description="0: automatic (tiles only when the survey exceeds one "
+                       "GPU's budget, or spreads over several GPUs; README 'Large surveys'); 1: one training; K: "
+                       "K spatial tiles trained as separate jobs and merged")
+    tile_budget_megapixels: float = Field(default=600.0, gt=0, description="automatic tiling: the most training "
+                                          "pixels (photos at the training resolution) one tile takes")
+    tile_parallel: int = Field(default=0, ge=0, description="tiles trained at once; 0: one per GPU here (one after "
+                               "the other without), all at once on SageMaker")
 
 
 class SogConfig(StageConfig):

@@ -52,6 +52,12 @@ class StageRequest:
     resumable: bool = False  # the stage checkpoints: give it a folder that survives a failed attempt
     timeout_s: float = 0  # kill the stage after this long (0: never)
     heartbeat_s: float = 0  # kill the stage when its heartbeat is older than this (0: do not watch)
+    part: str = ""  # one of several runs of the stage for the asset (a tile: "tile2of4"); in names and folders
+
+    @property
+    def label(self) -> str:
+        """The stage and its part, e.g. `train-tile2of4`: scratch folders, job names."""
+        return f"{self.stage}-{self.part}" if self.part else self.stage
 
 
 class StageLauncher(ConfigurableResource):
@@ -87,7 +93,7 @@ class LocalStageLauncher(StageLauncher):
         # this process was killed; its control folder carries the stage's pid and heartbeat.
         scratch_root = Path(tempfile.gettempdir())
         sweep(scratch_root, SCRATCH_PREFIX)
-        scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{request.dataset}-{request.stage}-",
+        scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{request.dataset}-{request.label}-",
                                         suffix=owner_tag(), dir=scratch_root))
         (scratch / "control").mkdir()
         (scratch / "tmp").mkdir()

@@ -17,7 +17,8 @@ LOADERS: dict[str, tuple[str, str]] = {
     "ingest": ("spaceport_dagster.stages.ingest.stage", "IngestConfig"),
     "sfm": ("spaceport_dagster.stages.sfm.config", "load_config"),
     "export": ("spaceport_dagster.stages.export.stage", "ExportConfig"),
-    "train": ("spaceport_dagster.stages.train.config", "load_config"),
+    "train": ("spaceport_dagster.stages.train.stage", "load_stage_config"),  # a tile spec is optional
+    "merge": ("spaceport_dagster.stages.merge.stage", "load_stage_config"),
     "sog": ("spaceport_dagster.stages.sog.config", "load_config"),
 }
 

@@ -138,3 +138,37 @@ def read_ply(path: str | Path) -> GaussianCloud:
         scales=cols("scale_0", "scale_1", "scale_2"),
         quats=cols("rot_0", "rot_1", "rot_2", "rot_3"),
     )
+
+
+def ply_header(count: int, names: list[str]) -> bytes:
+    """The header write_ply writes: binary little endian, one float property per name."""
+    lines = ["ply", "format binary_little_endian 1.0", f"element vertex {count}"]
+    lines += [f"property float {name}" for name in names] + ["end_header"]
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def read_float_table(path: str | Path) -> tuple[list[str], np.ndarray] | None:
+    """A PLY in write_ply's layout (one vertex element of little endian floats) as its property names and an
+    (N, P) float32 memory map, without a copy; None for any other layout (read_ply reads those)."""
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    end = head.find(b"end_header\n")
+    if end < 0:
+        return None
+    lines = head[:end].decode("ascii", "replace").splitlines()
+    if len(lines) < 3 or lines[0] != "ply" or lines[1] != "format binary_little_endian 1.0":
+        return None
+    elements = [line for line in lines if line.startswith("element ")]
+    if len(elements) != 1 or not elements[0].startswith("element vertex "):
+        return None
+    count = int(elements[0].split()[2])
+    props = [line.split() for line in lines if line.startswith("property ")]
+    if not props or any(len(p) != 3 or p[1] not in ("float", "float32") for p in props):
+        return None
+    names = [p[2] for p in props]
+    offset = end + len(b"end_header\n")
+    if Path(path).stat().st_size != offset + 4 * count * len(names):
+        return None
+    if count == 0:
+        return names, np.zeros((0, len(names)), np.float32)
+    return names, np.memmap(path, dtype="<f4", mode="r", offset=offset, shape=(count, len(names)))

@@ -119,7 +119,7 @@ class SageMakerStageLauncher(StageLauncher):
         if not isinstance(store, S3ArtifactStore):
             raise Failure("SageMaker compute needs artifacts on S3: set SPACEPORT_ARTIFACT_ROOT=s3://bucket/prefix "
                           f"(storage is the local folder {store.uri(request.dataset, request.asset)})")
-        name = job_name(request.dataset, request.stage, context.run_id, context.retry_number)
+        name = job_name(request.dataset, request.label, context.run_id, context.retry_number)
         scratch_key = self.scratch_key(store, name)
         try:
             self.check_options(request)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from spaceport_dagster.stages.config import check_choices
 
 # Which image runs which stage: SfM and export share the pycolmap image.
-STAGE_IMAGES = {"ingest": "ingest", "sfm": "sfm", "export": "sfm", "train": "train", "sog": "sog"}
+STAGE_IMAGES = {"ingest": "ingest", "sfm": "sfm", "export": "sfm", "train": "train", "merge": "train", "sog": "sog"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ DEFAULT_STAGE_SETTINGS: dict[str, StageSettings] = {
     "export": StageSettings("ml.c6i.2xlarge", 100, 2 * 3600),
     # A10G (sm_86); the T4 of ml.g4dn lacked a CUDA feature the trainer needed.
     "train": StageSettings("ml.g5.xlarge", 100, 8 * 3600, job_kind="training", spot=True),
+    # joins the tiles of a tiled training and scores the merged splat on the test views (renders: a GPU)
+    "merge": StageSettings("ml.g5.xlarge", 100, 2 * 3600, job_kind="training"),
     "sog": StageSettings("ml.c6i.4xlarge", 50, 2 * 3600),
 }
 

@@ -61,7 +61,7 @@ class PhotoStore(Sequence[Tensor]):
         self._lookahead = lookahead
         self._pending: OrderedDict[int, Future[np.ndarray]] = OrderedDict()
         self._upcoming: list[int] = []
-        self._held: list[Tensor] = []
+        self._held: list[Tensor | None] = []
         if residency != "disk":
             pin = residency == "host" and device.type == "cuda"
             for array in self._pool.map(load, range(len(self._sizes))):
@@ -80,6 +80,8 @@ class PhotoStore(Sequence[Tensor]):
         return len(self._sizes)
 
     def __getitem__(self, index: int) -> Tensor:  # type: ignore[override]
+        if self.residency != "disk" and self._held[index] is None:  # freed by keep_only: decoded again
+            return torch.from_numpy(self._load(index)).to(self.device)
         if self.residency == "device":
             return self._held[index]
         if self.residency == "host":
@@ -88,6 +90,13 @@ class PhotoStore(Sequence[Tensor]):
         array = future.result() if future is not None else self._load(index)
         self._refill()
         return torch.from_numpy(array).to(self.device)
+
+    def keep_only(self, indices: set[int]) -> None:
+        """Free the decoded photos outside `indices` (the views one tile uses); one asked for later is decoded
+        again from disk."""
+        for i in range(len(self._held)):
+            if i not in indices:
+                self._held[i] = None
 
     def iterate(self, indices: Iterable[int]) -> Iterator[Tensor]:
         """The photos of `indices` one at a time (decoded ahead on disk residency), for scoring passes."""

@@ -25,6 +25,9 @@ from spaceport_dagster.stages.evaluation import PlainScores, score_plain
 from spaceport_dagster.stages.ply import GaussianCloud, read_ply, write_ply
 from spaceport_dagster.stages.render import cloud_to_params, gsplat_available, pick_device, render_view
 from spaceport_dagster.stages.report import StageReport, md
+from spaceport_dagster.stages.tiles.options import split_tile
+from spaceport_dagster.stages.tiles.restrict import restrict_scene
+from spaceport_dagster.stages.tiles.spec import TileSpec
 from spaceport_dagster.stages.ui_metadata import curve_svg_markdown, inline_picture_markdown
 
 from .checks import quality_checks
@@ -81,7 +84,7 @@ def score_published(cloud: GaussianCloud, scene: Scene, baseline: torch.Tensor,
 
 
 def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resume: str | None = None,
-          checkpoints: str | None = None) -> StageReport:
+          checkpoints: str | None = None, tile: TileSpec | None = None) -> StageReport:
     t_start = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
@@ -93,6 +96,9 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
         torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest SSIM convolutions
     scene = load_scene(export, cfg.max_long_side, cfg.test_every, device, log, cfg.validation_every,
                        cfg.photo_residency, cfg.gpu_photo_budget, cfg.host_photo_budget)
+    if tile is not None:  # one tile of a tiled training (stages/tiles): its photos and SfM points only
+        scene = restrict_scene(scene, tile, export, log)
+        (output / "tile.json").write_text(json.dumps(tile.as_dict(), indent=1))
     fit = fit_to_survey(cfg, len(scene.train))
     cfg = fit.config
     log.info(f"schedule: {fit.describe()}")
@@ -128,7 +134,7 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
                                + (f" (patches of {cfg.patch_size} px)" if cfg.patch_size else ""),
         "schedule": fit.describe(), "photo_residency": scene.photos.residency,
         "resumed_from": result.resumed_from, "stopped_early": result.stopped_early,
-        "scene_fills_photos": coverage.fills,
+        "scene_fills_photos": coverage.fills, **({"tile": tile.label} if tile else {}),
         "seconds": {"load": round(t_loaded - t_start, 2), "train_loop": round(result.train_seconds, 2),
                     "to_ply_written": round(t_written - t_start, 2), "ply_write": round(t_written - t_trained, 2),
                     "plain_scoring": round(t_scored - t_written, 2)},
@@ -193,8 +199,15 @@ def refuse_gpu_preset_without_gpu(config: dict[str, Any]) -> None:
                          "SPACEPORT_COMPUTE=sagemaker for a GPU instance, or the option device: cpu to train it here")
 
 
+def load_stage_config(config: dict[str, Any]) -> TrainConfig:
+    """The typed config of `config`, whose tile spec (if any) is checked too (stages/options.py)."""
+    return load_config(split_tile(config)[0])
+
+
 def run(inputs: dict[str, str], output: Path, config: dict[str, Any], log: logging.Logger) -> StageReport:
     if "export" not in inputs:
         raise ValueError("train needs an input named 'export' (a colmap_export folder with images/ and sparse/0/)")
     refuse_gpu_preset_without_gpu(config)
-    return train(inputs["export"], output, load_config(config), log, inputs.get("resume"), inputs.get("checkpoints"))
+    options, tile = split_tile(config)
+    return train(inputs["export"], output, load_config(options), log, inputs.get("resume"), inputs.get("checkpoints"),
+                 tile)
