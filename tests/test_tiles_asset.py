@@ -22,6 +22,7 @@ from spaceport_dagster.resources.artifact_store import LocalArtifactStore, S3Art
 from spaceport_dagster.resources.compute import LocalStageLauncher
 from spaceport_dagster.resources.selection import resources_from_env
 from spaceport_dagster.resources.storage import StorageResource
+from spaceport_dagster.run_events import flat_metadata
 from spaceport_dagster.stages.ply import read_ply
 from spaceport_dagster.stages.tiles.spec import TileSpec
 from spaceport_dagster.stages.train.synthetic import write_synthetic_export
@@ -159,7 +160,7 @@ def test_tiles_run_as_parallel_sagemaker_training_jobs_and_merge(
     assert channels == {"export"} | {f"tile{i}of{k}" for i in range(1, k + 1)}
     metadata = result.asset_materializations_for_node("splat_model")[0].metadata
     assert metadata["published"].value is True and metadata["tiles_trained"].value == k
-    assert metadata["sagemaker_job_name"].value == merge["TrainingJobName"]
+    assert flat_metadata(metadata)["sagemaker_job_name"] == merge["TrainingJobName"]  # a headline figure
     _assert_merged_from_cores(store.fetch(DATASET, "splat_model"),
                               [store.fetch(DATASET, f"splat_model.tile{i}of{k}") for i in range(1, k + 1)])
     s3 = boto3.client("s3")
