@@ -18,7 +18,7 @@ launcher, with `--threads-per-job` threads (OMP/MKL/torch, and pycolmap's num_th
 `--config JSON` overrides the training preset, so a change to it can be measured the same way first.
 `--load K` keeps K busy processes spinning beside the runs (the issue's "two busy processes") and stops them
 at the end. Prints a Markdown table per run and per set; writes JSON (machine, date, load, every figure) to
-`benchmarks/results/` or `--json`.
+`benchmarks/results/` or `--json`; until then each finished run is a line of `<json>.runs.jsonl`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from spaceport_dagster.stages.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GATE_CHECK = "beats_mean_colour_baseline"
+PROGRESS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -155,6 +157,8 @@ def one_run(survey: Survey, index: int, seed: int, args: argparse.Namespace, scr
           f"failed {row['failed_blocking'] or 'none'}, {row['wall_seconds']:.0f} s"), flush=True)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
+    with PROGRESS_LOCK, open(args.progress, "a") as fh:  # kept even if the whole benchmark is stopped early
+        fh.write(json.dumps(row) + "\n")
     return row
 
 
@@ -233,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="gate_margin-"))
     scratch.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
+    out = args.json or ROOT / "benchmarks" / "results" / f"gate_margin_{platform.node()}_{started:%Y%m%dT%H%M}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    args.progress = out.with_suffix(".runs.jsonl")  # one line per finished run, as it finishes
+    args.progress.unlink(missing_ok=True)
     load = start_load(args.load)
     try:
         surveys = prepare(args, scratch)
@@ -287,12 +295,11 @@ def main(argv: list[str] | None = None) -> int:
                                  cwd=ROOT).stdout.strip(),
         "started": started.isoformat(timespec="seconds"), "finished": finished.isoformat(timespec="seconds"),
         "load_average_end": [round(x, 1) for x in os.getloadavg()],
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "progress"},
         "held_with_min_margin": held, "summary": summary, "runs": rows,
     }
-    out = args.json or ROOT / "benchmarks" / "results" / f"gate_margin_{platform.node()}_{started:%Y%m%dT%H%M}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
+    args.progress.unlink(missing_ok=True)
     print(f"wrote {out}")
     return 0 if held else 1
 
