@@ -237,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="gate_margin-"))
     scratch.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()  # the code the runs use, read before they start
     out = args.json or ROOT / "benchmarks" / "results" / f"gate_margin_{platform.node()}_{started:%Y%m%dT%H%M}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     args.progress = out.with_suffix(".runs.jsonl")  # one line per finished run, as it finishes
@@ -291,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": {"host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                 cwd=ROOT).stdout.strip(),
+        "commit": commit,
         "started": started.isoformat(timespec="seconds"), "finished": finished.isoformat(timespec="seconds"),
         "load_average_end": [round(x, 1) for x in os.getloadavg()],
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "progress"},
