@@ -48,8 +48,8 @@ def export(tmp_path_factory):
 
 @pytest.fixture
 def one_thread():
-    """Byte-for-byte comparisons: the CPU rasteriser's backward pass sums per-tile gradients in parallel, so with
-    more than one thread the float order (and the last bits of the model) changes from run to run."""
+    """Byte-for-byte comparisons at one thread (the stage trains on the CPU with PyTorch's deterministic kernels,
+    so any thread count gives the same bytes: tests/test_train_stability.py)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -85,7 +85,11 @@ def project(
     lim_x_neg = cx / fx + 0.3 * tan_fovx
     lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy
     lim_y_neg = cy / fy + 0.3 * tan_fovy
-    tzs = torch.where(tz.abs() < 1e-12, torch.full_like(tz, 1e-12), tz)  # culled below; avoid inf grads
+    # A Gaussian at or behind the near plane is culled below, but its projection is still computed; at a depth
+    # near 0 (a Gaussian beside a camera, in its image plane: street scenes such as lund) the Jacobian overflows,
+    # and the culled Gaussian's zero gradients times inf made its means, scales and rotation NaN. Culled
+    # Gaussians are projected at depth 1 instead: nothing reads them, and their gradients stay zero.
+    tzs = torch.where(tz > near_plane, tz, torch.ones_like(tz))
     txc = tzs * torch.minimum(torch.maximum(tx / tzs, -lim_x_neg), lim_x_pos)
     tyc = tzs * torch.minimum(torch.maximum(ty / tzs, -lim_y_neg), lim_y_pos)
     zero = torch.zeros_like(tzs)
@@ -117,7 +121,10 @@ def _composite_tiles(pix: Tensor, gidx: Tensor, means2d: Tensor, conics: Tensor,
     d = pix[:, :, None, :] - m2[:, None, :, :]  # (B, P, M, 2)
     dx, dy = d[..., 0], d[..., 1]
     sigma = 0.5 * (cn[:, None, :, 0] * dx * dx + cn[:, None, :, 2] * dy * dy) + cn[:, None, :, 1] * dx * dy
-    alpha = (op[:, None, :] * torch.exp(-sigma)).clamp(max=ALPHA_MAX)
+    # sigma < 0 (an indefinite conic from rounding, far along a needle-thin Gaussian) is masked out below, but
+    # exp(-sigma) there can overflow to inf, and the mask's zero gradient times inf is NaN. The clamp keeps the
+    # masked branch finite; the pixels kept have sigma >= 0 anyway.
+    alpha = (op[:, None, :] * torch.exp(-sigma.clamp_min(0.0))).clamp(max=ALPHA_MAX)
     alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
     trans_after = torch.cumprod(1.0 - alpha, dim=-1)
     trans_before = torch.cat([torch.ones_like(trans_after[..., :1]), trans_after[..., :-1]], dim=-1)

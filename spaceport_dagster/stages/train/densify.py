@@ -32,6 +32,19 @@ def _edit(params: Params, optimizers: Optimizers, param_fn: Callable[[Tensor], T
         params[name] = new
 
 
+# the strategies' per-Gaussian statistics (ours and gsplat's DefaultStrategy): masked with the Gaussians
+PER_GAUSSIAN_STATE = ("grad2d", "count", "radii")
+
+
+def keep_gaussians(params: Params, optimizers: Optimizers, state: dict, keep: Tensor) -> None:
+    """Keep only the Gaussians where `keep` is True: parameters, Adam moments and per-Gaussian statistics."""
+    _edit(params, optimizers, lambda p: p[keep], lambda s: s[keep])
+    for key in PER_GAUSSIAN_STATE:
+        value = state.get(key)
+        if isinstance(value, Tensor) and value.shape[:1] == keep.shape:
+            state[key] = value[keep]
+
+
 @dataclass
 class TorchDefaultStrategy:
     """gsplat's DefaultStrategy in PyTorch. Built from a TrainConfig (model.make_strategy): no defaults here,
@@ -128,10 +141,7 @@ class TorchDefaultStrategy:
         if step > self.reset_every:
             prune |= torch.exp(params["scales"]).max(dim=-1).values > self.prune_scale3d * state["scene_scale"]
         if int(prune.sum()):
-            keep = ~prune
-            _edit(params, optimizers, lambda p: p[keep], lambda s: s[keep])
-            for key in ("grad2d", "count"):
-                state[key] = state[key][keep]
+            keep_gaussians(params, optimizers, state, ~prune)
 
     @staticmethod
     @torch.no_grad()

@@ -13,6 +13,8 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,21 @@ def prepare_checkpoints(folder: Path, cfg: TrainConfig, log: logging.Logger) -> 
     stamp.write_text(current)
 
 
+@contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """PyTorch's deterministic kernels while training on the CPU. The rasteriser's backward pass scatters
+    per-tile gradients back onto the Gaussians (an indexed accumulate); with more than one thread its default
+    kernel adds them in whatever order the threads finish, so the last bits of the model, and after densification
+    its whole course, changed from run to run. The deterministic kernel gives the same PLY whatever the thread
+    count and load (tests/test_train.py). gsplat's CUDA kernels are not covered: on CUDA this is left off."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled or before)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
 def score_published(cloud: GaussianCloud, scene: Scene, baseline: torch.Tensor,
                     device: torch.device) -> PlainScores:
     """The headline figures: the PLY as written, rendered plainly on the test views at the export's size."""
@@ -109,7 +126,8 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
     ckpt = find_checkpoint(resume, ckpt_dir)
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
-    result = trainer.train(ckpt_dir if cfg.checkpoint_every else None)
+    with deterministic_algorithms(backend == "torch"):
+        result = trainer.train(ckpt_dir if cfg.checkpoint_every else None)
     result.resumed_from = str(ckpt) if ckpt else None
 
     t_trained = time.perf_counter()
@@ -134,6 +152,7 @@ def train(export: str, output: Path, cfg: TrainConfig, log: logging.Logger, resu
                                + (f" (patches of {cfg.patch_size} px)" if cfg.patch_size else ""),
         "schedule": fit.describe(), "photo_residency": scene.photos.residency,
         "resumed_from": result.resumed_from, "stopped_early": result.stopped_early,
+        "nonfinite_gaussians_removed": result.nonfinite_removed,
         "scene_fills_photos": coverage.fills, **({"tile": tile.label} if tile else {}),
         "seconds": {"load": round(t_loaded - t_start, 2), "train_loop": round(result.train_seconds, 2),
                     "to_ply_written": round(t_written - t_start, 2), "ply_write": round(t_written - t_trained, 2),

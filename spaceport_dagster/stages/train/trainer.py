@@ -21,6 +21,7 @@ from spaceport_dagster.stages.render import rasterize_params
 from .config import TrainConfig
 from .data import Scene
 from .early_stop import EarlyStop
+from .finite_guard import FiniteGuard
 from .model import Appearance, init_params, make_optimizers, make_strategy, means_lr_gamma
 
 
@@ -41,6 +42,7 @@ class TrainResult:
     train_seconds: float = 0.0
     resumed_from: str | None = None
     stopped_early: bool = False
+    nonfinite_removed: int = 0  # Gaussians removed during training because a parameter became NaN or infinite
 
 
 def _cameras(scene: Scene, device: torch.device, factor: int = 1) -> list[Camera]:
@@ -107,6 +109,7 @@ class Trainer:
         self.best_state: tuple[dict[str, Tensor], dict[str, Any]] | None = None
         self.start_step = 0
         self.elapsed_before = 0.0
+        self.finite_guard = FiniteGuard()
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def save_checkpoint(self, folder: Path, step: int, elapsed: float) -> Path:
@@ -121,7 +124,7 @@ class Trainer:
             "app_opt": None if self.app_opt is None else self.app_opt.state_dict(),
             "generator": self.generator.get_state(), "config_steps": self.cfg.steps,
             "background_generator": self.background_generator.get_state(),
-            "best_state": self.best_state,
+            "best_state": self.best_state, "finite_guard": self.finite_guard.state_dict(),
         }
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -150,6 +153,8 @@ class Trainer:
         self.evals = list(state["evals"])
         best = state.get("best_state")
         self.best_state = None if best is None else ({k: v.to(self.device) for k, v in best[0].items()}, best[1])
+        if "finite_guard" in state:
+            self.finite_guard.load_state_dict(state["finite_guard"])
         self.start_step = int(state["step"])
         self.elapsed_before = float(state["elapsed"])
         self.log.info(f"resumed from {path} at step {self.start_step}")
@@ -299,6 +304,10 @@ class Trainer:
             else:
                 self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step, info,
                                                  packed=False)
+            removed = self.finite_guard.check(self.params, self.optimizers, self.strategy_state, step)
+            if removed:
+                self.log.warning(f"step {step}: removed {removed} Gaussian(s) whose "
+                                 f"{', '.join(self.finite_guard.events[-1]['parameters'])} became NaN or infinite")
             done = step + 1
             if (cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps) or done == cfg.steps:
                 if sync:
@@ -331,4 +340,4 @@ class Trainer:
             self.log.info(f"restored the parameters of step {best_state[1]['step']} (best validation PSNR)")
         steps_done = step + 1 if cfg.steps > self.start_step else self.start_step
         return TrainResult(self.params, self.appearance, self.evals, steps_done, time.perf_counter() - t0,
-                           stopped_early=stopped)
+                           stopped_early=stopped, nonfinite_removed=self.finite_guard.removed)
