@@ -37,6 +37,15 @@ def six_photos(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def street_photos(tmp_path: Path) -> Path:
+    """All 29 lund photos: an SfM that lasts tens of seconds on 2 cores, so a signal sent while it runs reaches
+    it still running (six photos finished in 2 s on a quiet machine, before the interrupt)."""
+    folder = tmp_path / "street"
+    shutil.copytree(dataset_images("lund"), folder)
+    return folder
+
+
+@pytest.fixture
 def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private TMPDIR, so the stage scratch folders of this test are the only ones looked at."""
     folder = tmp_path / "tmp"
@@ -64,10 +73,10 @@ def _runs(home: Path) -> list:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_run_stops_its_stage_and_ends(sig: int, six_photos: Path, tmp_path: Path,
+def test_an_interrupted_run_stops_its_stage_and_ends(sig: int, street_photos: Path, tmp_path: Path,
                                                       scratch: Path) -> None:
     home = tmp_path / "home"
-    proc = _spaceport(["run", str(six_photos), "--until", "sparse_reconstruction"], home, scratch)
+    proc = _spaceport(["run", str(street_photos), "--until", "sparse_reconstruction"], home, scratch)
     stage = stage_pid(scratch, "sfm")
     os.kill(proc.pid, sig)
     out, err = proc.communicate(timeout=90)
@@ -76,12 +85,12 @@ def test_an_interrupted_run_stops_its_stage_and_ends(sig: int, six_photos: Path,
     assert "error: run interrupted" in err
     assert _wait_gone(stage)
     assert [r.status for r in _runs(home)] == [DagsterRunStatus.FAILURE]
-    dataset = home / "artifacts" / "six"
+    dataset = home / "artifacts" / "street"
     assert sorted(p.name for p in dataset.iterdir() if not p.name.startswith(".image_set.")) == ["image_set"]
     assert not list(scratch.glob("spaceport-stage-*"))  # TMPDIR of the stage removed
 
 
-def test_ctrl_c_to_the_whole_process_group_shows_one_line(six_photos: Path, tmp_path: Path, scratch: Path) -> None:
+def test_ctrl_c_to_the_whole_process_group_shows_one_line(street_photos: Path, tmp_path: Path, scratch: Path) -> None:
     """Issue 27: a terminal's Ctrl-C reaches every process of the foreground group, Dagster's compute-log helpers
     (`tail -F`, `watch_orphans`) included; each `watch_orphans` printed a KeyboardInterrupt traceback under our
     one line. They now run in a process group of their own: the user sees one line."""
@@ -89,7 +98,7 @@ def test_ctrl_c_to_the_whole_process_group_shows_one_line(six_photos: Path, tmp_
     env = {**os.environ, "SPACEPORT_HOME": str(home), "DAGSTER_HOME": str(home), "TMPDIR": str(scratch),
            "PYTHONPATH": str(REPO)}
     env.pop("SPACEPORT_ARTIFACT_ROOT", None)
-    proc = subprocess.Popen([sys.executable, "-m", "spaceport_dagster.cli", "run", str(six_photos), "--until",
+    proc = subprocess.Popen([sys.executable, "-m", "spaceport_dagster.cli", "run", str(street_photos), "--until",
                              "sparse_reconstruction"], env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)  # a group of its own, as a shell's job
     stage = stage_pid(scratch, "sfm")
@@ -102,7 +111,7 @@ def test_ctrl_c_to_the_whole_process_group_shows_one_line(six_photos: Path, tmp_
     assert len(lines) == 1 and lines[0].startswith("error: run interrupted (Ctrl-C)"), lines
     assert _wait_gone(stage)
     assert [r.status for r in _runs(home)] == [DagsterRunStatus.FAILURE]
-    assert not [p for p in (home / "artifacts" / "six").iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in (home / "artifacts" / "street").iterdir() if p.name.endswith(".tmp")]
     assert not list(scratch.glob("spaceport-stage-*"))
     deadline = time.time() + 10  # the helpers end too (their watcher notices a parent gone within a second)
     while _processes_naming(home) and time.time() < deadline:
