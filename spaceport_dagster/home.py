@@ -31,7 +31,8 @@ def prepare_home() -> Path:
 
 def workspace_file() -> Path:
     """`DAGSTER_HOME/workspace.yaml`, (re)written to load the installed definitions module."""
-    path = Path(os.environ["DAGSTER_HOME"] if "DAGSTER_HOME" in os.environ else prepare_home()) / "workspace.yaml"
+    folder = os.environ.get("DAGSTER_HOME") or os.environ.get("SPACEPORT_HOME", "./.spaceport")  # no env changes
+    path = Path(folder).expanduser().resolve() / "workspace.yaml"
     if not path.is_file() or path.read_text() != WORKSPACE_YAML:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -228,12 +228,13 @@ def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, 
                 progress.poll(outcomes)
             return finished
 
-        with _sigterm_as_interrupt():
+        with _signals_as_interrupt() as signals:
             try:
                 while not poll(poll_seconds):
-                    pass
+                    signals.check()
             except (KeyboardInterrupt, Interrupted) as exc:
-                interrupted = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "interrupted (SIGTERM)"
+                sigterm = isinstance(exc, Interrupted) and signals.received == signal.SIGTERM
+                interrupted = "interrupted (SIGTERM)" if sigterm else "interrupted (Ctrl-C)"
                 stop_all(f"run {interrupted}; stage stopped")
                 try:  # the stopped stage fails its step: the run ends as FAILURE and its staging is removed
                     deadline = 60.0
@@ -255,20 +256,29 @@ def run_pipeline(dataset: str, source: str | None, *, until: str | None = None, 
     return PipelineOutcome(dataset, run_id, [outcomes[n] for n in selected], interrupted, reaped)
 
 
-class _sigterm_as_interrupt:
-    """While a run executes in the main thread, SIGTERM raises Interrupted there (like Ctrl-C does)."""
+class _signals_as_interrupt:
+    """While a run executes in the main thread, SIGINT (Ctrl-C) and SIGTERM raise Interrupted there, and are
+    remembered: an exception raised inside a garbage-collector callback is swallowed by Python ("Exception ignored
+    in ..."; seen with SQLAlchemy's), so the follow loop also checks what was received (`check`)."""
 
-    def __enter__(self) -> None:
-        self.previous = None
+    def __enter__(self) -> _signals_as_interrupt:
+        self.received: int | None = None
+        self.previous: dict[int, object] = {}
         if threading.current_thread() is threading.main_thread():
             def handler(signum: int, frame: object) -> None:
+                self.received = signum
                 raise Interrupted()
 
-            self.previous = signal.signal(signal.SIGTERM, handler)
+            self.previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise Interrupted()
 
     def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for sig, previous in self.previous.items():
+            signal.signal(sig, previous)
 
 
 def reap_abandoned_runs(instance: DagsterInstance) -> list[str]:
