@@ -26,7 +26,9 @@ weights).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -222,22 +224,37 @@ def fit_similarity_2d(src: np.ndarray, tgt: np.ndarray, max_error_m: float, orde
         if converged:
             break
     # the published fit: least squares on every fix that is not an outlier, by the noise its residuals show
-    kept = weights > 0
-    for _ in range(MAX_ITERATIONS):
-        a, b = _weighted_2d(z, w, kept.astype(float))
-        lengths = np.abs(a * z + b - w)
-        new = _outside(lengths, kept, max_error_m, 2, floor)
-        if np.count_nonzero(new) < 3:
-            return None
-        if np.array_equal(new, kept):
-            break
-        kept = new
+    published = _least_squares_on_inliers(weights > 0, lambda wts: _weighted_2d(z, w, wts),
+                                          lambda fit: np.abs(fit[0] * z + fit[1] - w), max_error_m, 2, floor)
+    if published is None:
+        return None
+    (a, b), kept = published
     weights = kept.astype(float)
     mapped = a * z  # scale and rotation applied (translation does not enter the uncertainty)
     residual = a * z + b - w
     uncertainty = similarity_uncertainty(np.column_stack([mapped.real, mapped.imag]),
                                          np.column_stack([residual.real, residual.imag]), weights, order)
     return Similarity2D(a, b, weights > 0, weights, uncertainty)
+
+
+def _least_squares_on_inliers(kept: np.ndarray, fit_with: Callable[[np.ndarray], Any],
+                              lengths_of: Callable[[Any], np.ndarray], max_error_m: float, dims: int,
+                              floor: float) -> tuple[Any, np.ndarray] | None:
+    """The published fit, 2D or 3D alike: least squares (`fit_with` 0/1 weights) on the fixes not outliers by the
+    noise their own residuals show, until the set of kept fixes stops changing; None when fewer than 3 remain or
+    the fit fails."""
+    fit = None
+    for _ in range(MAX_ITERATIONS):
+        fit = fit_with(kept.astype(float))
+        if fit is None:
+            return None
+        new = _outside(lengths_of(fit), kept, max_error_m, dims, floor)
+        if np.count_nonzero(new) < 3:
+            return None
+        if np.array_equal(new, kept):
+            break
+        kept = new
+    return fit, kept
 
 
 def fit_similarity_3d(src: np.ndarray, tgt: np.ndarray, max_error_m: float, order: np.ndarray | None = None,
@@ -277,18 +294,16 @@ def fit_similarity_3d(src: np.ndarray, tgt: np.ndarray, max_error_m: float, orde
         if converged:
             break
     # the published fit: least squares on every fix that is not an outlier, by the noise its residuals show
-    kept = weights > 0
-    for _ in range(MAX_ITERATIONS):
-        fit = umeyama(src, tgt, kept.astype(float))
-        if fit is None or fit[0] <= 0 or not np.isfinite(fit[0]):
-            return None
-        lengths = np.linalg.norm(fit[0] * src @ fit[1].T + fit[2] - tgt, axis=1)
-        new = _outside(lengths, kept, max_error_m, 3, floor)
-        if np.count_nonzero(new) < 3:
-            return None
-        if np.array_equal(new, kept):
-            break
-        kept = new
+    def proper_umeyama(wts: np.ndarray):
+        fit = umeyama(src, tgt, wts)
+        return None if fit is None or fit[0] <= 0 or not np.isfinite(fit[0]) else fit
+
+    published = _least_squares_on_inliers(
+        weights > 0, proper_umeyama, lambda fit: np.linalg.norm(fit[0] * src @ fit[1].T + fit[2] - tgt, axis=1),
+        max_error_m, 3, floor)
+    if published is None:
+        return None
+    fit, kept = published
     weights = kept.astype(float)
     scale, rotation, translation = fit
     mapped = scale * src @ rotation.T
